@@ -1,0 +1,61 @@
+import type { BatchEncoder } from '../gpu/batch-encoder.js';
+import type { KernelSpec } from '../gpu/pipeline-cache.js';
+import { Uniforms } from '../gpu/uniforms.js';
+import { tuning } from './tuning.js';
+import type { Dtype } from './types.js';
+
+export type GemmActivation = 'none' | 'gelu' | 'tanh';
+/** 'rb': register-blocked, no workgroup memory (needs K, ldx % 4 == 0); 'tiled': workgroup-memory tiles; 'naive': baseline. */
+export type GemmVariant = 'rb' | 'tiled' | 'naive';
+
+export interface GemmArgs {
+  /** [M, ldx] row-major input; the first K columns are used. */
+  x: GPUBuffer;
+  /** [N, K] weight as torch.nn.Linear stores it. */
+  w: GPUBuffer;
+  /** [M, ldy] output; columns [0, N) are written. */
+  y: GPUBuffer;
+  bias?: GPUBuffer | null;
+  /** Added after the activation: y = act(x·wᵀ + b) + residual. */
+  residual?: GPUBuffer | null;
+  M: number;
+  N: number;
+  K: number;
+  ldx?: number;
+  ldy?: number;
+  ldr?: number;
+  act?: GemmActivation;
+}
+
+export function gemmSpec(
+  dtype: Dtype,
+  opts: { variant?: GemmVariant; hasBias: boolean; act: GemmActivation; residual: boolean },
+): KernelSpec {
+  const common = { DTYPE: dtype, HAS_BIAS: opts.hasBias, ACT: opts.act, RESIDUAL: opts.residual };
+  switch (opts.variant ?? 'tiled') {
+    case 'naive':
+      return { shader: 'gemm_naive', params: common };
+    case 'rb':
+      return { shader: 'gemm_rb', params: { ...common, RM: tuning.gemmRowsPerInvocation } };
+    case 'tiled':
+      return { shader: 'gemm', params: { ...common, BK: tuning.gemmBK } };
+  }
+}
+
+/** Record Y = act(X·Wᵀ + b) (+ R) into `enc`. */
+export function gemm(enc: BatchEncoder, dtype: Dtype, a: GemmArgs, label = 'gemm', variant: GemmVariant = 'tiled'): void {
+  const ldx = a.ldx ?? a.K;
+  const ldy = a.ldy ?? a.N;
+  const ldr = a.ldr ?? ldy;
+  if (ldx < a.K || ldy < a.N) throw new RangeError(`${label}: row stride smaller than the row`);
+  if (variant === 'rb' && (a.K % 4 !== 0 || ldx % 4 !== 0)) variant = 'tiled';
+  const spec = gemmSpec(dtype, { variant, hasBias: !!a.bias, act: a.act ?? 'none', residual: !!a.residual });
+  const uniforms = new Uniforms().u32(a.M).u32(a.N).u32(a.K).u32(ldx).u32(ldy).u32(ldr);
+  const groups: [number, number] =
+    variant === 'naive'
+      ? [Math.ceil(a.N / 8), Math.ceil(a.M / 8)]
+      : variant === 'rb'
+        ? [Math.ceil(a.N / 32), Math.ceil(a.M / (8 * tuning.gemmRowsPerInvocation))]
+        : [Math.ceil(a.N / 64), Math.ceil(a.M / 64)];
+  enc.dispatch(label, spec, uniforms, [a.x, a.w, a.y, a.bias ?? null, a.residual ?? null], groups);
+}

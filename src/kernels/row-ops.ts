@@ -1,0 +1,55 @@
+import type { BatchEncoder } from '../gpu/batch-encoder.js';
+import { Uniforms } from '../gpu/uniforms.js';
+import { tuning } from './tuning.js';
+import type { Dtype } from './types.js';
+
+/** Row index split over (x, y) so more than 65535 rows can be dispatched. */
+export function rowGrid(rows: number): [number, number] {
+  return rows <= 65535 ? [rows, 1] : [65535, Math.ceil(rows / 65535)];
+}
+
+export interface LayerNormArgs {
+  x: GPUBuffer;
+  gamma: GPUBuffer;
+  beta: GPUBuffer;
+  y: GPUBuffer;
+  /** Fused residual: y = LN(x + residual). */
+  residual?: GPUBuffer | null;
+  rows: number;
+  dim: number;
+  eps: number;
+}
+
+export function layerNorm(enc: BatchEncoder, dtype: Dtype, a: LayerNormArgs, label = 'layernorm'): void {
+  const spec = {
+    shader: 'layernorm',
+    params: { DTYPE: dtype, WG: tuning.rowWorkgroupSize, RESIDUAL: !!a.residual },
+  };
+  const uniforms = new Uniforms().u32(a.rows).u32(a.dim).f32(a.eps);
+  enc.dispatch(label, spec, uniforms, [a.x, a.gamma, a.beta, a.y, a.residual ?? null], rowGrid(a.rows));
+}
+
+/** Row softmax; output is always f32 (probabilities go straight to the caller). */
+export function softmaxRows(
+  enc: BatchEncoder,
+  dtype: Dtype,
+  a: { x: GPUBuffer; y: GPUBuffer; rows: number; cols: number },
+  label = 'softmax',
+): void {
+  const spec = { shader: 'softmax', params: { DTYPE: dtype, WG: tuning.rowWorkgroupSize } };
+  enc.dispatch(label, spec, new Uniforms().u32(a.rows).u32(a.cols), [a.x, a.y], rowGrid(a.rows));
+}
+
+/** y[r] = x[rows[r]] for `count` rows of width `dim`. */
+export function gatherRows(
+  enc: BatchEncoder,
+  dtype: Dtype,
+  a: { rows: GPUBuffer; x: GPUBuffer; y: GPUBuffer; count: number; dim: number },
+  label = 'gather_rows',
+): void {
+  const spec = { shader: 'gather_rows', params: { DTYPE: dtype } };
+  enc.dispatch(label, spec, new Uniforms().u32(a.count).u32(a.dim), [a.rows, a.x, a.y], [
+    Math.ceil(a.dim / 64),
+    a.count,
+  ]);
+}

@@ -1,0 +1,14 @@
+/**
+ * Tuning knobs of the kernels, in one place. Values chosen by
+ * `npm run bench:kernels` on the devices named in bench/results/.
+ */
+export const tuning = {
+  /** K-slice staged per iteration by the tiled GEMM. */
+  gemmBK: 16,
+  /** Output rows per invocation of the register-blocked GEMM (each also owns 4 columns). */
+  gemmRowsPerInvocation: 4,
+  /** Invocations per workgroup of row-wise kernels (LayerNorm, softmax). */
+  rowWorkgroupSize: 64,
+  /** Invocations per (query, head) workgroup in attention. */
+  attentionWorkgroupSize: 64,
+};
