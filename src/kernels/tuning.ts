@@ -2,7 +2,17 @@
  * Tuning knobs of the kernels, in one place. Values chosen by
  * `npm run bench:kernels` on the devices named in bench/results/.
  */
-export const tuning = {
+import type { GemmVariant } from './gemm.js';
+
+export const tuning: {
+  gemmVariant: GemmVariant;
+  gemmBK: number;
+  gemmRowsPerInvocation: number;
+  rowWorkgroupSize: number;
+  attentionWorkgroupSize: number;
+} = {
+  /** GEMM used by the model: 'rb' measured fastest on lavapipe (bench/results/kernels-*.json). */
+  gemmVariant: 'rb',
   /** K-slice staged per iteration by the tiled GEMM. */
   gemmBK: 16,
   /** Output rows per invocation of the register-blocked GEMM (each also owns 4 columns). */

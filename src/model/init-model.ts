@@ -6,6 +6,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { PetServeError } from '../util/errors.js';
 import { Rng } from '../util/random.js';
 import { isPresetName, PRESETS } from './presets.js';
 import type { BertArchitecture, PresetName } from './presets.js';
@@ -37,12 +38,9 @@ export interface InitModelResult {
 }
 
 /** initModel was called with options that cannot describe a checkpoint. */
-export class InitModelOptionsError extends Error {
-  readonly code = 'INIT_MODEL_OPTIONS' as const;
-
+export class InitModelOptionsError extends PetServeError {
   constructor(detail: string) {
-    super(`invalid initModel options: ${detail}`);
-    this.name = 'InitModelOptionsError';
+    super('INIT_MODEL_OPTIONS', `invalid initModel options: ${detail}`);
   }
 }
 

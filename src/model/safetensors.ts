@@ -13,6 +13,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 
+import { PetServeError } from '../util/errors.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from '../util/f16.js';
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -53,48 +54,37 @@ const MAX_READ_CHUNK_BYTES = 1 << 30;
 const WRITE_CHUNK_BYTES = 64 << 20;
 
 /** The file is not a valid safetensors file (header, offsets, or sizes). */
-export class SafetensorsFormatError extends Error {
-  readonly code = 'SAFETENSORS_FORMAT' as const;
+export class SafetensorsFormatError extends PetServeError {
   readonly filePath: string;
   readonly tensorName: string | undefined;
 
   constructor(filePath: string, detail: string, tensorName?: string) {
     const where = tensorName === undefined ? filePath : `${filePath}, tensor "${tensorName}"`;
-    super(`invalid safetensors file (${where}): ${detail}`);
-    this.name = 'SafetensorsFormatError';
+    super('SAFETENSORS_FORMAT', `invalid safetensors file (${where}): ${detail}`);
     this.filePath = filePath;
     this.tensorName = tensorName;
   }
 }
 
 /** A tensor name that the file does not contain. */
-export class TensorNotFoundError extends Error {
-  readonly code = 'TENSOR_NOT_FOUND' as const;
-
+export class TensorNotFoundError extends PetServeError {
   constructor(filePath: string, tensorName: string) {
-    super(`tensor "${tensorName}" not found in ${filePath}`);
-    this.name = 'TensorNotFoundError';
+    super('TENSOR_NOT_FOUND', `tensor "${tensorName}" not found in ${filePath}`);
   }
 }
 
 /** A tensor that cannot be read as the requested type (wrong dtype, or I64 values beyond int32). */
-export class TensorConversionError extends Error {
-  readonly code = 'TENSOR_CONVERSION' as const;
-
+export class TensorConversionError extends PetServeError {
   constructor(filePath: string, tensorName: string, detail: string) {
-    super(`cannot convert tensor "${tensorName}" in ${filePath}: ${detail}`);
-    this.name = 'TensorConversionError';
+    super('TENSOR_CONVERSION', `cannot convert tensor "${tensorName}" in ${filePath}: ${detail}`);
   }
 }
 
 /** The tensors handed to writeSafetensors are inconsistent (shape vs data, dtype vs array type). */
-export class SafetensorsWriteError extends Error {
-  readonly code = 'SAFETENSORS_WRITE' as const;
-
+export class SafetensorsWriteError extends PetServeError {
   constructor(filePath: string, detail: string, tensorName?: string) {
     const where = tensorName === undefined ? filePath : `${filePath}, tensor "${tensorName}"`;
-    super(`cannot write safetensors file (${where}): ${detail}`);
-    this.name = 'SafetensorsWriteError';
+    super('SAFETENSORS_WRITE', `cannot write safetensors file (${where}): ${detail}`);
   }
 }
 

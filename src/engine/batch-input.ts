@@ -1,0 +1,72 @@
+import { packedKeyRanges } from '../kernels/attention.js';
+import type { BertConfig } from '../model/bert-config.js';
+import type { PackedShape } from '../model/bert-graph.js';
+import { InvalidInputError } from '../util/errors.js';
+
+/** Sequences of one batch as the caller gives them (ragged). */
+export interface SequenceBatch {
+  inputIds: readonly (readonly number[])[];
+  /** Segment ids per token; all 0 when omitted. */
+  tokenTypeIds?: readonly (readonly number[])[] | undefined;
+}
+
+/** Host-side tables that describe a packed batch to the kernels. */
+export interface PackedBatch {
+  shape: PackedShape;
+  lengths: number[];
+  /** u32 [tokens, 3] (id, position, type). */
+  tokenTable: Uint32Array;
+  /** u32 [tokens, 2] (first key row, key count). */
+  keyRange: Uint32Array;
+  /** u32 [sequences]: row of each sequence's first token. */
+  clsRows: Uint32Array;
+}
+
+/** Validate ids against the model and lay the sequences end to end (no padding). */
+export function packBatch(batch: SequenceBatch, cfg: BertConfig): PackedBatch {
+  const seqs = batch.inputIds;
+  if (!Array.isArray(seqs) || seqs.length === 0) throw new InvalidInputError('input_ids: at least one sequence is required');
+  const types = batch.tokenTypeIds;
+  if (types !== undefined && types.length !== seqs.length) {
+    throw new InvalidInputError(`token_type_ids: ${types.length} rows for ${seqs.length} input_ids rows`);
+  }
+  const lengths = seqs.map((s, i) => {
+    if (!Array.isArray(s) || s.length === 0) throw new InvalidInputError(`input_ids[${i}]: must be a non-empty array`);
+    if (s.length > cfg.maxPositionEmbeddings) {
+      throw new InvalidInputError(
+        `input_ids[${i}]: ${s.length} tokens exceed the model's max_position_embeddings ${cfg.maxPositionEmbeddings}`,
+      );
+    }
+    if (types !== undefined && types[i]?.length !== s.length) {
+      throw new InvalidInputError(`token_type_ids[${i}]: length differs from input_ids[${i}]`);
+    }
+    return s.length;
+  });
+  const tokens = lengths.reduce((a, b) => a + b, 0);
+  const tokenTable = new Uint32Array(tokens * 3);
+  const clsRows = new Uint32Array(seqs.length);
+  let t = 0;
+  seqs.forEach((s, i) => {
+    clsRows[i] = t;
+    s.forEach((id: number, p: number) => {
+      if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
+        throw new InvalidInputError(`input_ids[${i}][${p}]: ${String(id)} is not a token id in 0..${cfg.vocabSize - 1}`);
+      }
+      const typ = types?.[i]?.[p] ?? 0;
+      if (!Number.isInteger(typ) || typ < 0 || typ >= cfg.typeVocabSize) {
+        throw new InvalidInputError(`token_type_ids[${i}][${p}]: ${String(typ)} is not in 0..${cfg.typeVocabSize - 1}`);
+      }
+      tokenTable[t * 3] = id;
+      tokenTable[t * 3 + 1] = p;
+      tokenTable[t * 3 + 2] = typ;
+      t++;
+    });
+  });
+  return {
+    shape: { tokens, sequences: seqs.length, maxLength: Math.max(...lengths) },
+    lengths,
+    tokenTable,
+    keyRange: packedKeyRanges(lengths),
+    clsRows,
+  };
+}
