@@ -1,0 +1,33 @@
+import { Command, CommanderError } from 'commander';
+import { exitCodeFor } from './exit-codes.js';
+import { registerInitModel } from './init-model-command.js';
+import { registerPredict } from './predict-command.js';
+
+/** Entry point of the `petserve` command; returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const run = async (fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      exitCode = exitCodeFor(err);
+      const name = err instanceof Error ? err.name : 'Error';
+      const message = err instanceof Error ? err.message : String(err);
+      process.stderr.write(`petserve: ${name}: ${message}\n`);
+    }
+  };
+  const program = new Command()
+    .name('petserve')
+    .description('Serve many parameter-efficient fine-tuned tasks over one shared BERT on WebGPU')
+    .exitOverride()
+    .showHelpAfterError();
+  registerInitModel(program, run);
+  registerPredict(program, run);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    throw err;
+  }
+  return exitCode;
+}

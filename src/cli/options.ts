@@ -1,0 +1,31 @@
+import { UsageError } from './exit-codes.js';
+
+export function parseIntOption(flag: string, value: string | undefined, min = Number.MIN_SAFE_INTEGER): number {
+  const n = Number(value);
+  if (value === undefined || value.trim() === '' || !Number.isSafeInteger(n) || n < min) {
+    throw new UsageError(`${flag} must be an integer${min > Number.MIN_SAFE_INTEGER ? ` >= ${min}` : ''}, got '${value}'`);
+  }
+  return n;
+}
+
+/** Parse a JSON array of non-empty integer arrays (ragged rows allowed). */
+export function parseIdMatrix(flag: string, text: string): number[][] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${flag}: not valid JSON (${(err as Error).message})`);
+  }
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new UsageError(`${flag}: expected a non-empty JSON array of rows, e.g. [[101, 2000, 102]]`);
+  }
+  return value.map((row: unknown, i) => {
+    if (!Array.isArray(row) || row.length === 0) throw new UsageError(`${flag}[${i}]: expected a non-empty array of integers`);
+    return row.map((v: unknown, j) => {
+      if (typeof v !== 'number' || !Number.isInteger(v)) {
+        throw new UsageError(`${flag}[${i}][${j}]: ${JSON.stringify(v)} is not an integer`);
+      }
+      return v;
+    });
+  });
+}

@@ -1,0 +1,42 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/config.js';
+import { ConfigError } from '../../src/util/errors.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'petserve-config-'));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+describe('configuration: defaults, then file, then env, then flags', () => {
+  it('defaults need no file', () => {
+    const c = loadConfig();
+    expect(c.model.dtype).toBe('f32');
+    expect(c.gpu.adapter).toBeNull();
+  });
+
+  it('the shipped configs/default.yaml is valid', () => {
+    expect(loadConfig({ file: 'configs/default.yaml' }).log.level).toBe('info');
+  });
+
+  it('env overrides the file and flags override env', async () => {
+    const file = join(dir, 'a.yaml');
+    await writeFile(file, 'model:\n  dtype: f16\n  dir: /from/file\ngpu:\n  adapter: nvidia\n');
+    const c = loadConfig({ file, env: { PETSERVE_GPU_ADAPTER: 'llvmpipe' }, overrides: { 'model.dir': '/from/flag' } });
+    expect(c.model.dtype).toBe('f16');
+    expect(c.gpu.adapter).toBe('llvmpipe');
+    expect(c.model.dir).toBe('/from/flag');
+  });
+
+  it('unknown keys, bad values, bad YAML and missing files are ConfigErrors that name the problem', async () => {
+    expect(() => loadConfig({ overrides: { 'gpu.adaptr': 'x' } })).toThrow(/gpu: Unrecognized key: "adaptr"/);
+    expect(() => loadConfig({ env: { PETSERVE_DTYPE: 'f64' } })).toThrow(/model\.dtype/);
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(bad, 'model: [unclosed');
+    expect(() => loadConfig({ file: bad })).toThrow(ConfigError);
+    expect(() => loadConfig({ file: join(dir, 'none.yaml') })).toThrow(/cannot read config file/);
+  });
+});
