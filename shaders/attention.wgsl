@@ -14,16 +14,24 @@
 //! param WG: int
 //! param MAX_KEYS: int
 //! param MAX_HEAD_DIM: int
+//! param TASKS: true | false
 #if DTYPE == f16
 enable f16;
 #endif
 alias T = ${DTYPE};
 
-struct Params { tokens: u32, heads: u32, head_dim: u32, hidden: u32, ld_qkv: u32, scale: f32 }
+struct Params { tokens: u32, heads: u32, head_dim: u32, hidden: u32, ld_qkv: u32, scale: f32, site_base: u32 }
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<T>;
 @group(0) @binding(2) var<storage, read> key_range: array<u32>; // [tokens, 2]
 @group(0) @binding(3) var<storage, read_write> out: array<T>;   // [tokens, hidden]
+#if TASKS
+// IA³ input scaling of attention.output.dense scales the context: slot_table[site_base + slot·4] = pool offset.
+@group(0) @binding(4) var<storage, read> row_slot: array<u32>;
+@group(0) @binding(5) var<storage, read> slot_table: array<u32>;
+@group(0) @binding(6) var<storage, read> pool: array<T>;
+const NONE = 0xffffffffu;
+#endif
 
 const WGC = ${WG}u;
 var<workgroup> scores: array<f32, ${MAX_KEYS}>;
@@ -76,11 +84,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
   let inv = 1.0 / partial[0];
 
+#if TASKS
+  let scale_off = slot_table[u.site_base + row_slot[t] * 4u];
+#endif
   for (var d = lid.x; d < d_head; d = d + WGC) {
     var acc = 0.0;
     for (var j = 0u; j < count; j = j + 1u) {
       acc = acc + scores[j] * f32(qkv[(start + j) * u.ld_qkv + v_col + d]);
     }
-    out[t * u.hidden + h * d_head + d] = T(acc * inv);
+    var o = acc * inv;
+#if TASKS
+    if (scale_off != NONE) { o = o * f32(pool[scale_off + h * d_head + d]); }
+#endif
+    out[t * u.hidden + h * d_head + d] = T(o);
   }
 }

@@ -1,20 +1,51 @@
-// Epilogue shared by the GEMM kernels: bias, activation, residual, store.
-// Expects bindings Y (out), optional B (bias) and R (residual), uniforms u.ldy/u.ldr.
+// Epilogue shared by the GEMM kernels:
+//   v = acc + bias            (task's own bias when its slot overrides it: BitFit, diff Δb)
+//   v += delta                (rows whose task has an X-derived delta: LoRA, diff, mask)
+//   v *= pre_scale            (IA³ output scaling)
+//   v = act(v)
+//   v *= post_scale           (IA³ input scaling of the *next* linear, e.g. FFN input)
+//   v += residual
+// Per-task values are found through the row's slot: slot_table[site_base + slot·4 + i]
+// holds pool offsets (0xffffffff = none) and the delta flag. Kernels know slots, not tasks.
 //! param HAS_BIAS: true | false
 //! param ACT: none | gelu | tanh
 //! param RESIDUAL: true | false
+//! param TASKS: true | false
 #include lib_math
+
+#if TASKS
+@group(0) @binding(6) var<storage, read> row_slot: array<u32>;
+@group(0) @binding(7) var<storage, read> slot_table: array<u32>;
+@group(0) @binding(8) var<storage, read> pool: array<T>;
+@group(0) @binding(9) var<storage, read> delta: array<T>;
+const NONE = 0xffffffffu;
+#endif
 
 fn epilogue_store(m: u32, n: u32, acc: f32) {
   var v = acc;
+#if TASKS
+  let rec = u.site_base + row_slot[m] * 4u;
+  let bias_off = slot_table[rec];
+  let pre_off = slot_table[rec + 1u];
+  let post_off = slot_table[rec + 2u];
+#if HAS_BIAS
+  if (bias_off != NONE) { v = v + f32(pool[bias_off + n]); } else { v = v + f32(bias[n]); }
+#endif
+  if (slot_table[rec + 3u] != 0u) { v = v + f32(delta[(m - u.delta_row0) * u.delta_ld + n]); }
+  if (pre_off != NONE) { v = v * f32(pool[pre_off + n]); }
+#else
 #if HAS_BIAS
   v = v + f32(bias[n]);
+#endif
 #endif
 #if ACT == gelu
   v = gelu_erf(v);
 #endif
 #if ACT == tanh
   v = tanh_safe(v);
+#endif
+#if TASKS
+  if (post_off != NONE) { v = v * f32(pool[post_off + n]); }
 #endif
 #if RESIDUAL
   v = v + f32(res[m * u.ldr + n]);

@@ -5,12 +5,13 @@
 //! param DTYPE: f32 | f16
 //! param WG: int
 //! param RESIDUAL: true | false
+//! param TASKS: true | false
 #if DTYPE == f16
 enable f16;
 #endif
 alias T = ${DTYPE};
 
-struct Params { rows: u32, dim: u32, eps: f32 }
+struct Params { rows: u32, dim: u32, eps: f32, site_base: u32 }
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read> gamma: array<T>;
@@ -18,6 +19,13 @@ struct Params { rows: u32, dim: u32, eps: f32 }
 @group(0) @binding(4) var<storage, read_write> y: array<T>;
 #if RESIDUAL
 @group(0) @binding(5) var<storage, read> res: array<T>;
+#endif
+#if TASKS
+// BitFit tasks bring their own gamma/beta: slot_table[site_base + slot·4] = (gamma, beta) pool offsets.
+@group(0) @binding(6) var<storage, read> row_slot: array<u32>;
+@group(0) @binding(7) var<storage, read> slot_table: array<u32>;
+@group(0) @binding(8) var<storage, read> pool: array<T>;
+const NONE = 0xffffffffu;
 #endif
 
 const WGC = ${WG}u;
@@ -58,7 +66,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     q = q + d * d;
   }
   let rstd = inverseSqrt(reduce_sum(lid.x, q) / f32(u.dim) + u.eps);
+#if TASKS
+  let rec = u.site_base + row_slot[row] * 4u;
+  let g_off = slot_table[rec];
+  let b_off = slot_table[rec + 1u];
+  for (var i = lid.x; i < u.dim; i = i + WGC) {
+    var g = f32(gamma[i]);
+    var b = f32(beta[i]);
+    if (g_off != NONE) { g = f32(pool[g_off + i]); }
+    if (b_off != NONE) { b = f32(pool[b_off + i]); }
+    y[base + i] = T((load(base + i) - mean) * rstd * g + b);
+  }
+#else
   for (var i = lid.x; i < u.dim; i = i + WGC) {
     y[base + i] = T((load(base + i) - mean) * rstd * f32(gamma[i]) + f32(beta[i]));
   }
+#endif
 }

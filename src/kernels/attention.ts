@@ -1,5 +1,6 @@
 import type { BatchEncoder } from '../gpu/batch-encoder.js';
 import { Uniforms } from '../gpu/uniforms.js';
+import type { SlotLookup } from './row-ops.js';
 import { tuning } from './tuning.js';
 import type { Dtype } from './types.js';
 
@@ -15,6 +16,8 @@ export interface AttentionArgs {
   /** Upper bound on any sequence's key count (sizes workgroup memory). */
   maxKeys: number;
   ldQkv?: number;
+  /** Per-task context scaling (IA³ on attention.output.dense's input). */
+  tasks?: SlotLookup | null;
 }
 
 /** Build the per-token key ranges for sequences packed end to end. */
@@ -45,6 +48,7 @@ export function attention(enc: BatchEncoder, dtype: Dtype, a: AttentionArgs, lab
       WG: tuning.attentionWorkgroupSize,
       MAX_KEYS: roundKeys(a.maxKeys),
       MAX_HEAD_DIM: roundKeys(a.headDim),
+      TASKS: !!a.tasks,
     },
   };
   const uniforms = new Uniforms()
@@ -53,8 +57,11 @@ export function attention(enc: BatchEncoder, dtype: Dtype, a: AttentionArgs, lab
     .u32(a.headDim)
     .u32(hidden)
     .u32(a.ldQkv ?? 3 * hidden)
-    .f32(1 / Math.sqrt(a.headDim));
+    .f32(1 / Math.sqrt(a.headDim))
+    .u32(a.tasks?.siteBase ?? 0);
   const x = Math.min(a.tokens, 65535);
   const z = Math.ceil(a.tokens / 65535);
-  enc.dispatch(label, spec, uniforms, [a.qkv, a.keyRange, a.out], [x, a.heads, z]);
+  const bindings = [a.qkv, a.keyRange, a.out];
+  if (a.tasks) bindings.push(a.tasks.rowSlot, a.tasks.slotTable, a.tasks.pool);
+  enc.dispatch(label, spec, uniforms, bindings, [x, a.heads, z]);
 }

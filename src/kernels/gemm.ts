@@ -25,13 +25,30 @@ export interface GemmArgs {
   ldy?: number;
   ldr?: number;
   act?: GemmActivation;
+  /** Per-task epilogue (BitFit biases, IA³ scales, PET deltas) through per-row slots. */
+  tasks?: GemmTaskEpilogue | null;
+}
+
+/** Buffers and offsets of the per-task epilogue (see shaders/gemm_epilogue.wgsl). */
+export interface GemmTaskEpilogue {
+  /** u32 [M]: slot of each row. */
+  rowSlot: GPUBuffer;
+  /** u32 records [site][slot][4]: bias, pre-scale, post-scale offsets into `pool`, delta flag. */
+  slotTable: GPUBuffer;
+  /** Element offset of this site's first record. */
+  siteBase: number;
+  pool: GPUBuffer;
+  /** [rows, deltaLd] deltas of rows deltaRow0.. (read only for flagged slots). */
+  delta: GPUBuffer;
+  deltaRow0: number;
+  deltaLd: number;
 }
 
 export function gemmSpec(
   dtype: Dtype,
-  opts: { variant?: GemmVariant; hasBias: boolean; act: GemmActivation; residual: boolean },
+  opts: { variant?: GemmVariant; hasBias: boolean; act: GemmActivation; residual: boolean; tasks?: boolean },
 ): KernelSpec {
-  const common = { DTYPE: dtype, HAS_BIAS: opts.hasBias, ACT: opts.act, RESIDUAL: opts.residual };
+  const common = { DTYPE: dtype, HAS_BIAS: opts.hasBias, ACT: opts.act, RESIDUAL: opts.residual, TASKS: opts.tasks ?? false };
   switch (opts.variant ?? 'tiled') {
     case 'naive':
       return { shader: 'gemm_naive', params: common };
@@ -49,13 +66,25 @@ export function gemm(enc: BatchEncoder, dtype: Dtype, a: GemmArgs, label = 'gemm
   const ldr = a.ldr ?? ldy;
   if (ldx < a.K || ldy < a.N) throw new RangeError(`${label}: row stride smaller than the row`);
   if (variant === 'rb' && (a.K % 4 !== 0 || ldx % 4 !== 0)) variant = 'tiled';
-  const spec = gemmSpec(dtype, { variant, hasBias: !!a.bias, act: a.act ?? 'none', residual: !!a.residual });
-  const uniforms = new Uniforms().u32(a.M).u32(a.N).u32(a.K).u32(ldx).u32(ldy).u32(ldr);
+  const t = a.tasks ?? null;
+  const spec = gemmSpec(dtype, { variant, hasBias: !!a.bias, act: a.act ?? 'none', residual: !!a.residual, tasks: !!t });
+  const uniforms = new Uniforms()
+    .u32(a.M)
+    .u32(a.N)
+    .u32(a.K)
+    .u32(ldx)
+    .u32(ldy)
+    .u32(ldr)
+    .u32(t?.siteBase ?? 0)
+    .u32(t?.deltaRow0 ?? 0)
+    .u32(t?.deltaLd ?? 0);
   const groups: [number, number] =
     variant === 'naive'
       ? [Math.ceil(a.N / 8), Math.ceil(a.M / 8)]
       : variant === 'rb'
         ? [Math.ceil(a.N / 32), Math.ceil(a.M / (8 * tuning.gemmRowsPerInvocation))]
         : [Math.ceil(a.N / 64), Math.ceil(a.M / 64)];
-  enc.dispatch(label, spec, uniforms, [a.x, a.w, a.y, a.bias ?? null, a.residual ?? null], groups);
+  const bindings = [a.x, a.w, a.y, a.bias ?? null, a.residual ?? null];
+  if (t) bindings.push(t.rowSlot, t.slotTable, t.pool, t.delta);
+  enc.dispatch(label, spec, uniforms, bindings, groups);
 }

@@ -18,15 +18,30 @@ export interface LayerNormArgs {
   rows: number;
   dim: number;
   eps: number;
+  /** Per-task gamma/beta (BitFit) through per-row slots. */
+  tasks?: SlotLookup | null;
+}
+
+/** Per-row task lookup shared by kernels with per-task parameters. */
+export interface SlotLookup {
+  /** u32 [rows]: slot of each row. */
+  rowSlot: GPUBuffer;
+  /** u32 records of 4 per (site, slot); offsets into `pool`, 0xffffffff = none. */
+  slotTable: GPUBuffer;
+  /** Element offset of this site's first record. */
+  siteBase: number;
+  pool: GPUBuffer;
 }
 
 export function layerNorm(enc: BatchEncoder, dtype: Dtype, a: LayerNormArgs, label = 'layernorm'): void {
   const spec = {
     shader: 'layernorm',
-    params: { DTYPE: dtype, WG: tuning.rowWorkgroupSize, RESIDUAL: !!a.residual },
+    params: { DTYPE: dtype, WG: tuning.rowWorkgroupSize, RESIDUAL: !!a.residual, TASKS: !!a.tasks },
   };
-  const uniforms = new Uniforms().u32(a.rows).u32(a.dim).f32(a.eps);
-  enc.dispatch(label, spec, uniforms, [a.x, a.gamma, a.beta, a.y, a.residual ?? null], rowGrid(a.rows));
+  const uniforms = new Uniforms().u32(a.rows).u32(a.dim).f32(a.eps).u32(a.tasks?.siteBase ?? 0);
+  const bindings = [a.x, a.gamma, a.beta, a.y, a.residual ?? null];
+  if (a.tasks) bindings.push(a.tasks.rowSlot, a.tasks.slotTable, a.tasks.pool);
+  enc.dispatch(label, spec, uniforms, bindings, rowGrid(a.rows));
 }
 
 /** Row softmax; output is always f32 (probabilities go straight to the caller). */
