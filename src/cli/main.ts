@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
+import { registerConvertPet } from './convert-pet-command.js';
 import { exitCodeFor } from './exit-codes.js';
 import { registerInitModel } from './init-model-command.js';
+import { registerInitPet } from './init-pet-command.js';
 import { registerPredict } from './predict-command.js';
 
 /** Entry point of the `petserve` command; returns the process exit code. */
@@ -23,6 +25,8 @@ export async function main(argv: string[]): Promise<number> {
     .showHelpAfterError();
   registerInitModel(program, run);
   registerPredict(program, run);
+  registerInitPet(program, run);
+  registerConvertPet(program, run);
   try {
     await program.parseAsync(argv);
   } catch (err) {

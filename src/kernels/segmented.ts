@@ -1,4 +1,4 @@
-import type { BatchEncoder } from '../gpu/batch-encoder.js';
+import type { BatchEncoder, BufferRange } from '../gpu/batch-encoder.js';
 import { Uniforms } from '../gpu/uniforms.js';
 import type { Dtype } from './types.js';
 
@@ -92,8 +92,8 @@ function grid(columnsPerGroup: number, t: SegmentTables): [number, number, numbe
 
 export interface SegDispatchBuffers {
   /** u32 records and tiles, already uploaded (see segGemmTables). */
-  records: GPUBuffer;
-  tiles: GPUBuffer;
+  records: GPUBuffer | BufferRange;
+  tiles: GPUBuffer | BufferRange;
   inp: GPUBuffer;
   pool: GPUBuffer;
   out: GPUBuffer;

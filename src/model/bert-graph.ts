@@ -2,11 +2,13 @@ import type { BatchEncoder } from '../gpu/batch-encoder.js';
 import type { ActivationArena } from '../gpu/buffers.js';
 import { attention } from '../kernels/attention.js';
 import { embeddingSum } from '../kernels/embedding.js';
-import { gemm, type GemmVariant } from '../kernels/gemm.js';
-import { gatherRows, layerNorm } from '../kernels/row-ops.js';
+import { gemm, type GemmArgs, type GemmVariant } from '../kernels/gemm.js';
+import { gatherRows, layerNorm, type SlotLookup } from '../kernels/row-ops.js';
+import { fillZero, segGemm, segSparse, type SegmentTables } from '../kernels/segmented.js';
 import { bytesPerElement } from '../kernels/types.js';
 import type { BertConfig } from './bert-config.js';
 import type { GpuBertWeights } from './gpu-weights.js';
+import { siteKey, slotSiteIndex, type LayerGemmSite, type PetGraphInput, type SlotSite } from './pet-graph-input.js';
 
 /** Shape of one packed batch: `tokens` rows of `sequences` ragged sequences laid end to end. */
 export interface PackedShape {
@@ -32,7 +34,13 @@ export interface BatchBuffers {
   logits: GPUBuffer; // [sequences, labels]
 }
 
-export function batchBuffers(arena: ActivationArena, cfg: BertConfig, dtype: GpuBertWeights['dtype'], s: PackedShape, numLabels: number): BatchBuffers {
+export function batchBuffers(
+  arena: ActivationArena,
+  cfg: BertConfig,
+  dtype: GpuBertWeights['dtype'],
+  s: PackedShape,
+  logitsElems: number,
+): BatchBuffers {
   const e = bytesPerElement(dtype);
   const H = cfg.hiddenSize;
   return {
@@ -47,7 +55,7 @@ export function batchBuffers(arena: ActivationArena, cfg: BertConfig, dtype: Gpu
     intermediate: arena.get('intermediate', s.tokens * cfg.intermediateSize * e),
     cls: arena.get('cls', s.sequences * H * e),
     pooled: arena.get('pooled', s.sequences * H * e),
-    logits: arena.get('logits', Math.max(1, s.sequences * numLabels) * e),
+    logits: arena.get('logits', Math.max(1, logitsElems) * e),
   };
 }
 
@@ -57,6 +65,12 @@ export function batchBuffers(arena: ActivationArena, cfg: BertConfig, dtype: Gpu
  * LayerNorm, GELU GEMM, output GEMM + residual, LayerNorm) → pooler on each
  * sequence's first token → classifier. Shared ops run once over all tokens.
  * After it, `hidden` holds last_hidden_state, `pooled` and `logits` the heads.
+ *
+ * With `pet`, every shared op also applies the rows' task parameters: element-wise
+ * PETs through epilogue slot lookups, X-derived deltas (LoRA, diff, mask) computed
+ * by segmented dispatches into a delta buffer that the site's GEMM epilogue adds,
+ * adapters by segmented dispatches on the GEMM output before residual + LayerNorm,
+ * and per-task heads by one segmented GEMM.
  */
 export function recordBertForward(
   enc: BatchEncoder,
@@ -65,6 +79,7 @@ export function recordBertForward(
   b: BatchBuffers,
   s: PackedShape,
   gemmVariant: GemmVariant,
+  pet: PetGraphInput | null = null,
 ): void {
   const dt = w.dtype;
   const T = s.tokens;
@@ -72,6 +87,48 @@ export function recordBertForward(
   const I = cfg.intermediateSize;
   const heads = cfg.numAttentionHeads;
   const eps = cfg.layerNormEps;
+  const slots = (rowSlot: GPUBuffer, layer: number, site: SlotSite): SlotLookup | null =>
+    pet
+      ? { rowSlot, slotTable: pet.slotTable, pool: pet.pool, siteBase: slotSiteIndex(cfg, layer, site) * pet.numSlots * 4 }
+      : null;
+  const tables = (t: SegmentTables, inp: GPUBuffer, out: GPUBuffer) => ({ ...pet!.ranges(t), inp, out, pool: pet!.pool });
+
+  /**
+   * One linear site: PET deltas of X into `delta`, the shared GEMM with the task
+   * epilogue, then adapters on its output. Returns whether adapters ran (then the
+   * residual was NOT fused and the LayerNorm must add it).
+   */
+  const linear = (layer: number, site: LayerGemmSite, a: GemmArgs, label: string): boolean => {
+    const work = pet?.sites.get(siteKey(layer, site));
+    const adapters = !!work?.adapterDown;
+    if (pet && work && (work.shrink || work.sparse)) {
+      fillZero(enc, dt, pet.delta, 0, pet.deltaRows * a.N, `${label}.delta_clear`);
+      if (work.shrink && work.expand) {
+        segGemm(enc, dt, work.shrink, tables(work.shrink, a.x, pet.scratch), false, `${label}.lora_shrink`);
+        segGemm(enc, dt, work.expand, tables(work.expand, pet.scratch, pet.delta), true, `${label}.lora_expand`);
+      }
+      if (work.sparse) {
+        segSparse(enc, dt, work.sparse, { ...tables(work.sparse, a.x, pet.delta), weight: a.w }, `${label}.sparse`);
+      }
+    }
+    const lookup = slots(pet?.tokenSlot as GPUBuffer, layer, site);
+    gemm(
+      enc,
+      dt,
+      {
+        ...a,
+        residual: adapters ? null : a.residual,
+        tasks: lookup && pet ? { ...lookup, delta: pet.delta, deltaRow0: pet.deltaRow0, deltaLd: a.N } : null,
+      },
+      label,
+      gemmVariant,
+    );
+    if (pet && work?.adapterDown && work.adapterUp) {
+      segGemm(enc, dt, work.adapterDown, tables(work.adapterDown, a.y, pet.scratch), false, `${label}.adapter_down`);
+      segGemm(enc, dt, work.adapterUp, tables(work.adapterUp, pet.scratch, a.y), true, `${label}.adapter_up`);
+    }
+    return adapters;
+  };
 
   enc.phase('embeddings');
   embeddingSum(enc, dt, {
@@ -83,25 +140,75 @@ export function recordBertForward(
     tokens: T,
     hidden: H,
   });
-  layerNorm(enc, dt, { x: b.scratch, ...w.embeddingLayerNorm, y: b.hidden, rows: T, dim: H, eps }, 'embeddings.ln');
+  layerNorm(
+    enc,
+    dt,
+    { x: b.scratch, ...w.embeddingLayerNorm, y: b.hidden, rows: T, dim: H, eps, tasks: slots(pet?.tokenSlot as GPUBuffer, 0, 'embeddings') },
+    'embeddings.ln',
+  );
 
   w.layers.forEach((l, i) => {
     enc.phase(`layer${i}`);
-    gemm(enc, dt, { x: b.hidden, w: l.qkv.weight, bias: l.qkv.bias, y: b.qkv, M: T, N: 3 * H, K: H }, `l${i}.qkv`, gemmVariant);
-    attention(enc, dt, { qkv: b.qkv, keyRange: b.keyRange, out: b.context, tokens: T, heads, headDim: H / heads, maxKeys: s.maxLength }, `l${i}.attention`);
-    gemm(enc, dt, { x: b.context, w: l.attentionOutput.weight, bias: l.attentionOutput.bias, residual: b.hidden, y: b.scratch, M: T, N: H, K: H }, `l${i}.attn_out`, gemmVariant);
-    layerNorm(enc, dt, { x: b.scratch, ...l.attentionLayerNorm, y: b.hiddenMid, rows: T, dim: H, eps }, `l${i}.attn_ln`);
-    gemm(enc, dt, { x: b.hiddenMid, w: l.intermediate.weight, bias: l.intermediate.bias, y: b.intermediate, M: T, N: I, K: H, act: 'gelu' }, `l${i}.intermediate`, gemmVariant);
-    gemm(enc, dt, { x: b.intermediate, w: l.output.weight, bias: l.output.bias, residual: b.hiddenMid, y: b.scratch, M: T, N: H, K: I }, `l${i}.output`, gemmVariant);
-    layerNorm(enc, dt, { x: b.scratch, ...l.outputLayerNorm, y: b.hidden, rows: T, dim: H, eps }, `l${i}.out_ln`);
+    const tok = pet?.tokenSlot as GPUBuffer;
+    linear(i, 'qkv', { x: b.hidden, w: l.qkv.weight, bias: l.qkv.bias, y: b.qkv, M: T, N: 3 * H, K: H }, `l${i}.qkv`);
+    attention(
+      enc,
+      dt,
+      { qkv: b.qkv, keyRange: b.keyRange, out: b.context, tokens: T, heads, headDim: H / heads, maxKeys: s.maxLength, tasks: slots(tok, i, 'context') },
+      `l${i}.attention`,
+    );
+    const attnAdapters = linear(
+      i,
+      'attention_output',
+      { x: b.context, w: l.attentionOutput.weight, bias: l.attentionOutput.bias, residual: b.hidden, y: b.scratch, M: T, N: H, K: H },
+      `l${i}.attn_out`,
+    );
+    layerNorm(
+      enc,
+      dt,
+      { x: b.scratch, ...l.attentionLayerNorm, residual: attnAdapters ? b.hidden : null, y: b.hiddenMid, rows: T, dim: H, eps, tasks: slots(tok, i, 'attention_layernorm') },
+      `l${i}.attn_ln`,
+    );
+    linear(
+      i,
+      'intermediate',
+      { x: b.hiddenMid, w: l.intermediate.weight, bias: l.intermediate.bias, y: b.intermediate, M: T, N: I, K: H, act: 'gelu' },
+      `l${i}.intermediate`,
+    );
+    const outAdapters = linear(
+      i,
+      'output',
+      { x: b.intermediate, w: l.output.weight, bias: l.output.bias, residual: b.hiddenMid, y: b.scratch, M: T, N: H, K: I },
+      `l${i}.output`,
+    );
+    layerNorm(
+      enc,
+      dt,
+      { x: b.scratch, ...l.outputLayerNorm, residual: outAdapters ? b.hiddenMid : null, y: b.hidden, rows: T, dim: H, eps, tasks: slots(tok, i, 'output_layernorm') },
+      `l${i}.out_ln`,
+    );
   });
 
   enc.phase('heads');
   const B = s.sequences;
   gatherRows(enc, dt, { rows: b.clsRows, x: b.hidden, y: b.cls, count: B, dim: H }, 'cls_rows');
-  gemm(enc, dt, { x: b.cls, w: w.pooler.weight, bias: w.pooler.bias, y: b.pooled, M: B, N: H, K: H, act: 'tanh' }, 'pooler', gemmVariant);
-  if (w.classifier) {
+  const poolerSlots = slots(pet?.seqSlot as GPUBuffer, 0, 'pooler');
+  gemm(
+    enc,
+    dt,
+    {
+      x: b.cls, w: w.pooler.weight, bias: w.pooler.bias, y: b.pooled, M: B, N: H, K: H, act: 'tanh',
+      tasks: poolerSlots && pet ? { ...poolerSlots, delta: pet.delta, deltaRow0: 0, deltaLd: 0 } : null,
+    },
+    'pooler',
+    gemmVariant,
+  );
+  const baseRows = pet ? pet.baseHeadRows : B;
+  if (w.classifier && baseRows > 0) {
     const c = w.classifier;
-    gemm(enc, dt, { x: b.pooled, w: c.weight, bias: c.bias, y: b.logits, M: B, N: c.outDim, K: H }, 'classifier', gemmVariant);
+    gemm(enc, dt, { x: b.pooled, w: c.weight, bias: c.bias, y: b.logits, M: baseRows, N: c.outDim, K: H }, 'classifier', gemmVariant);
+  }
+  if (pet?.taskHeads) {
+    segGemm(enc, dt, pet.taskHeads, tables(pet.taskHeads, b.pooled, b.logits), false, 'task_heads');
   }
 }

@@ -55,3 +55,10 @@ export class ShaderError extends PetServeError {
     super('SHADER_INVALID', message, options);
   }
 }
+
+/** A PET directory (PEFT or PetServe bundle) is malformed, unsupported, or does not fit the base model. */
+export class PetFormatError extends PetServeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PET_INVALID', message, options);
+  }
+}

@@ -56,7 +56,7 @@ describe('segmented GEMM (one dispatch, per-segment rank/width) matches per-segm
           segments.push({ rows: s.rows, K: s.K, N: s.N, wOff, bOff, inOff: row * ldIn, ldIn, outOff, ldOut, scale, act: s.act });
           const x = new Float64Array(s.rows * s.K);
           for (let i = 0; i < s.rows; i++) for (let k = 0; k < s.K; k++) x[i * s.K + k] = inp[(row + i) * ldIn + k]!;
-          let y = refLinear(x, s.rows, s.K, w, null, s.N).map((v, i) => v * scale + (s.bias ? bvec[i % s.N]! : 0));
+          let y: Float64Array = refLinear(x, s.rows, s.K, w, null, s.N).map((v, i) => v * scale + (s.bias ? bvec[i % s.N]! : 0));
           if (s.act === 'relu') y = y.map((v) => Math.max(v, 0));
           if (s.act === 'gelu') y = refGeluErf(y);
           expectedParts.push({ off: outOff, ld: ldOut, rows: s.rows, N: s.N, values: y });

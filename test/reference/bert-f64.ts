@@ -28,12 +28,33 @@ export interface RefBertConfig {
   vocabSize: number;
 }
 
+/**
+ * A bottleneck adapter, PetS placement: applied to a dense layer's output before
+ * the residual add and LayerNorm, h ← h + W_up·act(W_down·h + b_down) + b_up.
+ */
+export interface RefAdapter {
+  bottleneck: number;
+  activation: 'relu' | 'gelu';
+  downWeight: Float64Array; // [bottleneck, hidden]
+  downBias: Float64Array; // [bottleneck]
+  upWeight: Float64Array; // [hidden, bottleneck]
+  upBias: Float64Array; // [hidden]
+}
+
 export interface RefBert {
   config: RefBertConfig;
   /** Canonical names: no 'bert.' prefix, LayerNorm weight/bias spelling. */
   tensors: Map<string, RefTensor>;
   /** Rows of classifier.weight, or 0 when the checkpoint has no classifier. */
   numLabels: number;
+  /**
+   * Optional adapters (not mergeable into weights), keyed by the module whose dense
+   * output they follow: 'encoder.layer.{i}.attention.output' (after
+   * attention.output.dense) or 'encoder.layer.{i}.output' (after output.dense).
+   */
+  adapters?: Map<string, RefAdapter>;
+  /** Names of the classifier rows, where the loader knows them. */
+  id2label?: string[];
 }
 
 export interface RefBertOutput {
@@ -168,6 +189,28 @@ function weights(model: RefBert, name: string): Float64Array {
   return tensor.data;
 }
 
+/** h ← h + W_up·act(W_down·h + b_down) + b_up for each of `rows` rows of h [rows, hidden]. */
+export function refApplyAdapter(h: Float64Array, rows: number, hidden: number, adapter: RefAdapter): Float64Array {
+  const m = adapter.bottleneck;
+  const down = refLinear(h, rows, hidden, adapter.downWeight, adapter.downBias, m);
+  const activated = adapter.activation === 'gelu' ? refGeluErf(down) : down.map((v) => Math.max(0, v));
+  return refAdd(h, refLinear(activated, rows, m, adapter.upWeight, adapter.upBias, hidden));
+}
+
+const ADAPTER_KEY = /^encoder\.layer\.(\d+)\.(attention\.output|output)$/;
+
+function checkAdapters(model: RefBert): void {
+  for (const [key, adapter] of model.adapters ?? []) {
+    const match = ADAPTER_KEY.exec(key);
+    if (match === null || Number(match[1]) >= model.config.numHiddenLayers) {
+      throw new Error(`refBertForward: adapter key ${JSON.stringify(key)} names no adapter site of this model`);
+    }
+    if (adapter.activation !== 'relu' && adapter.activation !== 'gelu') {
+      throw new Error(`refBertForward: adapter ${key} has activation ${JSON.stringify(adapter.activation)}`);
+    }
+  }
+}
+
 function toRows(flat: Float64Array, rows: number, cols: number): number[][] {
   const out: number[][] = [];
   for (let r = 0; r < rows; r++) out.push(Array.from(flat.subarray(r * cols, (r + 1) * cols)));
@@ -211,7 +254,7 @@ function forwardOneSequence(model: RefBert, ids: number[], types: number[] | nul
     const k = refLinear(x, len, H, w(`${p}attention.self.key.weight`), w(`${p}attention.self.key.bias`), H);
     const v = refLinear(x, len, H, w(`${p}attention.self.value.weight`), w(`${p}attention.self.value.bias`), H);
     const context = refAttentionPacked(q, k, v, [len], heads, headDim);
-    const attnProjected = refLinear(
+    let attnProjected = refLinear(
       context,
       len,
       H,
@@ -219,6 +262,8 @@ function forwardOneSequence(model: RefBert, ids: number[], types: number[] | nul
       w(`${p}attention.output.dense.bias`),
       H,
     );
+    const attnAdapter = model.adapters?.get(`${p}attention.output`);
+    if (attnAdapter !== undefined) attnProjected = refApplyAdapter(attnProjected, len, H, attnAdapter);
     const attnOut = refLayerNorm(
       refAdd(attnProjected, x),
       len,
@@ -230,7 +275,9 @@ function forwardOneSequence(model: RefBert, ids: number[], types: number[] | nul
     const intermediate = refGeluErf(
       refLinear(attnOut, len, H, w(`${p}intermediate.dense.weight`), w(`${p}intermediate.dense.bias`), I),
     );
-    const ffnOut = refLinear(intermediate, len, I, w(`${p}output.dense.weight`), w(`${p}output.dense.bias`), H);
+    let ffnOut = refLinear(intermediate, len, I, w(`${p}output.dense.weight`), w(`${p}output.dense.bias`), H);
+    const ffnAdapter = model.adapters?.get(`${p}output`);
+    if (ffnAdapter !== undefined) ffnOut = refApplyAdapter(ffnOut, len, H, ffnAdapter);
     x = refLayerNorm(refAdd(ffnOut, attnOut), len, H, w(`${p}output.LayerNorm.weight`), w(`${p}output.LayerNorm.bias`), eps);
     hiddenStates.push(x);
   }
@@ -250,6 +297,7 @@ function forwardOneSequence(model: RefBert, ids: number[], types: number[] | nul
  */
 export function refBertForward(model: RefBert, inputIds: number[][], tokenTypeIds?: number[][]): RefBertOutput {
   checkHiddenAct(model.config.hiddenAct);
+  checkAdapters(model);
   if (tokenTypeIds !== undefined && tokenTypeIds.length !== inputIds.length) {
     throw new Error('refBertForward: tokenTypeIds has a different number of sequences than inputIds');
   }

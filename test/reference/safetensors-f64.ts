@@ -13,6 +13,11 @@ export interface RefTensor {
   data: Float64Array;
 }
 
+/** A tensor together with the dtype it was stored as (for loaders that must check it). */
+export interface RefTypedTensor extends RefTensor {
+  dtype: string;
+}
+
 interface HeaderEntry {
   dtype: string;
   shape: number[];
@@ -98,6 +103,13 @@ function parseHeaderEntry(name: string, raw: unknown): HeaderEntry {
 
 /** Parses a whole safetensors file held in memory; every tensor is widened to float64. */
 export function parseSafetensorsF64(bytes: Uint8Array): Map<string, RefTensor> {
+  const tensors = new Map<string, RefTensor>();
+  for (const [name, { shape, data }] of parseSafetensorsF64Typed(bytes)) tensors.set(name, { shape, data });
+  return tensors;
+}
+
+/** As parseSafetensorsF64, also keeping each tensor's stored dtype. */
+export function parseSafetensorsF64Typed(bytes: Uint8Array): Map<string, RefTypedTensor> {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.byteLength < 8) throw new Error('safetensors-f64: file shorter than its 8-byte header length');
   const headerLength = Number(view.getBigUint64(0, true));
@@ -107,7 +119,7 @@ export function parseSafetensorsF64(bytes: Uint8Array): Map<string, RefTensor> {
   const header = JSON.parse(headerJson) as Record<string, unknown>;
   const dataLength = bytes.byteLength - dataStart;
 
-  const tensors = new Map<string, RefTensor>();
+  const tensors = new Map<string, RefTypedTensor>();
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const entry = parseHeaderEntry(name, raw);
@@ -125,11 +137,15 @@ export function parseSafetensorsF64(bytes: Uint8Array): Map<string, RefTensor> {
     for (let i = 0; i < count; i++) {
       data[i] = readElement(view, dataStart + begin + i * elementBytes, entry.dtype);
     }
-    tensors.set(name, { shape: [...entry.shape], data });
+    tensors.set(name, { dtype: entry.dtype, shape: [...entry.shape], data });
   }
   return tensors;
 }
 
 export function readSafetensorsF64(path: string): Map<string, RefTensor> {
   return parseSafetensorsF64(readFileSync(path));
+}
+
+export function readSafetensorsF64Typed(path: string): Map<string, RefTypedTensor> {
+  return parseSafetensorsF64Typed(readFileSync(path));
 }

@@ -1,0 +1,186 @@
+import { bytesPerElement, type Dtype } from '../kernels/types.js';
+import { f32ArrayToF16 } from '../util/f16.js';
+import { PetServeError } from '../util/errors.js';
+import type { PackedPet } from './packed-pet.js';
+
+/** The pool cannot hold a PET even after evicting every unpinned one. */
+export class PoolExhaustedError extends PetServeError {
+  constructor(message: string) {
+    super('POOL_EXHAUSTED', message);
+  }
+}
+
+/** A PET resident in the pool: its blocks' element offsets inside the pool buffer. */
+export interface ResidentPet {
+  taskId: string;
+  packed: PackedPet;
+  /** Offset of the float block, in elements of the pool dtype. */
+  floatBase: number;
+  /** Offset of the u32 block, in u32 words. */
+  wordBase: number;
+  bytes: number;
+  firstPage: number;
+  pageCount: number;
+  pins: number;
+  lastUsed: number;
+}
+
+export interface PoolStats {
+  budgetBytes: number;
+  usedBytes: number;
+  residentTasks: number;
+  pageIns: number;
+  evictions: number;
+}
+
+/**
+ * GPU memory for PETs: ONE storage buffer of a fixed byte budget, carved into
+ * pages. A resident PET owns a contiguous run of pages (kernels address it by
+ * offset, so one binding serves every task of a batch). PETs page in on demand;
+ * when no run fits, the least recently used *unpinned* PETs are evicted (a PET
+ * used by the batch being built or in flight is pinned and never evicted).
+ */
+export class PetGpuPool {
+  readonly buffer: GPUBuffer;
+  readonly budgetBytes: number;
+  private readonly pageOwner: (string | null)[];
+  private readonly resident = new Map<string, ResidentPet>();
+  private clock = 0;
+  private pageIns = 0;
+  private evictions = 0;
+
+  constructor(
+    private readonly device: GPUDevice,
+    readonly dtype: Dtype,
+    budgetBytes: number,
+    readonly pageBytes = 4096,
+  ) {
+    const pages = Math.max(1, Math.floor(budgetBytes / pageBytes));
+    this.budgetBytes = pages * pageBytes;
+    this.pageOwner = new Array<string | null>(pages).fill(null);
+    this.buffer = device.createBuffer({
+      label: 'pet-pool',
+      size: this.budgetBytes,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+    });
+  }
+
+  stats(): PoolStats {
+    let used = 0;
+    for (const r of this.resident.values()) used += r.pageCount * this.pageBytes;
+    return {
+      budgetBytes: this.budgetBytes,
+      usedBytes: used,
+      residentTasks: this.resident.size,
+      pageIns: this.pageIns,
+      evictions: this.evictions,
+    };
+  }
+
+  isResident(taskId: string): boolean {
+    return this.resident.has(taskId);
+  }
+
+  /** Bytes a packed PET occupies in this pool (before page rounding). */
+  footprint(packed: PackedPet): number {
+    const floatBytes = Math.ceil((packed.floats.length * bytesPerElement(this.dtype)) / 4) * 4;
+    return floatBytes + packed.words.length * 4;
+  }
+
+  /** Make `taskId` resident (paging it in if needed) and pin it until `unpin`. */
+  pin(taskId: string, load: () => PackedPet): ResidentPet {
+    const hit = this.resident.get(taskId);
+    if (hit) {
+      hit.pins += 1;
+      hit.lastUsed = ++this.clock;
+      return hit;
+    }
+    const packed = load();
+    const bytes = this.footprint(packed);
+    const pageCount = Math.max(1, Math.ceil(bytes / this.pageBytes));
+    if (pageCount > this.pageOwner.length) {
+      throw new PoolExhaustedError(
+        `task '${taskId}' needs ${bytes} bytes of GPU pool but the pool budget is ${this.budgetBytes} bytes`,
+      );
+    }
+    let first = this.findRun(pageCount);
+    while (first < 0) {
+      if (!this.evictOne()) {
+        throw new PoolExhaustedError(
+          `GPU pool full: ${pageCount} pages needed for task '${taskId}', every resident PET is in use by this batch`,
+        );
+      }
+      first = this.findRun(pageCount);
+    }
+    const e = bytesPerElement(this.dtype);
+    const byteOffset = first * this.pageBytes;
+    const floatBytes = Math.ceil((packed.floats.length * e) / 4) * 4;
+    if (packed.floats.length > 0) {
+      const data = this.dtype === 'f16' ? f32ArrayToF16(packed.floats) : packed.floats;
+      const padded = new Uint8Array(floatBytes);
+      padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      this.device.queue.writeBuffer(this.buffer, byteOffset, padded);
+    }
+    if (packed.words.length > 0) this.device.queue.writeBuffer(this.buffer, byteOffset + floatBytes, packed.words);
+    for (let p = first; p < first + pageCount; p++) this.pageOwner[p] = taskId;
+    const r: ResidentPet = {
+      taskId,
+      packed,
+      floatBase: byteOffset / e,
+      wordBase: (byteOffset + floatBytes) / 4,
+      bytes,
+      firstPage: first,
+      pageCount,
+      pins: 1,
+      lastUsed: ++this.clock,
+    };
+    this.resident.set(taskId, r);
+    this.pageIns += 1;
+    return r;
+  }
+
+  unpin(taskId: string): void {
+    const r = this.resident.get(taskId);
+    if (r && r.pins > 0) r.pins -= 1;
+  }
+
+  /** Drop a PET (task unregistered). Pinned PETs cannot be dropped. */
+  drop(taskId: string): boolean {
+    const r = this.resident.get(taskId);
+    if (!r) return true;
+    if (r.pins > 0) return false;
+    this.release(r);
+    return true;
+  }
+
+  private release(r: ResidentPet): void {
+    for (let p = r.firstPage; p < r.firstPage + r.pageCount; p++) this.pageOwner[p] = null;
+    this.resident.delete(r.taskId);
+  }
+
+  private evictOne(): boolean {
+    let victim: ResidentPet | null = null;
+    for (const r of this.resident.values()) {
+      if (r.pins === 0 && (!victim || r.lastUsed < victim.lastUsed)) victim = r;
+    }
+    if (!victim) return false;
+    this.release(victim);
+    this.evictions += 1;
+    return true;
+  }
+
+  /** First run of `count` free pages, or -1. */
+  private findRun(count: number): number {
+    let run = 0;
+    for (let p = 0; p < this.pageOwner.length; p++) {
+      run = this.pageOwner[p] === null ? run + 1 : 0;
+      if (run === count) return p - count + 1;
+    }
+    return -1;
+  }
+
+  destroy(): void {
+    this.buffer.destroy();
+    this.resident.clear();
+  }
+}
