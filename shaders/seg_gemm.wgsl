@@ -14,7 +14,7 @@ enable f16;
 alias T = ${DTYPE};
 #include lib_math
 
-struct Params { tiles: u32 }
+struct Params { tiles: u32, first_tile: u32 }
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read> seg: array<u32>;     // [segments][12], see src/kernels/segmented.ts
 @group(0) @binding(2) var<storage, read> tiles: array<u32>;   // [tiles][2] = (segment, first row)
@@ -28,7 +28,8 @@ const ROWS_PER_TILE = 32u; // 8 invocations × RM
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let tile = wg.y + wg.z * 65535u;
+  // first_tile > 0 when one dispatch covers a single segment's window of the tile table.
+  let tile = u.first_tile + wg.y + wg.z * 65535u;
   if (tile >= u.tiles) { return; }
   let s = tiles[tile * 2u] * 12u;
   let first = tiles[tile * 2u + 1u];

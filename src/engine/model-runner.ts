@@ -62,6 +62,16 @@ export interface MemoryReport {
   pool: PoolStats | null;
 }
 
+/** Memory of one registered task. */
+export interface TaskMemory {
+  id: string;
+  kind: string;
+  hostBytes: number;
+  /** Bytes it takes in the GPU pool when resident (serving dtype, before page rounding). */
+  gpuBytes: number;
+  resident: boolean;
+}
+
 export interface RunnerOptions {
   dtype: Dtype;
   logger: Logger;
@@ -70,6 +80,8 @@ export interface RunnerOptions {
   registry?: TaskRegistry;
   /** GPU PET pool budget (clamped to the adapter's largest storage binding). */
   poolBytes?: number;
+  /** Benchmark baseline: one dispatch per task segment instead of one segmented dispatch per kind and site. */
+  perTaskDispatch?: boolean;
 }
 
 interface DeviceState {
@@ -132,6 +144,19 @@ export class ModelRunner {
       activationArenaBytes: this.state?.arena.bytes ?? 0,
       pool: this.state?.pool?.stats() ?? null,
     };
+  }
+
+  /** Per-task memory: host bytes, GPU pool bytes, residency. */
+  taskMemory(): TaskMemory[] {
+    const pool = this.state?.pool ?? null;
+    const e = bytesPerElement(this.dtype);
+    return (this.registry?.list() ?? []).map((t) => ({
+      id: t.id,
+      kind: t.kind,
+      hostBytes: t.hostBytes,
+      gpuBytes: Math.ceil((t.packedFloats * e) / 4) * 4 + t.packedWords * 4,
+      resident: pool?.isResident(t.id) ?? false,
+    }));
   }
 
   private ensureDeviceState(): DeviceState {
@@ -378,6 +403,7 @@ export class ModelRunner {
       deltaRows: plan.deltaRows,
       scratch: arena.get('petScratch', Math.max(1, scratchElems) * e),
       sites: plan.sites,
+      perTaskDispatch: this.opts.perTaskDispatch === true,
       baseHeadRows: plan.baseHeadRows,
       taskHeads: plan.taskHeads,
       ranges: (t) => {

@@ -48,14 +48,19 @@ export interface SegmentTables {
   tiles: Uint32Array;
   tileCount: number;
   maxN: number;
+  /** First tile of each segment (tiles are in segment order), plus the total: for one-dispatch-per-segment runs. */
+  segmentTileStart: number[];
 }
 
-function tileTable(rows: number[], rowsPerTile: number): Uint32Array {
+function tileTable(rows: number[], rowsPerTile: number): { tiles: Uint32Array; starts: number[] } {
   const tiles: number[] = [];
+  const starts: number[] = [];
   rows.forEach((r, s) => {
+    starts.push(tiles.length / 2);
     for (let first = 0; first < r; first += rowsPerTile) tiles.push(s, first);
   });
-  return Uint32Array.from(tiles);
+  starts.push(tiles.length / 2);
+  return { tiles: Uint32Array.from(tiles), starts };
 }
 
 export function segGemmTables(segments: readonly SegGemmSegment[]): SegmentTables {
@@ -69,8 +74,8 @@ export function segGemmTables(segments: readonly SegGemmSegment[]): SegmentTable
       i * RECORD,
     );
   });
-  const tiles = tileTable(segments.map((s) => s.rows), 32);
-  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)) };
+  const { tiles, starts } = tileTable(segments.map((s) => s.rows), 32);
+  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts };
 }
 
 export function segSparseTables(segments: readonly SegSparseSegment[]): SegmentTables {
@@ -81,13 +86,29 @@ export function segSparseTables(segments: readonly SegSparseSegment[]): SegmentT
       i * RECORD,
     );
   });
-  const tiles = tileTable(segments.map((s) => s.rows), 8);
-  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)) };
+  const { tiles, starts } = tileTable(segments.map((s) => s.rows), 8);
+  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts };
 }
 
-function grid(columnsPerGroup: number, t: SegmentTables): [number, number, number] {
-  const y = Math.min(t.tileCount, 65535);
-  return [Math.ceil(t.maxN / columnsPerGroup), y, Math.ceil(t.tileCount / 65535)];
+function grid(columnsPerGroup: number, maxN: number, tileCount: number): [number, number, number] {
+  const y = Math.min(tileCount, 65535);
+  return [Math.ceil(maxN / columnsPerGroup), y, Math.ceil(tileCount / 65535)];
+}
+
+/**
+ * Tile windows to dispatch: normally ONE dispatch over all segments; with
+ * `perSegment` (the baseline the benchmark compares against) one dispatch per
+ * segment over its own window of the tile table.
+ */
+function tileWindows(t: SegmentTables, perSegment: boolean): [from: number, to: number][] {
+  if (!perSegment) return [[0, t.tileCount]];
+  const out: [number, number][] = [];
+  for (let s = 0; s + 1 < t.segmentTileStart.length; s++) {
+    const from = t.segmentTileStart[s]!;
+    const to = t.segmentTileStart[s + 1]!;
+    if (to > from) out.push([from, to]);
+  }
+  return out;
 }
 
 export interface SegDispatchBuffers {
@@ -106,10 +127,13 @@ export function segGemm(
   b: SegDispatchBuffers,
   accumulate: boolean,
   label = 'seg_gemm',
+  perSegment = false,
 ): void {
   if (t.tileCount === 0) return;
   const spec = { shader: 'seg_gemm', params: { DTYPE: dtype, ACCUMULATE: accumulate } };
-  enc.dispatch(label, spec, new Uniforms().u32(t.tileCount), [b.records, b.tiles, b.inp, b.pool, b.out], grid(32, t));
+  for (const [from, to] of tileWindows(t, perSegment)) {
+    enc.dispatch(label, spec, new Uniforms().u32(to).u32(from), [b.records, b.tiles, b.inp, b.pool, b.out], grid(32, t.maxN, to - from));
+  }
 }
 
 export function segSparse(
@@ -118,16 +142,19 @@ export function segSparse(
   t: SegmentTables,
   b: SegDispatchBuffers & { weight: GPUBuffer },
   label = 'seg_sparse',
+  perSegment = false,
 ): void {
   if (t.tileCount === 0) return;
   const spec = { shader: 'seg_sparse', params: { DTYPE: dtype } };
-  enc.dispatch(
-    label,
-    spec,
-    new Uniforms().u32(t.tileCount),
-    [b.records, b.tiles, b.inp, b.pool, b.pool, b.weight, b.out],
-    grid(64, t),
-  );
+  for (const [from, to] of tileWindows(t, perSegment)) {
+    enc.dispatch(
+      label,
+      spec,
+      new Uniforms().u32(to).u32(from),
+      [b.records, b.tiles, b.inp, b.pool, b.pool, b.weight, b.out],
+      grid(64, t.maxN, to - from),
+    );
+  }
 }
 
 /** Zero `count` elements of `out` from `offset`. */

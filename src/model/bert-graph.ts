@@ -92,6 +92,7 @@ export function recordBertForward(
       ? { rowSlot, slotTable: pet.slotTable, pool: pet.pool, siteBase: slotSiteIndex(cfg, layer, site) * pet.numSlots * 4 }
       : null;
   const tables = (t: SegmentTables, inp: GPUBuffer, out: GPUBuffer) => ({ ...pet!.ranges(t), inp, out, pool: pet!.pool });
+  const perTask = pet?.perTaskDispatch === true;
 
   /**
    * One linear site: PET deltas of X into `delta`, the shared GEMM with the task
@@ -104,11 +105,11 @@ export function recordBertForward(
     if (pet && work && (work.shrink || work.sparse)) {
       fillZero(enc, dt, pet.delta, 0, pet.deltaRows * a.N, `${label}.delta_clear`);
       if (work.shrink && work.expand) {
-        segGemm(enc, dt, work.shrink, tables(work.shrink, a.x, pet.scratch), false, `${label}.lora_shrink`);
-        segGemm(enc, dt, work.expand, tables(work.expand, pet.scratch, pet.delta), true, `${label}.lora_expand`);
+        segGemm(enc, dt, work.shrink, tables(work.shrink, a.x, pet.scratch), false, `${label}.lora_shrink`, perTask);
+        segGemm(enc, dt, work.expand, tables(work.expand, pet.scratch, pet.delta), true, `${label}.lora_expand`, perTask);
       }
       if (work.sparse) {
-        segSparse(enc, dt, work.sparse, { ...tables(work.sparse, a.x, pet.delta), weight: a.w }, `${label}.sparse`);
+        segSparse(enc, dt, work.sparse, { ...tables(work.sparse, a.x, pet.delta), weight: a.w }, `${label}.sparse`, perTask);
       }
     }
     const lookup = slots(pet?.tokenSlot as GPUBuffer, layer, site);
@@ -124,8 +125,8 @@ export function recordBertForward(
       gemmVariant,
     );
     if (pet && work?.adapterDown && work.adapterUp) {
-      segGemm(enc, dt, work.adapterDown, tables(work.adapterDown, a.y, pet.scratch), false, `${label}.adapter_down`);
-      segGemm(enc, dt, work.adapterUp, tables(work.adapterUp, pet.scratch, a.y), true, `${label}.adapter_up`);
+      segGemm(enc, dt, work.adapterDown, tables(work.adapterDown, a.y, pet.scratch), false, `${label}.adapter_down`, perTask);
+      segGemm(enc, dt, work.adapterUp, tables(work.adapterUp, pet.scratch, a.y), true, `${label}.adapter_up`, perTask);
     }
     return adapters;
   };
@@ -209,6 +210,6 @@ export function recordBertForward(
     gemm(enc, dt, { x: b.pooled, w: c.weight, bias: c.bias, y: b.logits, M: baseRows, N: c.outDim, K: H }, 'classifier', gemmVariant);
   }
   if (pet?.taskHeads) {
-    segGemm(enc, dt, pet.taskHeads, tables(pet.taskHeads, b.pooled, b.logits), false, 'task_heads');
+    segGemm(enc, dt, pet.taskHeads, tables(pet.taskHeads, b.pooled, b.logits), false, 'task_heads', perTask);
   }
 }

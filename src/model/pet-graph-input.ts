@@ -71,6 +71,8 @@ export interface PetGraphInput {
   /** Sequences [0, baseHeadRows) use the base classifier; task heads follow in one segmented GEMM. */
   baseHeadRows: number;
   taskHeads: SegmentTables | null;
+  /** Baseline mode for benchmarks: one dispatch per task segment instead of one per kind and site. */
+  perTaskDispatch?: boolean;
   /** Uploaded segment tables (records and tiles) by table. */
   ranges(t: SegmentTables): { records: BufferRange; tiles: BufferRange };
 }

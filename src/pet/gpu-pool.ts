@@ -82,9 +82,15 @@ export class PetGpuPool {
   }
 
   /** Bytes a packed PET occupies in this pool (before page rounding). */
-  footprint(packed: PackedPet): number {
+  footprint(packed: Pick<PackedPet, 'floats' | 'words'> | { floats: { length: number }; words: { length: number } }): number {
     const floatBytes = Math.ceil((packed.floats.length * bytesPerElement(this.dtype)) / 4) * 4;
     return floatBytes + packed.words.length * 4;
+  }
+
+  /** Pool bytes held by a resident task (whole pages), 0 when not resident. */
+  residentBytes(taskId: string): number {
+    const r = this.resident.get(taskId);
+    return r ? r.pageCount * this.pageBytes : 0;
   }
 
   /** Make `taskId` resident (paging it in if needed) and pin it until `unpin`. */

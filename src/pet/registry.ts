@@ -30,6 +30,9 @@ export interface TaskInfo {
   id2label: string[];
   /** Bytes of the PET's tensors on the host (f32). */
   hostBytes: number;
+  /** Packed size: float elements and u32 words it occupies in the GPU pool. */
+  packedFloats: number;
+  packedWords: number;
   registeredAt: string;
 }
 
@@ -109,6 +112,8 @@ export class TaskRegistry {
       numLabels: bundle.head?.bias.length ?? 0,
       id2label: bundle.head?.id2label ?? [],
       hostBytes: petHostBytes(bundle),
+      packedFloats: packed.floats.length,
+      packedWords: packed.words.length,
       registeredAt: new Date().toISOString(),
     };
     const packedBytes = packed.floats.byteLength + packed.words.byteLength;

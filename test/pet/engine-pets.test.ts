@@ -123,6 +123,18 @@ describe('mixed batches', () => {
     expectClose(mixed.logits!, alone.logits!, 1e-6, 'probe logits');
   });
 
+  it('one dispatch per task (the benchmark baseline) gives the same answers as segmented dispatch', async () => {
+    const perTask = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry, perTaskDispatch: true });
+    try {
+      const rows: TaskRow[] = TASKS.map((t) => randomRow(t.id));
+      const a = await runner.runTasks(rows, { logits: true, pooled: true });
+      const b = await perTask.runTasks(rows, { logits: true, pooled: true });
+      rows.forEach((_, i) => expectClose(b.rows[i]!.pooled!, a.rows[i]!.pooled!, 1e-6, `row ${i} pooled`));
+    } finally {
+      await perTask.dispose();
+    }
+  });
+
   it('unknown tasks are refused before the GPU runs', async () => {
     await expect(runner.runTasks([randomRow('nope')], { logits: true })).rejects.toBeInstanceOf(UnknownTaskError);
   });

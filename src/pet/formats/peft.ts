@@ -178,12 +178,17 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
     throw new PetFormatError(`${configPath}: target_modules ${JSON.stringify(spec.targetModules)} match no module of the base model`);
   }
   const selectedSet = new Set(selected);
-  for (const [module, tensors] of layout.modules) {
-    if (selectedSet.has(module)) continue;
+  const stray = [...layout.modules.keys()].filter((m) => !selectedSet.has(m));
+  if (stray.length > 0) {
+    // Report in model order (file order is by tensor size), modules the base lacks last.
+    const rank = (m: string): number => (modules.includes(m) ? modules.indexOf(m) : modules.length);
+    const module = stray.sort((a, b) => rank(a) - rank(b))[0]!;
     const why = modules.includes(module)
       ? 'which target_modules does not select'
       : `which the base model does not have (${base.config.numHiddenLayers} layers)`;
-    throw new PetFormatError(`${weightsPath}: tensor '${Object.values(tensors)[0]}' is for module '${module}', ${why}`);
+    const more = stray.length > 1 ? ` (and ${stray.length - 1} more such modules)` : '';
+    const tensor = Object.values(layout.modules.get(module)!).sort()[0]!;
+    throw new PetFormatError(`${weightsPath}: tensor '${tensor}' is for module '${module}', ${why}${more}`);
   }
   refuseModulesToSave(config.modules_to_save ?? [], modules, configPath);
 
