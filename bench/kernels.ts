@@ -15,6 +15,7 @@ import { silentLogger } from '../src/util/logger.js';
 import { benchAttention, lengthMixes, type AttentionLayoutResult, type AttentionResult } from './lib/attention-bench.js';
 import { benchEncoder, type EncoderCase, type EncoderResult } from './lib/encoder-bench.js';
 import { benchGemm, gemmKernels, type GemmMeasurement, type GemmShapeSummary } from './lib/gemm-bench.js';
+import { QuietGate, type QuietPolicy } from './lib/cpu-load.js';
 import type { MeasureBudget } from './lib/measure.js';
 import {
   adapterSlug,
@@ -44,6 +45,13 @@ const outDir = resolve(flags.out ?? 'bench/results');
 // ~15 s: the naive 2048x3072x768 GEMM runs with R = 1 on lavapipe. Two
 // trials, best kept, because this CPU device is shared with other processes.
 const KERNEL_BUDGET: MeasureBudget = { targetMs: 500, maxMs: 15_000, maxReps: 1000, trials: 2 };
+// lavapipe runs kernels on the same cores as everything else: wait (bounded)
+// for other processes to go quiet before each timed submit, and flag
+// measurements taken while they used more than this share of the CPU.
+const QUIET_POLICY: QuietPolicy = { maxOtherShare: 0.1, probeMs: 250, maxWaitMs: 30_000, totalWaitMs: 300_000 };
+const LOADED = (share: number): string => (share > QUIET_POLICY.maxOtherShare ? '*' : '');
+const LOADED_NOTE = `* = other processes used more than ${QUIET_POLICY.maxOtherShare * 100}% of the CPU during the measurement.`;
+const pct = (share: number): string => `${(share * 100).toFixed(0)}%`;
 const GEMM_TOKEN_COUNTS = quick ? [128, 512] : [128, 512, 2048];
 const ATTENTION_SEQUENCES = quick ? 16 : 64;
 // bert-base at 8 x 128 keeps one forward pass under ~30 s on a 2-core lavapipe.
@@ -58,8 +66,10 @@ const ENCODER_MAX_RUNS = 5;
 
 const log = (msg: string): void => console.error(`[bench] ${msg}`);
 
-function gemmSummaryTable(summary: GemmShapeSummary[], kernels: string[]): Table {
+function gemmSummaryTable(summary: GemmShapeSummary[], measurements: GemmMeasurement[], kernels: string[]): Table {
   const hasF16 = kernels.includes('rb-f16');
+  const loaded = (s: GemmShapeSummary, kernel: string): string =>
+    LOADED(measurements.find((m) => m.M === s.M && m.N === s.N && m.K === s.K && m.kernel === kernel)?.otherCpuShare ?? 0);
   return {
     title: 'GEMM GFLOP/s (2·M·N·K / device time), bert-base shapes',
     headers: ['M', 'N', 'K', 'layer', ...kernels, 'tiled/naive', 'rb/naive', ...(hasF16 ? ['rb f16/f32'] : [])],
@@ -69,18 +79,19 @@ function gemmSummaryTable(summary: GemmShapeSummary[], kernels: string[]): Table
       String(s.N),
       String(s.K),
       s.role,
-      ...kernels.map((k) => fmt(s.gflops[k])),
+      ...kernels.map((k) => fmt(s.gflops[k]) + loaded(s, k)),
       `${fmt(s.tiledOverNaive)}x`,
       `${fmt(s.rbOverNaive)}x`,
       ...(hasF16 ? [`${fmt(s.rbF16OverRb)}x`] : []),
     ]),
+    note: LOADED_NOTE,
   };
 }
 
 function gemmDetailTable(measurements: GemmMeasurement[]): Table {
   return {
     title: 'GEMM measurements (per repetition; wall-clock as a cross-check)',
-    headers: ['M', 'N', 'K', 'kernel', 'reps', 'device ms', 'wall ms', 'GFLOP/s', 'wall GFLOP/s'],
+    headers: ['M', 'N', 'K', 'kernel', 'reps', 'device ms', 'wall ms', 'GFLOP/s', 'wall GFLOP/s', 'other CPU'],
     align: ['right', 'right', 'right', 'left'],
     rows: measurements.map((m) => [
       String(m.M),
@@ -92,6 +103,7 @@ function gemmDetailTable(measurements: GemmMeasurement[]): Table {
       fmt(m.wallMs, 3),
       fmt(m.gflops),
       fmt(m.wallGflops),
+      pct(m.otherCpuShare),
     ]),
   };
 }
@@ -116,21 +128,22 @@ function attentionTable(results: AttentionResult[]): Table {
       `${r.lengths.median}/${r.lengths.max}`,
       String(r.packed.tokens),
       String(r.padded.tokens),
-      fmt(r.packed.ms),
-      fmt(r.padded.ms),
+      fmt(r.packed.ms) + LOADED(r.packed.otherCpuShare),
+      fmt(r.padded.ms) + LOADED(r.padded.otherCpuShare),
       `${fmt(r.paddedOverPacked)}x`,
       `${fmt(r.padded.scorePairs / r.packed.scorePairs)}x`,
     ]),
     note:
       'Padded: every sequence padded to the batch maximum; padding query rows are computed, keys past the real ' +
-      'length are masked by the key count. Score pairs = (query, key) products per head each layout evaluates.',
+      'length are masked by the key count. Score pairs = (query, key) products per head each layout evaluates. ' +
+      LOADED_NOTE,
   };
 }
 
 function encoderTable(results: EncoderResult[]): Table {
   return {
     title: `End-to-end encoder (random weights, logits output, GEMM '${tuning.gemmVariant}')`,
-    headers: ['model', 'dtype', 'batch', 'tokens', 'runs', 'wall ms', 'device ms', 'tokens/s', 'device tokens/s'],
+    headers: ['model', 'dtype', 'batch', 'tokens', 'runs', 'wall ms', 'device ms', 'tokens/s', 'device tokens/s', 'other CPU'],
     rows: results.map((r) => [
       r.preset,
       r.dtype,
@@ -141,6 +154,7 @@ function encoderTable(results: EncoderResult[]): Table {
       fmt(r.deviceMs, 1),
       fmt(r.tokensPerSecond, 0),
       fmt(r.deviceTokensPerSecond, 0),
+      pct(r.otherCpuShare),
     ]),
   };
 }
@@ -151,6 +165,7 @@ function roundLayout(l: AttentionLayoutResult): AttentionLayoutResult {
     deviceMs: l.deviceMs !== null ? round(l.deviceMs) : null,
     wallMs: round(l.wallMs),
     ms: round(l.ms),
+    otherCpuShare: round(l.otherCpuShare, 3),
     trialMs: l.trialMs.map((t) => round(t)),
   };
 }
@@ -163,15 +178,23 @@ async function main(): Promise<void> {
   const ctx = await GpuContext.create({ adapter: process.env.PETSERVE_GPU_ADAPTER }, silentLogger);
   const res = new EncoderResources(ctx);
   const caps = ctx.capabilities;
+  const gate = new QuietGate(QUIET_POLICY, log);
   try {
     log(`adapter: ${caps.adapterName} (shader-f16 ${caps.shaderF16}, timestamp-query ${caps.timestampQuery})`);
     if (!caps.timestampQuery) log('no timestamp-query: kernel timings fall back to wall-clock');
 
     const kernels = gemmKernels(caps.shaderF16);
-    const gemmResults = await benchGemm(res, { tokenCounts: GEMM_TOKEN_COUNTS, kernels, budget: KERNEL_BUDGET, log });
+    const gemmResults = await benchGemm(res, {
+      tokenCounts: GEMM_TOKEN_COUNTS,
+      kernels,
+      budget: KERNEL_BUDGET,
+      gate,
+      log,
+    });
     const attentionResults = await benchAttention(res, {
       mixes: lengthMixes(ATTENTION_SEQUENCES, 42),
       budget: KERNEL_BUDGET,
+      gate,
       log,
     });
     const dtypes: Dtype[] = caps.shaderF16 ? ['f32', 'f16'] : ['f32'];
@@ -180,12 +203,13 @@ async function main(): Promise<void> {
       dtypes,
       minWallMs: ENCODER_MIN_WALL_MS,
       maxRuns: ENCODER_MAX_RUNS,
+      gate,
       log,
     });
     const finished = new Date();
 
     const tables = [
-      gemmSummaryTable(gemmResults.summary, kernels.map((k) => k.name)),
+      gemmSummaryTable(gemmResults.summary, gemmResults.measurements, kernels.map((k) => k.name)),
       attentionTable(attentionResults),
       encoderTable(encoderResults),
       gemmDetailTable(gemmResults.measurements),
@@ -196,6 +220,7 @@ async function main(): Promise<void> {
       `Node: ${process.version}`,
       `Command: ${command.npm ?? command.node}`,
       `Date: ${started.toISOString()}`,
+      `Waited for a quiet CPU: ${(gate.waitedMs / 1000).toFixed(1)} s`,
     ];
     console.log([...header, '', ...tables.map(textTable).join('\n\n').split('\n')].join('\n'));
 
@@ -220,6 +245,11 @@ async function main(): Promise<void> {
           '(R = 1 for the slowest kernels); the timed submit is repeated up to `trials` times while warm-up + trials ' +
           'stay within maxMs, and the fastest trial is kept (all are in trialMs).',
         budget: KERNEL_BUDGET,
+        quiet: {
+          ...QUIET_POLICY,
+          rule: 'before each timed submit, wait until other processes use <= maxOtherShare of the CPU (bounded)',
+          waitedS: round(gate.waitedMs / 1000, 1),
+        },
         gflops: '2·M·N·K / per-repetition device time (wall-clock where timestamps are unavailable)',
         encoder:
           `one warm-up run of the batch, then timed runs until ${ENCODER_MIN_WALL_MS} ms of wall-clock ` +
@@ -243,6 +273,7 @@ async function main(): Promise<void> {
           wallMs: round(m.wallMs),
           gflops: round(m.gflops, 3),
           wallGflops: round(m.wallGflops, 3),
+          otherCpuShare: round(m.otherCpuShare, 3),
           trialMs: m.trialMs.map((t) => round(t)),
         })),
       },
@@ -259,13 +290,14 @@ async function main(): Promise<void> {
         wallMs: round(r.wallMs, 2),
         deviceMs: r.deviceMs !== null ? round(r.deviceMs, 2) : null,
         tokensPerSecond: round(r.tokensPerSecond, 1),
+        otherCpuShare: round(r.otherCpuShare, 3),
         deviceTokensPerSecond: r.deviceTokensPerSecond !== null ? round(r.deviceTokensPerSecond, 1) : null,
       })),
     };
     const markdown = [
       `# PetServe kernel benchmark — ${caps.adapterName}`,
       '',
-      ...header.map((line) => `- ${line.replace(/^(\w+): /, '**$1**: ')}`),
+      ...header.map((line) => `- ${line.replace(/^([^:]+): /, '**$1**: ')}`),
       `- **Duration**: ${report.durationS} s${quick ? ' (quick sweep)' : ''}`,
       '',
       `Kernel timing: ${report.method.kernelTiming}`,

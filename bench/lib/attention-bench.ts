@@ -3,6 +3,7 @@ import { uploadStorage } from '../../src/gpu/buffers.js';
 import { attention, packedKeyRanges } from '../../src/kernels/attention.js';
 import { Rng } from '../../src/util/random.js';
 import { chunk, lognormalLengths, normalLengths, paddedKeyRanges, summarizeLengths, type LengthSummary } from './lengths.js';
+import type { QuietGate } from './cpu-load.js';
 import { measureRepeated, type MeasureBudget } from './measure.js';
 
 // bert-base attention.
@@ -44,6 +45,8 @@ export interface AttentionLayoutResult {
   wallMs: number;
   /** deviceMs where available, else wallMs. */
   ms: number;
+  /** Share of the machine's CPU other processes used during the kept trial (0..1). */
+  otherCpuShare: number;
   /** Per-repetition ms of each timed trial (the fastest is used). */
   trialMs: number[];
 }
@@ -68,18 +71,17 @@ export interface AttentionResult {
  */
 export async function benchAttention(
   res: EncoderResources,
-  opts: { mixes: readonly LengthMix[]; budget: MeasureBudget; log: (msg: string) => void },
+  opts: { mixes: readonly LengthMix[]; budget: MeasureBudget; gate: QuietGate | null; log: (msg: string) => void },
 ): Promise<AttentionResult[]> {
   const results: AttentionResult[] = [];
-  for (const mix of opts.mixes) results.push(await benchMix(res, mix, opts.budget, opts.log));
+  for (const mix of opts.mixes) results.push(await benchMix(res, mix, opts));
   return results;
 }
 
 async function benchMix(
   res: EncoderResources,
   mix: LengthMix,
-  budget: MeasureBudget,
-  log: (msg: string) => void,
+  opts: { budget: MeasureBudget; gate: QuietGate | null; log: (msg: string) => void },
 ): Promise<AttentionResult> {
   const device = res.ctx.device;
   const L = Math.max(...mix.lengths);
@@ -112,10 +114,10 @@ async function benchMix(
         }, `bench.attention.${layout}`);
       });
     };
-    const m = await measureRepeated(res, record, budget);
+    const m = await measureRepeated(res, record, opts.budget, opts.gate);
     const scorePairs = mix.lengths.reduce((a, len) => a + len * (layout === 'packed' ? len : L), 0);
     const tokens = groups.reduce((a, g) => a + tokensOf(g), 0);
-    log(`attention ${mix.name} ${layout}: ${tokens} tokens, ${m.ms.toFixed(2)} ms x ${m.reps} (wall ${m.wallMs.toFixed(2)} ms)`);
+    opts.log(`attention ${mix.name} ${layout}: ${tokens} tokens, ${m.ms.toFixed(2)} ms x ${m.reps} (wall ${m.wallMs.toFixed(2)} ms)`);
     return { tokens, scorePairs, ...m };
   };
 

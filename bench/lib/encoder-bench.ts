@@ -9,6 +9,7 @@ import { initModel } from '../../src/model/init-model.js';
 import type { PresetName } from '../../src/model/presets.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { Rng } from '../../src/util/random.js';
+import { otherCpuShare, sampleCpu, type QuietGate } from './cpu-load.js';
 
 export interface EncoderCase {
   preset: PresetName;
@@ -30,6 +31,8 @@ export interface EncoderResult {
   deviceMs: number | null;
   tokensPerSecond: number;
   deviceTokensPerSecond: number | null;
+  /** Share of the machine's CPU other processes used during the timed runs (0..1). */
+  otherCpuShare: number;
 }
 
 // First ids of a BERT vocabulary are [PAD], [unused*], [CLS], ...; stay clear of them.
@@ -47,6 +50,7 @@ export async function benchEncoder(
     dtypes: readonly Dtype[];
     minWallMs: number;
     maxRuns: number;
+    gate: QuietGate | null;
     log: (msg: string) => void;
   },
 ): Promise<EncoderResult[]> {
@@ -70,6 +74,8 @@ export async function benchEncoder(
           let runs = 0;
           let wallTotal = 0;
           let deviceTotal: number | null = 0;
+          await opts.gate?.waitForQuiet();
+          const cpuBefore = sampleCpu();
           while (runs < opts.maxRuns && (runs === 0 || wallTotal < opts.minWallMs)) {
             const t0 = performance.now();
             const { phases } = await runner.run({ inputIds }, { logits: true }, { profile: true });
@@ -77,6 +83,7 @@ export async function benchEncoder(
             deviceTotal = phases && deviceTotal !== null ? deviceTotal + phases.reduce((a, p) => a + p.ms, 0) : null;
             runs += 1;
           }
+          const otherShare = otherCpuShare(cpuBefore);
           const wallMs = wallTotal / runs;
           const deviceMs = deviceTotal !== null ? deviceTotal / runs : null;
           const result: EncoderResult = {
@@ -91,6 +98,7 @@ export async function benchEncoder(
             deviceMs,
             tokensPerSecond: tokens / (wallMs / 1000),
             deviceTokensPerSecond: deviceMs !== null ? tokens / (deviceMs / 1000) : null,
+            otherCpuShare: otherShare,
           };
           results.push(result);
           opts.log(

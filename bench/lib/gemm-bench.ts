@@ -4,6 +4,7 @@ import { gemm, type GemmVariant } from '../../src/kernels/gemm.js';
 import type { Dtype } from '../../src/kernels/types.js';
 import { f32ArrayToF16 } from '../../src/util/f16.js';
 import { Rng } from '../../src/util/random.js';
+import type { QuietGate } from './cpu-load.js';
 import { measureRepeated, type MeasureBudget } from './measure.js';
 
 /** The three linear-layer shapes of a bert-base encoder layer, as (N, K) of Y[M,N] = X[M,K]·W[N,K]ᵀ. */
@@ -45,6 +46,8 @@ export interface GemmMeasurement {
   gflops: number;
   /** The same from wall-clock time (cross-check: includes encode, submit and readback wait). */
   wallGflops: number;
+  /** Share of the machine's CPU other processes used during the kept trial (0..1). */
+  otherCpuShare: number;
   /** Per-repetition ms of each timed trial (the fastest is used). */
   trialMs: number[];
 }
@@ -90,7 +93,13 @@ function allocateOperands(device: GPUDevice, dtype: Dtype, maxM: number, seed: n
 
 export async function benchGemm(
   res: EncoderResources,
-  opts: { tokenCounts: readonly number[]; kernels: readonly GemmKernel[]; budget: MeasureBudget; log: (msg: string) => void },
+  opts: {
+    tokenCounts: readonly number[];
+    kernels: readonly GemmKernel[];
+    budget: MeasureBudget;
+    gate: QuietGate | null;
+    log: (msg: string) => void;
+  },
 ): Promise<{ measurements: GemmMeasurement[]; summary: GemmShapeSummary[] }> {
   const device = res.ctx.device;
   const maxM = Math.max(...opts.tokenCounts);
@@ -110,6 +119,7 @@ export async function benchGemm(
             res,
             (enc) => gemm(enc, k.dtype, { x, w, y, M, N, K }, `bench.gemm.${k.name}`, k.variant),
             opts.budget,
+            opts.gate,
           );
           const flop = 2 * M * N * K;
           const result: GemmMeasurement = {
@@ -125,6 +135,7 @@ export async function benchGemm(
             wallMs: m.wallMs,
             gflops: flop / (m.ms * 1e6),
             wallGflops: flop / (m.wallMs * 1e6),
+            otherCpuShare: m.otherCpuShare,
             trialMs: m.trialMs,
           };
           measurements.push(result);

@@ -10,6 +10,7 @@ import type { BertCheckpoint } from '../model/checkpoint.js';
 import { uploadBertWeights, type GpuBertWeights } from '../model/gpu-weights.js';
 import type { PetGraphInput } from '../model/pet-graph-input.js';
 import { PetGpuPool, type PoolStats, type ResidentPet } from '../pet/gpu-pool.js';
+import type { PackedPet } from '../pet/packed-pet.js';
 import type { TaskLease, TaskRegistry } from '../pet/registry.js';
 import { ConfigError, DeviceLostError } from '../util/errors.js';
 import { f16ArrayToF32 } from '../util/f16.js';
@@ -265,7 +266,7 @@ export class ModelRunner {
 
   private async executeTasks(
     rows: readonly TaskRow[],
-    packedById: ReadonlyMap<string, import('../pet/packed-pet.js').PackedPet>,
+    packedById: ReadonlyMap<string, PackedPet>,
     outputs: OutputSelection,
     opts: { profile?: boolean },
   ): Promise<MixedRunResult> {

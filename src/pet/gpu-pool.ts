@@ -82,7 +82,7 @@ export class PetGpuPool {
   }
 
   /** Bytes a packed PET occupies in this pool (before page rounding). */
-  footprint(packed: Pick<PackedPet, 'floats' | 'words'> | { floats: { length: number }; words: { length: number } }): number {
+  footprint(packed: { floats: { length: number }; words: { length: number } }): number {
     const floatBytes = Math.ceil((packed.floats.length * bytesPerElement(this.dtype)) / 4) * 4;
     return floatBytes + packed.words.length * 4;
   }

@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPeftDirectory } from '../../src/pet/formats/peft.js';
@@ -355,7 +355,6 @@ describe('PEFT refusals name what is not supported', () => {
 
   it('a directory with adapter_model.bin only', async () => {
     const dir = await writePeftFixture(join(t.root, 'bin-only'), loraConfig(), {});
-    const { rm } = await import('node:fs/promises');
     await rm(join(dir, 'adapter_model.safetensors'));
     await writeFile(join(dir, 'adapter_model.bin'), 'pickle');
     const err = await rejection(() => loadPeftDirectory(dir, t.base));
