@@ -61,7 +61,8 @@ export function convertMergedToPet(opts: ConvertOptions): ConvertResult {
   for (const key of ARCHITECTURE_KEYS) {
     if (base.config[key] !== finetuned.config[key]) {
       throw new PetFormatError(
-        `${finetuned.dir}: ${key} is ${String(finetuned.config[key])} but the base ${base.dir} has ${String(base.config[key])}: not a fine-tune of this base`,
+        `${finetuned.dir}: ${key} is ${String(finetuned.config[key])} but the base ${base.dir} has ` +
+          `${String(base.config[key])}: not a fine-tune of this base`,
       );
     }
   }
@@ -111,7 +112,8 @@ function diffSites(base: BertCheckpoint, ft: BertCheckpoint, density: number | u
   }
   if (kept < nonZero) {
     notes.push(
-      `kept the ${kept} largest of ${nonZero} changed weights (density ${density}); the largest dropped |ΔW| is ${largestDropped.toExponential(3)}`,
+      `kept the ${kept} largest of ${nonZero} changed weights (density ${density}); ` +
+        `the largest dropped |ΔW| is ${largestDropped.toExponential(3)}`,
     );
   }
   // A diff PET carries linear sites only; anything else that moved is reported.
@@ -123,7 +125,9 @@ function diffSites(base: BertCheckpoint, ft: BertCheckpoint, density: number | u
   };
   reportNonLinear(base, ft, report);
   if (ignored.length > 0) {
-    notes.push(`ignored differences a diff PET cannot carry (only encoder linear sites; LayerNorms fit a bitfit PET): ${ignored.join('; ')}`);
+    notes.push(
+      `ignored differences a diff PET cannot carry (only encoder linear sites; LayerNorms fit a bitfit PET): ${ignored.join('; ')}`,
+    );
   }
   return sites;
 }

@@ -177,7 +177,12 @@ export function generatePet(opts: Omit<InitPetOptions, 'outDir'> & { source?: st
       break;
     }
   }
-  return { pet, head: randomHead(rng, opts), source: opts.source ?? `random ${kind} PET (seed ${opts.seed ?? 0})`, format: kind === 'lora' || kind === 'ia3' ? 'peft' : 'bundle' };
+  return {
+    pet,
+    head: randomHead(rng, opts),
+    source: opts.source ?? `random ${kind} PET (seed ${opts.seed ?? 0})`,
+    format: kind === 'lora' || kind === 'ia3' ? 'peft' : 'bundle',
+  };
 }
 
 /** Write a random PET of `kind` for `model` into `outDir` (PEFT for lora / ia3, a bundle otherwise). */

@@ -153,7 +153,10 @@ describe('PetServe bundles: refusals', () => {
     for (const layer of [0, 1]) {
       for (const where of ['attention.output', 'output']) {
         const p = `encoder.layer.${layer}.${where}.adapter`;
-        Object.assign(tensors, { [`${p}.down.weight`]: zeros(8, H), [`${p}.down.bias`]: zeros(8), [`${p}.up.weight`]: zeros(H, 8), [`${p}.up.bias`]: zeros(H) });
+        tensors[`${p}.down.weight`] = zeros(8, H);
+        tensors[`${p}.down.bias`] = zeros(8);
+        tensors[`${p}.up.weight`] = zeros(H, 8);
+        tensors[`${p}.up.bias`] = zeros(H);
       }
     }
     const m = manifest('adapter', { adapter: { bottleneck: 8, activation: 'relu' } });

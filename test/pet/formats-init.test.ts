@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { loadPetBundle, writePetBundle } from '../../src/pet/formats/bundle.js';
+import { loadPeftDirectory, writePeftDirectory } from '../../src/pet/formats/peft.js';
 import { detectPetFormat, loadPetDirectory } from '../../src/pet/formats/load.js';
 import { generatePet, initPet } from '../../src/pet/init-pet.js';
 import { PET_KINDS, petHostBytes } from '../../src/pet/types.js';
@@ -258,5 +259,52 @@ describe('writePetBundle → loadPetBundle', () => {
     if (bundle.pet.kind !== 'diff') throw new Error('kind');
     bundle.pet.sites[0]!.values[0] = Number.NaN;
     await expect(writePetBundle(join(t.root, 'bad'), bundle, t.base.config)).rejects.toThrow(PetFormatError);
+  });
+});
+
+describe('writePeftDirectory', () => {
+  it('writes PEFT suffixes when they select exactly the sites, else exact module names; both round-trip', async () => {
+    const lora = generatePet({ model: t.base, kind: 'lora', rank: 2 });
+    if (lora.pet.kind !== 'lora') throw new Error('kind');
+    lora.pet.sites = lora.pet.sites.filter((s) => s.site === 'output' || s.site === 'query');
+    const suffixDir = join(t.root, 'peft-suffix');
+    await writePeftDirectory(suffixDir, lora, t.base.config, { baseModelNameOrPath: 'b' });
+    const suffixConfig = JSON.parse(await readFile(join(suffixDir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    // 'output.dense' would also select attention.output.dense: exact names instead.
+    expect(suffixConfig['target_modules']).toEqual([
+      'bert.encoder.layer.0.attention.self.query',
+      'bert.encoder.layer.0.output.dense',
+      'bert.encoder.layer.1.attention.self.query',
+      'bert.encoder.layer.1.output.dense',
+    ]);
+    expectSameBundle(await loadPeftDirectory(suffixDir, t.base), lora);
+
+    lora.pet.sites = lora.pet.sites.filter((s) => s.site === 'query');
+    const queryDir = join(t.root, 'peft-query');
+    await writePeftDirectory(queryDir, lora, t.base.config, { baseModelNameOrPath: 'b' });
+    const queryConfig = JSON.parse(await readFile(join(queryDir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(queryConfig['target_modules']).toEqual(['query']);
+    expectSameBundle(await loadPeftDirectory(queryDir, t.base), lora);
+
+    const ia3 = generatePet({ model: t.base, kind: 'ia3' });
+    if (ia3.pet.kind !== 'ia3') throw new Error('kind');
+    // attention.output.dense output-scaled next to output.dense input-scaled: no suffix list can say that.
+    ia3.pet.sites = ia3.pet.sites.map((s) => (s.site === 'attention_output' ? { ...s, mode: 'output' as const } : s));
+    const ia3Dir = join(t.root, 'peft-ia3-exact');
+    await writePeftDirectory(ia3Dir, ia3, t.base.config, { baseModelNameOrPath: 'b' });
+    const ia3Config = JSON.parse(await readFile(join(ia3Dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(ia3Config['feedforward_modules']).toEqual(['bert.encoder.layer.0.output.dense', 'bert.encoder.layer.1.output.dense']);
+    expectSameBundle(await loadPeftDirectory(ia3Dir, t.base), ia3);
+  });
+
+  it('refuses kinds PEFT directories do not hold, and target lists that miss the sites', async () => {
+    const diff = generatePet({ model: t.base, kind: 'diff' });
+    await expect(writePeftDirectory(join(t.root, 'peft-diff'), diff, t.base.config, { baseModelNameOrPath: 'b' })).rejects.toThrow(
+      /PEFT directories hold lora or ia3 PETs, not diff/,
+    );
+    const lora = generatePet({ model: t.base, kind: 'lora' });
+    await expect(
+      writePeftDirectory(join(t.root, 'peft-bad'), lora, t.base.config, { baseModelNameOrPath: 'b', targetModules: ['query'] }),
+    ).rejects.toThrow(/target_modules \["query"\] do not select exactly the PET's sites/);
   });
 });

@@ -263,7 +263,7 @@ describe('PEFT IA³ directories', () => {
       await refusal(ia3Config({ target_modules: ['intermediate.dense'], feedforward_modules: ['intermediate.dense'] }), ia3Tensors(inter)),
     ).toMatch(/IA³ input scaling of 'bert\.encoder\.layer\.0\.intermediate\.dense' .* is not supported/);
     expect(await refusal(ia3Config({ feedforward_modules: ['intermediate.dense'] }), ia3Tensors(ia3Sites))).toMatch(
-      /feedforward_modules 'intermediate\.dense' are not in target_modules/,
+      /adapter_config\.json: feedforward_modules 'intermediate\.dense' are not in target_modules/,
     );
     // Output-scaling shapes where feedforward_modules asks for input scaling.
     const asOutput = ia3Sites.map((s) => ({ ...s, mode: 'output' as const, scale: new Float32Array(s.site === 'intermediate' ? I : H) }));
@@ -299,6 +299,9 @@ describe('PEFT refusals name what is not supported', () => {
       /select 'bert\.encoder\.layer\.0\.attention', 'bert\.encoder\.layer\.0\.attention\.self'/,
     );
     expect(await refusal(loraConfig({ target_modules: ['q_proj', 'v_proj'] }), {})).toMatch(/match no module of the base model/);
+    expect(await refusal(loraConfig({ target_modules: 'query|(' }), {})).toMatch(
+      /adapter_config\.json: target_modules: "query\|\(" is not a valid regular expression/,
+    );
   });
 
   it('tensors that are not understood, by name', async () => {
@@ -323,7 +326,9 @@ describe('PEFT refusals name what is not supported', () => {
     );
     const deep = loraTensors(loraSites);
     deep['base_model.model.bert.encoder.layer.5.attention.self.query.lora_A.weight'] = { shape: [4, H], data: new Float32Array(4 * H) };
-    expect(await refusal(loraConfig(), deep)).toMatch(/module 'bert\.encoder\.layer\.5\.attention\.self\.query', which the base model does not have \(2 layers\)/);
+    expect(await refusal(loraConfig(), deep)).toMatch(
+      /module 'bert\.encoder\.layer\.5\.attention\.self\.query', which the base model does not have \(2 layers\)/,
+    );
   });
 
   it('a rank that disagrees with r / rank_pattern names the tensor and both shapes', async () => {
@@ -348,7 +353,9 @@ describe('PEFT refusals name what is not supported', () => {
     expect(await refusal(loraConfig(), twice)).toMatch(/the classifier is saved twice/);
     const half = loraTensors(loraSites);
     delete half['base_model.model.classifier.bias'];
-    expect(await refusal(loraConfig(), half)).toMatch(/classifier is incomplete: 'base_model\.model\.classifier\.weight' is present but 'base_model\.model\.classifier\.bias' is missing/);
+    expect(await refusal(loraConfig(), half)).toMatch(
+      /classifier is incomplete: 'base_model\.model\.classifier\.weight' is present but 'base_model\.model\.classifier\.bias' is missing/,
+    );
     const mixed = { ...loraTensors(loraSites.slice(0, 2)), ...loraTensors(loraSites.slice(2), { prefix: '' }) };
     expect(await refusal(loraConfig(), mixed)).toMatch(/mix names with and without the "bert\." prefix/);
   });

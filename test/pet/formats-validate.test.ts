@@ -56,7 +56,10 @@ describe('validatePet', () => {
     const outOfRange = fresh('diff');
     const site = pet(outOfRange, 'diff').sites[4]!; // layer 0 intermediate, [512, 128]
     site.indices[site.indices.length - 1] = 512 * 128;
-    expectRefused(outOfRange, /'encoder\.layer\.0\.intermediate\.dense\.weight\.diff_indices' has index 65536 at position \d+, outside 0\.\.65535 of a \[512, 128\] weight/);
+    expectRefused(
+      outOfRange,
+      /'encoder\.layer\.0\.intermediate\.dense\.weight\.diff_indices' has index 65536 at position \d+, outside 0\.\.65535 of a \[512, 128\] weight/,
+    );
     const negative = fresh('mask');
     pet(negative, 'mask').sites[0]!.removed[0] = -1;
     expectRefused(negative, /has index -1 at position 0/);
@@ -87,7 +90,8 @@ describe('validatePet', () => {
     pet(sizes, 'lora').sites[0]!.a = new Float32Array(7);
     expectRefused(sizes, /tensor 'encoder\.layer\.0\.attention\.self\.query\.lora_A\.weight' holds 7 values, expected shape \[8, 128\] \(1024 values\)/);
     const bottleneck = fresh('adapter');
-    Object.assign(pet(bottleneck, 'adapter').sites[0]!, { bottleneck: 0, downWeight: new Float32Array(0), downBias: new Float32Array(0), upWeight: new Float32Array(0) });
+    const none = new Float32Array(0);
+    Object.assign(pet(bottleneck, 'adapter').sites[0]!, { bottleneck: 0, downWeight: none, downBias: none, upWeight: none });
     expectRefused(bottleneck, /adapter bottleneck 0 of encoder\.layer\.0\.attention\.output\.adapter is outside 1\.\.128/);
     const partial = fresh('adapter');
     pet(partial, 'adapter').sites.pop();

@@ -109,10 +109,6 @@ export function formatShape(shape: readonly (number | string)[]): string {
   return `[${shape.join(', ')}]`;
 }
 
-export function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
 /** Names of things in a refusal message: the first few quoted, then a count. */
 export function listNames(names: readonly string[], max = 5): string {
   const shown = names.slice(0, max).map((n) => `'${n}'`).join(', ');
@@ -286,9 +282,8 @@ export function readHead(
     return null;
   }
   if (!hasWeight || !hasBias) {
-    throw new PetFormatError(
-      `${file.path}: classifier is incomplete: '${hasWeight ? weightName : biasName}' is present but '${hasWeight ? biasName : weightName}' is missing`,
-    );
+    const [present, missing] = hasWeight ? [weightName, biasName] : [biasName, weightName];
+    throw new PetFormatError(`${file.path}: classifier is incomplete: '${present}' is present but '${missing}' is missing`);
   }
   const weight = file.readFloat(weightName, [null, config.hiddenSize], 'classifier weight is [num_labels, hidden_size]');
   const rows = file.shape(weightName)[0]!;

@@ -29,7 +29,9 @@ export async function detectPetFormat(dir: string): Promise<PetDirectoryFormat> 
   } catch (err) {
     throw new PetFormatError(`${dir}: cannot read PET directory (${(err as Error).message})`, { cause: err });
   }
-  if (!isDirectory) throw new PetFormatError(`${dir}: not a directory (a PET is a directory: pet.json + pet.safetensors, or a PEFT adapter)`);
+  if (!isDirectory) {
+    throw new PetFormatError(`${dir}: not a directory (a PET is a directory: pet.json + pet.safetensors, or a PEFT adapter)`);
+  }
   const bundle = await exists(join(dir, PET_MANIFEST_FILE));
   const peft = await exists(join(dir, PEFT_CONFIG_FILE));
   if (bundle && peft) {

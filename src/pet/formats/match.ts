@@ -38,35 +38,38 @@ export interface TargetSpec {
   excludeModules?: ModuleSelector | null;
   layersToTransform?: number | readonly number[] | null;
   layersPattern?: string | readonly string[] | null;
+  /** Prefix of error messages (the config file). */
+  source?: string;
 }
 
 /** Does PEFT put an adapter on module `name`? */
-export function isTargetModule(spec: TargetSpec, name: string, what = 'target_modules'): boolean {
+export function isTargetModule(spec: TargetSpec, name: string): boolean {
+  const where = spec.source === undefined ? '' : `${spec.source}: `;
   const exclude = spec.excludeModules;
   if (exclude !== undefined && exclude !== null) {
-    const excluded = typeof exclude === 'string' ? fullMatch(exclude, name, 'exclude_modules') : matchesModuleList(exclude, name);
+    const excluded = typeof exclude === 'string' ? fullMatch(exclude, name, `${where}exclude_modules`) : matchesModuleList(exclude, name);
     if (excluded) return false;
   }
   const target = spec.targetModules;
-  if (typeof target === 'string') return fullMatch(target, name, what);
+  if (typeof target === 'string') return fullMatch(target, name, `${where}target_modules`);
   if (target.includes(name)) return true;
   if (!target.some((t) => name.endsWith(`.${t}`))) return false;
 
   const layers = spec.layersToTransform;
   const usesLayers = layers !== undefined && layers !== null && (typeof layers === 'number' || layers.length > 0);
   if (!usesLayers) return true;
-  const layer = layerIndexOf(name, spec.layersPattern ?? null);
+  const layer = layerIndexOf(name, spec.layersPattern ?? null, `${where}layers_pattern`);
   if (layer === null) return false;
   return typeof layers === 'number' ? layer === layers : layers.includes(layer);
 }
 
-function layerIndexOf(name: string, layersPattern: string | readonly string[] | null): number | null {
+function layerIndexOf(name: string, layersPattern: string | readonly string[] | null, what: string): number | null {
   const patterns = layersPattern === null ? [] : typeof layersPattern === 'string' ? [layersPattern] : layersPattern;
   // re.match anchors at the start only; the trailing "\." needs no end anchor.
   const regexes =
     patterns.length === 0
       ? [/^.*\.[^.]*\.(\d+)\./]
-      : patterns.map((p) => compile(p, (q) => `^.*\\.${q}\\.(\\d+)\\.`, 'layers_pattern'));
+      : patterns.map((p) => compile(p, (q) => `^.*\\.${q}\\.(\\d+)\\.`, what));
   for (const re of regexes) {
     const m = re.exec(name);
     if (m) return Number(m[1]);
@@ -83,8 +86,8 @@ export function patternKeyFor(pattern: Readonly<Record<string, unknown>>, name: 
 }
 
 /** IA³ feedforward_modules: is the module's input (rather than its output) scaled? */
-export function isFeedforwardModule(feedforward: ModuleSelector | null | undefined, name: string): boolean {
+export function isFeedforwardModule(feedforward: ModuleSelector | null | undefined, name: string, what = 'feedforward_modules'): boolean {
   if (feedforward === null || feedforward === undefined) return false;
-  if (typeof feedforward === 'string') return fullMatch(feedforward, name, 'feedforward_modules');
+  if (typeof feedforward === 'string') return fullMatch(feedforward, name, what);
   return feedforward.some((t) => name.endsWith(t));
 }

@@ -150,9 +150,8 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
   const weightsPath = join(dir, PEFT_WEIGHTS_FILE);
   if (!(await exists(weightsPath))) {
     const binary = await exists(join(dir, 'adapter_model.bin'));
-    throw new PetFormatError(
-      `${dir}: ${PEFT_WEIGHTS_FILE} not found${binary ? ' (adapter_model.bin is there: only safetensors is read; re-save with safe_serialization=True)' : ''}`,
-    );
+    const hint = binary ? ' (adapter_model.bin is there: only safetensors is read; re-save with safe_serialization=True)' : '';
+    throw new PetFormatError(`${dir}: ${PEFT_WEIGHTS_FILE} not found${hint}`);
   }
   const file = await PetTensorFile.open(weightsPath);
   const layout = parseTensorNames(file, peftType);
@@ -163,6 +162,7 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
     excludeModules: config.exclude_modules,
     layersToTransform: config.layers_to_transform,
     layersPattern: config.layers_pattern,
+    source: configPath,
   };
 
   // Which modules PEFT puts the adapter on; each must be a site the engine serves.
@@ -194,7 +194,7 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
 
   const pet =
     peftType === 'LORA'
-      ? { kind: 'lora' as const, sites: readLoraSites(config as LoraConfig, selected, layout, file, base.config, prefix) }
+      ? { kind: 'lora' as const, sites: readLoraSites(config as LoraConfig, selected, layout, file, base.config, prefix, configPath) }
       : { kind: 'ia3' as const, sites: readIa3Sites(config as Ia3Config, spec, selected, layout, file, base.config, prefix) };
 
   const head = readPeftHead(file, ownId2label(config, configPath), base.config, configPath);
@@ -303,6 +303,7 @@ function readLoraSites(
   file: PetTensorFile,
   baseConfig: BertConfig,
   prefix: string,
+  configPath: string,
 ): LoraSite[] {
   const sites: LoraSite[] = [];
   const fanInFanOut = config.fan_in_fan_out;
@@ -317,9 +318,9 @@ function readLoraSites(
         `${file.path}: missing tensor '${missing}' for target module '${module}'${has ? ` ('${has}' is present)` : ''}`,
       );
     }
-    const rankKey = config.rank_pattern ? patternKeyFor(config.rank_pattern, module, 'rank_pattern') : undefined;
+    const rankKey = config.rank_pattern ? patternKeyFor(config.rank_pattern, module, `${configPath}: rank_pattern`) : undefined;
     const rank = rankKey === undefined ? config.r : config.rank_pattern![rankKey]!;
-    const alphaKey = config.alpha_pattern ? patternKeyFor(config.alpha_pattern, module, 'alpha_pattern') : undefined;
+    const alphaKey = config.alpha_pattern ? patternKeyFor(config.alpha_pattern, module, `${configPath}: alpha_pattern`) : undefined;
     const alpha = alphaKey === undefined ? config.lora_alpha : config.alpha_pattern![alphaKey]!;
     const { outDim, inDim } = linearSiteDims(baseConfig, site);
     const rankWhy = `r = ${rank}${rankKey === undefined ? '' : ` from rank_pattern key '${rankKey}'`}`;
@@ -355,7 +356,9 @@ function readIa3Sites(
   if (Array.isArray(config.feedforward_modules) && Array.isArray(spec.targetModules)) {
     const outside = (config.feedforward_modules as string[]).filter((f) => !(spec.targetModules as readonly string[]).includes(f));
     if (outside.length > 0) {
-      throw new PetFormatError(`${file.path}: feedforward_modules ${listNames(outside)} are not in target_modules (PEFT requires a subset)`);
+      throw new PetFormatError(
+        `${spec.source ?? file.path}: feedforward_modules ${listNames(outside)} are not in target_modules (PEFT requires a subset)`,
+      );
     }
   }
   const sites: Ia3Site[] = [];
@@ -366,7 +369,7 @@ function readIa3Sites(
       throw new PetFormatError(`${file.path}: missing tensor '${TENSOR_PREFIX}${module}.ia3_l' for target module '${module}'`);
     }
     const { outDim, inDim } = linearSiteDims(baseConfig, site);
-    if (isFeedforwardModule(feedforward, module)) {
+    if (isFeedforwardModule(feedforward, module, `${spec.source ?? file.path}: feedforward_modules`)) {
       if (!IA3_INPUT_SITES.includes(site)) {
         throw new PetFormatError(
           `${file.path}: IA³ input scaling of '${module}' (selected by feedforward_modules) is not supported: ` +
@@ -521,12 +524,16 @@ export async function writePeftDirectory(
   } else {
     const inputNames = pet.sites.flatMap((s, i) => (s.mode === 'input' ? [siteNames[i]!] : []));
     const ffSelects = (ff: string[]): boolean => siteNames.every((n) => isFeedforwardModule(ff, n) === inputNames.includes(n));
-    let feedforward =
-      options.feedforwardModules ?? LINEAR_SITES.filter((t) => pet.sites.some((s) => s.site === t && s.mode === 'input')).map((t) => PEFT_SITE_TARGET[t]);
+    const inputTypes = LINEAR_SITES.filter((t) => pet.sites.some((s) => s.site === t && s.mode === 'input'));
+    let feedforward = options.feedforwardModules ?? inputTypes.map((t) => PEFT_SITE_TARGET[t]);
     if (!ffSelects(feedforward) || !feedforward.every((f) => targetModules.includes(f))) {
-      if (options.feedforwardModules) {
-        throw new PetFormatError(`${bundle.source}: feedforward_modules ${JSON.stringify(feedforward)} do not select exactly the input-scaled sites`);
+      if (options.feedforwardModules || options.targetModules) {
+        throw new PetFormatError(
+          `${bundle.source}: feedforward_modules ${JSON.stringify(feedforward)} do not select exactly the input-scaled sites ` +
+            `within target_modules ${JSON.stringify(targetModules)}`,
+        );
       }
+      // Exact names: target_modules matches them exactly, feedforward's endswith only itself.
       common.target_modules = siteNames;
       feedforward = inputNames;
     }
