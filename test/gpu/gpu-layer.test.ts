@@ -34,24 +34,24 @@ describe('GPU context', () => {
 
 describe('shader templates', () => {
   it('specialises params, #if/#else and includes', () => {
-    const f16 = renderShader('gemm_naive', { DTYPE: 'f16', HAS_BIAS: true, ACT: 'gelu', RESIDUAL: false });
+    const f16 = renderShader('gemm_naive', { DTYPE: 'f16', HAS_BIAS: true, ACT: 'gelu', RESIDUAL: false, TASKS: false });
     expect(f16).toMatch(/enable f16;/);
     expect(f16).toMatch(/alias T = f16;/);
     expect(f16).toMatch(/fn gelu_erf/);
     expect(f16).toMatch(/var<storage, read> bias/);
     expect(f16).not.toMatch(/var<storage, read> res/);
-    const f32 = renderShader('gemm_naive', { DTYPE: 'f32', HAS_BIAS: false, ACT: 'none', RESIDUAL: true });
+    const f32 = renderShader('gemm_naive', { DTYPE: 'f32', HAS_BIAS: false, ACT: 'none', RESIDUAL: true, TASKS: false });
     expect(f32).not.toMatch(/enable f16/);
     expect(f32).not.toMatch(/var<storage, read> bias/);
     expect(f32).toMatch(/var<storage, read> res/);
   });
 
   it('refuses missing, unknown and out-of-range params', () => {
-    expect(() => renderShader('gemm_naive', { DTYPE: 'f32', HAS_BIAS: true, ACT: 'none' })).toThrow(/missing param RESIDUAL/);
+    expect(() => renderShader('gemm_naive', { DTYPE: 'f32', HAS_BIAS: true, ACT: 'none', TASKS: false })).toThrow(/missing param RESIDUAL/);
     expect(() =>
-      renderShader('gemm_naive', { DTYPE: 'f32', HAS_BIAS: true, ACT: 'none', RESIDUAL: false, EXTRA: 1 }),
+      renderShader('gemm_naive', { DTYPE: 'f32', HAS_BIAS: true, ACT: 'none', RESIDUAL: false, TASKS: false, EXTRA: 1 }),
     ).toThrow(/unknown param EXTRA/);
-    expect(() => renderShader('gemm_naive', { DTYPE: 'f64', HAS_BIAS: true, ACT: 'none', RESIDUAL: false })).toThrow(
+    expect(() => renderShader('gemm_naive', { DTYPE: 'f64', HAS_BIAS: true, ACT: 'none', RESIDUAL: false, TASKS: false })).toThrow(
       /DTYPE=f64 not one of/,
     );
     expect(() => renderShader('no_such_shader', {})).toThrow(ShaderError);
