@@ -139,10 +139,10 @@ type Config = ReturnType<typeof loadConfig>;
 async function predictSingle(config: Config, inputIds: number[][], tokenTypeIds: number[][] | undefined, petDir: string | undefined): Promise<void> {
   const logger = createLogger(config.log.level);
   const checkpoint = await loadCheckpoint(config.model.dir!);
-  const registry = petDir ? new TaskRegistry(checkpoint, { logger }) : undefined;
+  const registry = petDir ? new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes }) : undefined;
   if (registry && petDir) await registry.register('pet', petDir);
   const output = await withGpu(config, logger, async (ctx) => {
-    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry });
+    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, poolBytes: config.pets.poolBytes });
     try {
       const H = checkpoint.config.hiddenSize;
       const task = registry ? 'pet' : null;
@@ -166,10 +166,10 @@ async function predictSingle(config: Config, inputIds: number[][], tokenTypeIds:
 async function predictRequests(config: Config, tasks: ReadonlyMap<string, string>, requests: TaskRow[], maxTokens: number): Promise<void> {
   const logger = createLogger(config.log.level);
   const checkpoint = await loadCheckpoint(config.model.dir!);
-  const registry = new TaskRegistry(checkpoint, { logger });
+  const registry = new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes });
   for (const [name, dir] of tasks) await registry.register(name, dir);
   const lines = await withGpu(config, logger, async (ctx) => {
-    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry });
+    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, poolBytes: config.pets.poolBytes });
     try {
       const out: string[] = [];
       for (const chunk of chunkByTokens(requests, maxTokens)) {

@@ -26,6 +26,14 @@ export const configSchema = z.strictObject({
       dtype: z.enum(['f32', 'f16']).default('f32'),
     })
     .prefault({}),
+  pets: z
+    .strictObject({
+      /** GPU pool for resident PETs (clamped to the adapter's largest storage binding). */
+      poolBytes: z.coerce.number().int().positive().default(256 * 1024 * 1024),
+      /** Host copies of PETs kept in memory; the rest are re-read from disk when paged in. */
+      hostCacheBytes: z.coerce.number().int().positive().default(1024 * 1024 * 1024),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -42,6 +50,8 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_GPU_POWER: ['gpu', 'powerPreference'],
   PETSERVE_MODEL_DIR: ['model', 'dir'],
   PETSERVE_DTYPE: ['model', 'dtype'],
+  PETSERVE_POOL_BYTES: ['pets', 'poolBytes'],
+  PETSERVE_HOST_CACHE_BYTES: ['pets', 'hostCacheBytes'],
   PETSERVE_LOG_LEVEL: ['log', 'level'],
 };
 
