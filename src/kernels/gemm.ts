@@ -53,7 +53,7 @@ export function gemmSpec(
     case 'naive':
       return { shader: 'gemm_naive', params: common };
     case 'rb':
-      return { shader: 'gemm_rb', params: { ...common, RM: tuning.gemmRowsPerInvocation } };
+      return { shader: 'gemm_rb', params: { ...common, RM: tuning.gemmRowsPerInvocation, CN: tuning.gemmColsPerInvocation } };
     case 'tiled':
       return { shader: 'gemm', params: { ...common, BK: tuning.gemmBK } };
   }
@@ -82,7 +82,7 @@ export function gemm(enc: BatchEncoder, dtype: Dtype, a: GemmArgs, label = 'gemm
     variant === 'naive'
       ? [Math.ceil(a.N / 8), Math.ceil(a.M / 8)]
       : variant === 'rb'
-        ? [Math.ceil(a.N / 32), Math.ceil(a.M / (8 * tuning.gemmRowsPerInvocation))]
+        ? [Math.ceil(a.N / (8 * tuning.gemmColsPerInvocation)), Math.ceil(a.M / (8 * tuning.gemmRowsPerInvocation))]
         : [Math.ceil(a.N / 64), Math.ceil(a.M / 64)];
   const bindings = [a.x, a.w, a.y, a.bias ?? null, a.residual ?? null];
   if (t) bindings.push(t.rowSlot, t.slotTable, t.pool, t.delta);

@@ -8,6 +8,7 @@ export const tuning: {
   gemmVariant: GemmVariant;
   gemmBK: number;
   gemmRowsPerInvocation: number;
+  gemmColsPerInvocation: 4 | 8;
   rowWorkgroupSize: number;
   attentionWorkgroupSize: number;
 } = {
@@ -17,6 +18,8 @@ export const tuning: {
   gemmBK: 16,
   /** Output rows per invocation of the register-blocked GEMM (each also owns 4 columns). */
   gemmRowsPerInvocation: 4,
+  /** Output columns per invocation of the register-blocked GEMM (4 or 8). */
+  gemmColsPerInvocation: 8,
   /** Invocations per workgroup of row-wise kernels (LayerNorm, softmax). */
   rowWorkgroupSize: 64,
   /** Invocations per (query, head) workgroup in attention. */
