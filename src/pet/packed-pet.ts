@@ -128,7 +128,7 @@ export class PetPacker {
   }
 
   /** Width N and base bias of a GEMM site. */
-  gemmInfo(layer: number, gemm: GemmSite): { N: number; K: number; baseBias: Float32Array; weightRowsOf?: never } {
+  gemmInfo(layer: number, gemm: GemmSite): { N: number; K: number; baseBias: Float32Array } {
     const w = this.base.weights;
     if (gemm === 'pooler') return { N: this.hidden, K: this.hidden, baseBias: w.pooler.bias };
     const l = w.layers[layer]!;
@@ -148,6 +148,14 @@ export class PetPacker {
       case 'output':
         return { N: l.output.outDim, K: l.output.inDim, baseBias: l.output.bias };
     }
+  }
+
+  /** An HF linear site inside its GEMM: column block, its width N, input width K, and base bias of the block. */
+  linearSite(layer: number, site: LinearSite): { gemm: GemmSite; colOffset: number; N: number; K: number; baseBias: Float32Array } {
+    const { gemm, colOffset } = gemmOf(site, this.hidden);
+    const info = this.gemmInfo(layer, gemm);
+    const N = gemm === 'qkv' ? this.hidden : info.N;
+    return { gemm, colOffset, N, K: info.K, baseBias: info.baseBias.subarray(colOffset, colOffset + N) };
   }
 
   private vector(layer: number, gemm: GemmSite, field: 'bias' | 'preScale' | 'postScale'): Float32Array {
