@@ -4,7 +4,6 @@
 //   out[out_off + i·ld_out + n] += sign · Σ_{j ∈ row n} in[in_off + i·ld_in + col_j] · v_j
 // where v_j comes from the pool (diff: ΔW values) or, with val_off = NONE, from the
 // shared weight (mask: the removed W entries, sign −1, so Y = X·(W⊙M)ᵀ).
-// Each invocation owns one output column and ROWS rows, reusing every index it loads.
 //! param DTYPE: f32 | f16
 #if DTYPE == f16
 enable f16;
@@ -22,9 +21,13 @@ struct Params { tiles: u32, first_tile: u32 }
 @group(0) @binding(7) var<storage, read_write> out: array<T>;
 
 const NONE = 0xffffffffu;
-const ROWS = 8u;
+const ROW_LANES = 8u;
+const ROWS_PER_LANE = 4u; // 32 rows per tile
 
-@compute @workgroup_size(64)
+// Lanes along x are ROWS of one output column: they share the column's index
+// list, so the loop over its non-zeros is uniform (no divergence between lanes
+// with different non-zero counts) and each index/value load serves 32 rows.
+@compute @workgroup_size(8, 8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   // first_tile > 0 when one dispatch covers a single segment's window of the tile table.
   let tile = u.first_tile + wg.y + wg.z * 65535u;
@@ -42,23 +45,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let ld_in = seg[s + 9u];
   let out_off = seg[s + 10u];
   let ld_out = seg[s + 11u];
-  let n = wg.x * 64u + lid.x;
+  let n = wg.x * 8u + lid.y;
   if (n >= N) { return; }
-  let count = min(ROWS, rows - first);
-  var acc: array<f32, ROWS>;
-  for (var i = 0u; i < ROWS; i = i + 1u) { acc[i] = 0.0; }
+  let last_row = rows - 1u;
+  var acc: array<f32, ROWS_PER_LANE>;
+  for (var i = 0u; i < ROWS_PER_LANE; i = i + 1u) { acc[i] = 0.0; }
   let begin = pool_u32[ptr_off + n];
   let end = pool_u32[ptr_off + n + 1u];
   for (var j = begin; j < end; j = j + 1u) {
     let col = pool_u32[idx_off + j];
     var v: f32;
     if (val_off != NONE) { v = f32(pool[val_off + j]); } else { v = -f32(weight[w_off + n * K + col]); }
-    for (var i = 0u; i < count; i = i + 1u) {
-      acc[i] = acc[i] + f32(inp[in_off + (first + i) * ld_in + col]) * v;
+    for (var i = 0u; i < ROWS_PER_LANE; i = i + 1u) {
+      // Rows past the segment read its last row (valid memory) and are not stored.
+      let r = min(first + lid.x + i * ROW_LANES, last_row);
+      acc[i] = acc[i] + f32(inp[in_off + r * ld_in + col]) * v;
     }
   }
-  for (var i = 0u; i < count; i = i + 1u) {
-    let o = out_off + (first + i) * ld_out + n;
+  for (var i = 0u; i < ROWS_PER_LANE; i = i + 1u) {
+    let r = first + lid.x + i * ROW_LANES;
+    if (r >= rows) { break; }
+    let o = out_off + r * ld_out + n;
     out[o] = T(f32(out[o]) + acc[i]);
   }
 }

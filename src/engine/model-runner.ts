@@ -223,7 +223,7 @@ export class ModelRunner {
   }
 
   /** Run one base-model batch (queued behind any batch in flight). */
-  async run(batch: SequenceBatch, outputs: OutputSelection, opts: { profile?: boolean } = {}): Promise<RunResult> {
+  async run(batch: SequenceBatch, outputs: OutputSelection, opts: { profile?: boolean | 'dispatches' } = {}): Promise<RunResult> {
     // Validate before queueing so bad input fails fast and never touches the GPU.
     const packed = packBatch(batch, this.checkpoint.config);
     return this.enqueue(() => this.withRecovery(() => this.execute(packed, null, outputs, opts)));
@@ -233,7 +233,7 @@ export class ModelRunner {
    * Run a mixed batch: rows of many tasks (and base rows) in one pass. Answers
    * come back in the caller's row order.
    */
-  async runTasks(rows: readonly TaskRow[], outputs: OutputSelection, opts: { profile?: boolean } = {}): Promise<MixedRunResult> {
+  async runTasks(rows: readonly TaskRow[], outputs: OutputSelection, opts: { profile?: boolean | 'dispatches' } = {}): Promise<MixedRunResult> {
     if (!this.registry && rows.some((r) => r.task !== null)) {
       throw new ConfigError('this runner has no task registry; only base rows (task null) can run');
     }
@@ -268,7 +268,7 @@ export class ModelRunner {
     rows: readonly TaskRow[],
     packedById: ReadonlyMap<string, PackedPet>,
     outputs: OutputSelection,
-    opts: { profile?: boolean },
+    opts: { profile?: boolean | 'dispatches' },
   ): Promise<MixedRunResult> {
     const st = this.ensureDeviceState();
     const pool = st.pool;
@@ -304,7 +304,7 @@ export class ModelRunner {
     packed: PackedBatch,
     plan: PetPlan | null,
     outputs: OutputSelection,
-    opts: { profile?: boolean },
+    opts: { profile?: boolean | 'dispatches' },
   ): Promise<RunResult> {
     const st = this.ensureDeviceState();
     const cfg = this.checkpoint.config;
@@ -320,7 +320,7 @@ export class ModelRunner {
     queue.writeBuffer(buffers.clsRows, 0, packed.clsRows);
     const pet = plan ? this.uploadPlan(st, plan, e) : null;
 
-    const enc = new BatchEncoder(st.encoderResources, { profile: opts.profile === true, label: 'bert-batch' });
+    const enc = new BatchEncoder(st.encoderResources, { profile: opts.profile ?? false, label: 'bert-batch' });
     recordBertForward(enc, cfg, st.weights, buffers, shape, this.gemmVariant, pet);
     const hiddenIdx = outputs.lastHiddenState ? enc.readback(buffers.hidden, 0, shape.tokens * H * e) : -1;
     const pooledIdx = outputs.pooled ? enc.readback(buffers.pooled, 0, shape.sequences * H * e) : -1;

@@ -89,7 +89,7 @@ export class BatchEncoder {
 
   constructor(
     private readonly res: EncoderResources,
-    private readonly opts: { profile?: boolean; label?: string } = {},
+    private readonly opts: { profile?: boolean | 'dispatches'; label?: string } = {},
   ) {}
 
   /** Start a named phase; with profiling on, each phase is its own timed compute pass. */
@@ -154,7 +154,17 @@ export class BatchEncoder {
       device.queue.writeBuffer(uniformBuffer, 0, all);
     }
 
-    const profile = this.opts.profile === true && ctx.capabilities.timestampQuery;
+    const profile = this.opts.profile !== undefined && this.opts.profile !== false && ctx.capabilities.timestampQuery;
+    if (profile && this.opts.profile === 'dispatches') {
+      // Every dispatch its own timed pass, named by its label (for op-level profiles).
+      const split: Op[] = [];
+      for (const op of this.ops) {
+        if (op.kind === 'phase') continue;
+        if (op.kind === 'dispatch') split.push({ kind: 'phase', name: op.label });
+        split.push(op);
+      }
+      this.ops.splice(0, this.ops.length, ...split);
+    }
     if (profile && this.ops[0]?.kind !== 'phase') this.ops.unshift({ kind: 'phase', name: 'batch' });
     const phaseNames: string[] = [];
     for (const op of this.ops) if (op.kind === 'phase') phaseNames.push(op.name);

@@ -86,7 +86,7 @@ export function segSparseTables(segments: readonly SegSparseSegment[]): SegmentT
       i * RECORD,
     );
   });
-  const { tiles, starts } = tileTable(segments.map((s) => s.rows), 8);
+  const { tiles, starts } = tileTable(segments.map((s) => s.rows), 32);
   return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts };
 }
 
@@ -152,7 +152,7 @@ export function segSparse(
       spec,
       new Uniforms().u32(to).u32(from),
       [b.records, b.tiles, b.inp, b.pool, b.pool, b.weight, b.out],
-      grid(64, t.maxN, to - from),
+      grid(8, t.maxN, to - from),
     );
   }
 }
