@@ -1,12 +1,15 @@
 // Epilogue shared by the GEMM kernels:
 //   v = acc + bias            (task's own bias when its slot overrides it: BitFit, diff Δb)
-//   v += delta                (rows whose task has an X-derived delta: LoRA, diff, mask)
+//   v += delta                (rows whose task has an X-derived delta in this column block: LoRA, diff, mask)
 //   v *= pre_scale            (IA³ output scaling)
 //   v = act(v)
 //   v *= post_scale           (IA³ input scaling of the *next* linear, e.g. FFN input)
 //   v += residual
 // Per-task values are found through the row's slot: slot_table[site_base + slot·4 + i]
-// holds pool offsets (0xffffffff = none) and the delta flag. Kernels know slots, not tasks.
+// holds pool offsets (0xffffffff = none) and a bit mask of the column blocks (width
+// u.delta_block: q | k | v of the fused QKV GEMM) whose delta was written. Blocks
+// without a bit are never read, so the delta buffer needs no clearing.
+// Kernels know slots, not tasks.
 //! param HAS_BIAS: true | false
 //! param ACT: none | gelu | tanh
 //! param RESIDUAL: true | false
@@ -31,7 +34,10 @@ fn epilogue_store(m: u32, n: u32, acc: f32) {
 #if HAS_BIAS
   if (bias_off != NONE) { v = v + f32(pool[bias_off + n]); } else { v = v + f32(bias[n]); }
 #endif
-  if (slot_table[rec + 3u] != 0u) { v = v + f32(delta[(m - u.delta_row0) * u.delta_ld + n]); }
+  let delta_blocks = slot_table[rec + 3u];
+  if (delta_blocks != 0u && ((delta_blocks >> (n / u.delta_block)) & 1u) != 0u) {
+    v = v + f32(delta[(m - u.delta_row0) * u.delta_ld + n]);
+  }
   if (pre_off != NONE) { v = v * f32(pool[pre_off + n]); }
 #else
 #if HAS_BIAS

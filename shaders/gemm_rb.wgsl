@@ -15,7 +15,7 @@ enable f16;
 alias T = ${DTYPE};
 alias T4 = vec4<${DTYPE}>;
 
-struct Params { M: u32, N: u32, K: u32, ldx: u32, ldy: u32, ldr: u32, site_base: u32, delta_row0: u32, delta_ld: u32 }
+struct Params { M: u32, N: u32, K: u32, ldx: u32, ldy: u32, ldr: u32, site_base: u32, delta_row0: u32, delta_ld: u32, delta_block: u32 }
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read> x: array<T4>;
 @group(0) @binding(2) var<storage, read> w: array<T4>;

@@ -1,9 +1,10 @@
 // Segmented sparse delta: ONE dispatch for the diff-pruning and MaskBERT work of all
 // tasks at a site. Each segment holds a task's sparse matrix in CSR (row pointers and
 // column indices as u32 in the pool) and adds, for its contiguous rows,
-//   out[out_off + i·ld_out + n] += sign · Σ_{j ∈ row n} in[in_off + i·ld_in + col_j] · v_j
+//   out[out_off + i·ld_out + n] = Σ_{j ∈ row n} in[in_off + i·ld_in + col_j] · v_j
 // where v_j comes from the pool (diff: ΔW values) or, with val_off = NONE, from the
-// shared weight (mask: the removed W entries, sign −1, so Y = X·(W⊙M)ᵀ).
+// shared weight (mask: the removed W entries, negated, so Y = X·(W⊙M)ᵀ). It
+// writes every (row, column) of its block, so the delta buffer needs no clearing.
 //! param DTYPE: f32 | f16
 #if DTYPE == f16
 enable f16;
@@ -65,7 +66,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   for (var i = 0u; i < ROWS_PER_LANE; i = i + 1u) {
     let r = first + lid.x + i * ROW_LANES;
     if (r >= rows) { break; }
-    let o = out_off + r * ld_out + n;
-    out[o] = T(f32(out[o]) + acc[i]);
+    out[out_off + r * ld_out + n] = T(acc[i]);
   }
 }

@@ -182,7 +182,7 @@ export function buildPetPlan(cfg: BertConfig, rows: readonly PlanInputRow[], bas
       const g = d.gemm as LayerGemmSite;
       const key = siteKey(d.layer, g);
       site(d.layer, g);
-      slotTable[rec(slotSiteIndex(cfg, d.layer, g), slot) + 3] = 1;
+      slotTable[rec(slotSiteIndex(cfg, d.layer, g), slot) + 3]! |= 1 << Math.floor(d.colOffset / (g === 'qkv' ? H : gemmN[g]));
       const uOff = scratch.get(key) ?? 0;
       scratch.set(key, uOff + rowsN * d.rank);
       push(shrink, key, {
@@ -198,7 +198,7 @@ export function buildPetPlan(cfg: BertConfig, rows: readonly PlanInputRow[], bas
     for (const d of p.sparse) {
       const g = d.gemm as LayerGemmSite;
       site(d.layer, g);
-      slotTable[rec(slotSiteIndex(cfg, d.layer, g), slot) + 3] = 1;
+      slotTable[rec(slotSiteIndex(cfg, d.layer, g), slot) + 3]! |= 1 << Math.floor(d.colOffset / (g === 'qkv' ? H : gemmN[g]));
       push(sparse, siteKey(d.layer, g), {
         rows: rowsN, K: d.K, N: d.N, ptrOff: w(d.ptrOff), idxOff: w(d.idxOff),
         valOff: d.valOff === null ? NONE : f(d.valOff), wOff: d.colOffset * d.K,

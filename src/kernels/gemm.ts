@@ -42,6 +42,8 @@ export interface GemmTaskEpilogue {
   delta: GPUBuffer;
   deltaRow0: number;
   deltaLd: number;
+  /** Width of one column block of the delta flags (H for the fused QKV GEMM, else N). */
+  deltaBlock: number;
 }
 
 export function gemmSpec(
@@ -77,7 +79,8 @@ export function gemm(enc: BatchEncoder, dtype: Dtype, a: GemmArgs, label = 'gemm
     .u32(ldr)
     .u32(t?.siteBase ?? 0)
     .u32(t?.deltaRow0 ?? 0)
-    .u32(t?.deltaLd ?? 0);
+    .u32(t?.deltaLd ?? 0)
+    .u32(Math.max(1, t?.deltaBlock ?? 1));
   const groups: [number, number] =
     variant === 'naive'
       ? [Math.ceil(a.N / 8), Math.ceil(a.M / 8)]

@@ -156,14 +156,3 @@ export function segSparse(
     );
   }
 }
-
-/** Zero `count` elements of `out` from `offset`. */
-export function fillZero(enc: BatchEncoder, dtype: Dtype, out: GPUBuffer, offset: number, count: number, label = 'fill'): void {
-  if (count === 0) return;
-  const groups = Math.ceil(count / 256);
-  const x = Math.min(groups, 65535);
-  enc.dispatch(label, { shader: 'fill', params: { DTYPE: dtype } }, new Uniforms().u32(offset).u32(count), [out], [
-    x,
-    Math.ceil(groups / x),
-  ]);
-}

@@ -4,7 +4,7 @@ import { attention } from '../kernels/attention.js';
 import { embeddingSum } from '../kernels/embedding.js';
 import { gemm, type GemmArgs, type GemmVariant } from '../kernels/gemm.js';
 import { gatherRows, layerNorm, type SlotLookup } from '../kernels/row-ops.js';
-import { fillZero, segGemm, segSparse, type SegmentTables } from '../kernels/segmented.js';
+import { segGemm, segSparse, type SegmentTables } from '../kernels/segmented.js';
 import { bytesPerElement } from '../kernels/types.js';
 import type { BertConfig } from './bert-config.js';
 import type { GpuBertWeights } from './gpu-weights.js';
@@ -67,8 +67,9 @@ export function batchBuffers(
  * After it, `hidden` holds last_hidden_state, `pooled` and `logits` the heads.
  *
  * With `pet`, every shared op also applies the rows' task parameters: element-wise
- * PETs through epilogue slot lookups, X-derived deltas (LoRA, diff, mask) computed
- * by segmented dispatches into a delta buffer that the site's GEMM epilogue adds,
+ * PETs through epilogue slot lookups, X-derived deltas (LoRA, diff, mask) written
+ * by segmented dispatches into a delta buffer that the site's GEMM epilogue adds
+ * for the column blocks flagged in the row's slot,
  * adapters by segmented dispatches on the GEMM output before residual + LayerNorm,
  * and per-task heads by one segmented GEMM.
  */
@@ -103,10 +104,9 @@ export function recordBertForward(
     const work = pet?.sites.get(siteKey(layer, site));
     const adapters = !!work?.adapterDown;
     if (pet && work && (work.shrink || work.sparse)) {
-      fillZero(enc, dt, pet.delta, 0, pet.deltaRows * a.N, `${label}.delta_clear`);
       if (work.shrink && work.expand) {
         segGemm(enc, dt, work.shrink, tables(work.shrink, a.x, pet.scratch), false, `${label}.lora_shrink`, perTask);
-        segGemm(enc, dt, work.expand, tables(work.expand, pet.scratch, pet.delta), true, `${label}.lora_expand`, perTask);
+        segGemm(enc, dt, work.expand, tables(work.expand, pet.scratch, pet.delta), false, `${label}.lora_expand`, perTask);
       }
       if (work.sparse) {
         segSparse(enc, dt, work.sparse, { ...tables(work.sparse, a.x, pet.delta), weight: a.w }, `${label}.sparse`, perTask);
@@ -119,7 +119,10 @@ export function recordBertForward(
       {
         ...a,
         residual: adapters ? null : a.residual,
-        tasks: lookup && pet ? { ...lookup, delta: pet.delta, deltaRow0: pet.deltaRow0, deltaLd: a.N } : null,
+        tasks:
+          lookup && pet
+            ? { ...lookup, delta: pet.delta, deltaRow0: pet.deltaRow0, deltaLd: a.N, deltaBlock: site === 'qkv' ? H : a.N }
+            : null,
       },
       label,
       gemmVariant,
@@ -199,7 +202,7 @@ export function recordBertForward(
     dt,
     {
       x: b.cls, w: w.pooler.weight, bias: w.pooler.bias, y: b.pooled, M: B, N: H, K: H, act: 'tanh',
-      tasks: poolerSlots && pet ? { ...poolerSlots, delta: pet.delta, deltaRow0: 0, deltaLd: 0 } : null,
+      tasks: poolerSlots && pet ? { ...poolerSlots, delta: pet.delta, deltaRow0: 0, deltaLd: 0, deltaBlock: H } : null,
     },
     'pooler',
     gemmVariant,

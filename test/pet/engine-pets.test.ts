@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelRunner, type TaskRow } from '../../src/engine/model-runner.js';
 import { loadCheckpoint, type BertCheckpoint } from '../../src/model/checkpoint.js';
 import { initModel } from '../../src/model/init-model.js';
-import { initPet } from '../../src/pet/init-pet.js';
+import { writePetBundle } from '../../src/pet/formats/bundle.js';
+import { generatePet, initPet } from '../../src/pet/init-pet.js';
 import { TaskRegistry, UnknownTaskError } from '../../src/pet/registry.js';
 import { PET_KINDS, type PetKind } from '../../src/pet/types.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -35,6 +36,9 @@ const TASKS: { id: string; kind: PetKind; numLabels?: number; rank?: number }[] 
   { id: 'lora-r16', kind: 'lora' as const, numLabels: 5, rank: 16 },
 ];
 
+/** Tasks that cover only some column blocks of a GEMM (registered in beforeAll; used in mixed batches). */
+const PARTIAL_TASKS: { id: string; kind: PetKind }[] = [];
+
 beforeAll(async () => {
   gpu = await createTestGpu();
   root = await mkdtemp(join(tmpdir(), 'petserve-pets-'));
@@ -47,6 +51,23 @@ beforeAll(async () => {
     await initPet({ model: base, kind: t.kind, outDir: dir, seed: 100 + i, numLabels: t.numLabels, rank: t.rank });
     await registry.register(t.id, dir);
     refs.set(t.id, loadRefTask(baseDir, dir));
+  }
+  // Partial coverage of the fused QKV GEMM: LoRA on query (layer 0) and value (layer 1)
+  // only, diff on key only, so unflagged column blocks of the delta buffer must be ignored.
+  const partial: [string, PetKind, (site: { layer: number; site: string }) => boolean][] = [
+    ['lora-partial', 'lora', (x) => (x.layer === 0 && x.site === 'query') || (x.layer === 1 && x.site === 'value')],
+    ['diff-key', 'diff', (x) => x.site === 'key'],
+  ];
+  for (const [id, kind, keep] of partial) {
+    const bundle = generatePet({ model: base, kind, seed: 77 });
+    if (bundle.pet.kind === 'lora' || bundle.pet.kind === 'diff') {
+      (bundle.pet.sites as { layer: number; site: string }[]).splice(0, Infinity, ...bundle.pet.sites.filter(keep));
+    }
+    const dir = join(root, id);
+    await writePetBundle(dir, bundle, base.config);
+    await registry.register(id, dir);
+    refs.set(id, loadRefTask(baseDir, dir));
+    PARTIAL_TASKS.push({ id, kind });
   }
   refs.set('', loadRefBert(baseDir));
   runner = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry, poolBytes: 64 << 20 });
@@ -101,7 +122,7 @@ describe('each PET kind equals the float64 reference of its merged model', () =>
 describe('mixed batches', () => {
   it('all kinds plus base rows, shuffled, in one batch: every row equals its reference (f32 ≤ 1e-4)', async () => {
     const rows: TaskRow[] = [];
-    for (const t of TASKS) rows.push(randomRow(t.id), randomRow(t.id));
+    for (const t of [...TASKS, ...PARTIAL_TASKS]) rows.push(randomRow(t.id), randomRow(t.id));
     rows.push(randomRow(null), randomRow(null));
     rows.sort(() => Math.random() - 0.5);
     await checkRows(runner, rows, 1e-4);
