@@ -89,18 +89,44 @@ function rowsFor(tasks: string[], perTask: number, len: number, vocab: number, r
   return rows;
 }
 
-/** Device ms (timestamp phases) of one batch, median of `reps`. */
-async function timeBatch(runner: ModelRunner, rows: TaskRow[], reps: number): Promise<{ deviceMs: number; wallMs: number }> {
-  await runner.runTasks(rows, { logits: true }); // warm-up: pipelines, pool page-ins, arena
-  const dev: number[] = [];
-  const wall: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    const r = await runner.runTasks(rows, { logits: true }, { profile: true });
-    wall.push(performance.now() - t0);
-    dev.push((r.phases ?? []).reduce((a, p) => a + p.ms, 0));
+/** Device ms (sum of timestamped phases) and wall ms of one batch. */
+async function timeOnce(runner: ModelRunner, rows: TaskRow[]): Promise<{ deviceMs: number; wallMs: number }> {
+  const t0 = performance.now();
+  const r = await runner.runTasks(rows, { logits: true }, { profile: true });
+  return { deviceMs: (r.phases ?? []).reduce((a, p) => a + p.ms, 0), wallMs: performance.now() - t0 };
+}
+
+/**
+ * A vs B measured as `pairs` back-to-back pairs (A then B, order alternating),
+ * after one warm-up of each. On a shared CPU device the load drifts; pairing
+ * makes both sides see the same drift, and the median of per-pair ratios
+ * discards the pairs a burst of other work hit.
+ */
+async function paired(
+  a: { runner: ModelRunner; rows: TaskRow[] },
+  b: { runner: ModelRunner; rows: TaskRow[] },
+  pairs: number,
+): Promise<{ aMs: number[]; bMs: number[]; ratio: number; aWall: number; bWall: number }> {
+  await a.runner.runTasks(a.rows, { logits: true });
+  await b.runner.runTasks(b.rows, { logits: true });
+  const aMs: number[] = [];
+  const bMs: number[] = [];
+  const aWall: number[] = [];
+  const bWall: number[] = [];
+  const ratios: number[] = [];
+  for (let i = 0; i < pairs; i++) {
+    const first = i % 2 === 0 ? a : b;
+    const second = i % 2 === 0 ? b : a;
+    const x = await timeOnce(first.runner, first.rows);
+    const y = await timeOnce(second.runner, second.rows);
+    const [ta, tb] = i % 2 === 0 ? [x, y] : [y, x];
+    aMs.push(ta.deviceMs);
+    bMs.push(tb.deviceMs);
+    aWall.push(ta.wallMs);
+    bWall.push(tb.wallMs);
+    ratios.push(tb.deviceMs / ta.deviceMs);
   }
-  return { deviceMs: median(dev), wallMs: median(wall) };
+  return { aMs, bMs, ratio: median(ratios), aWall: median(aWall), bWall: median(bWall) };
 }
 
 async function main(): Promise<void> {
@@ -130,47 +156,50 @@ async function main(): Promise<void> {
     const runner = await ModelRunner.create(ctx, base, opts);
     const perTaskRunner = await ModelRunner.create(ctx, base, { ...opts, perTaskDispatch: true });
     const rng = new Rng(7);
-    const reps = quick ? 3 : 5;
     const vocab = base.config.vocabSize;
 
-    // B: 64 tasks of all kinds, 2 rows of 16 tokens each, vs the same tokens as base rows.
+    // B: 64 tasks of all kinds, 2 rows of 16 tokens each, vs the same tokens as base rows;
+    // then the same per kind (64 tasks of one kind) to show where the overhead comes from.
+    const pairs = quick ? 3 : 8;
     const petRows = rowsFor(mixed, 2, 16, vocab, rng);
-    const baseRows = petRows.map((r) => ({ ...r, task: null }));
-    const b = { pets: [] as number[], base: [] as number[], petsWall: [] as number[], baseWall: [] as number[] };
-    for (let i = 0; i < (quick ? 1 : 3); i++) {
-      // Alternate so drift on a shared CPU hits both sides alike.
-      const p = await timeBatch(runner, petRows, reps);
-      const q = await timeBatch(runner, baseRows, reps);
-      b.pets.push(p.deviceMs);
-      b.base.push(q.deviceMs);
-      b.petsWall.push(p.wallMs);
-      b.baseWall.push(q.wallMs);
-    }
-    const overhead = median(b.pets) / median(b.base) - 1;
+    const asBase = (rows: TaskRow[]): TaskRow[] => rows.map((r) => ({ ...r, task: null }));
+    const all = await paired({ runner, rows: asBase(petRows) }, { runner, rows: petRows }, pairs);
+    const overhead = all.ratio - 1;
     const tokens = petRows.reduce((n, r) => n + r.inputIds.length, 0);
+    const perKind: { kind: PetKind; overhead: number; baseMs: number; petMs: number }[] = [];
+    if (!quick) {
+      for (const kind of PET_KINDS) {
+        const ids: string[] = [];
+        for (let i = 0; i < taskCount; i++) {
+          const id = `${kind}-only-${i}`;
+          registry.registerBundle(id, generatePet({ model: base, kind, seed: 3000 + i }));
+          ids.push(id);
+        }
+        const rows = rowsFor(ids, 2, 16, vocab, rng);
+        const m = await paired({ runner, rows: asBase(rows) }, { runner, rows }, 4);
+        perKind.push({ kind, overhead: m.ratio - 1, baseMs: median(m.aMs), petMs: median(m.bMs) });
+        for (const id of ids) await registry.unregister(id);
+      }
+    }
     const overheadTable: Table = {
-      title: `PET overhead: ${taskCount} tasks (all six kinds) x 2 rows x 16 tokens = ${tokens} tokens vs the same tokens on the base model (${modelPreset}, f32)`,
-      headers: ['batch', 'device ms', 'wall ms', 'overhead'],
+      title: `PET overhead: ${taskCount} tasks x 2 rows x 16 tokens = ${tokens} tokens vs the same tokens on the base model (${modelPreset}, f32; median of ${pairs} paired runs)`,
+      headers: ['batch', 'base device ms', 'PET device ms', 'overhead'],
       rows: [
-        ['base only', fmt(median(b.base), 1), fmt(median(b.baseWall), 1), ''],
-        ['64 tasks, all kinds', fmt(median(b.pets), 1), fmt(median(b.petsWall), 1), `${fmt(overhead * 100, 1)} %`],
+        ['64 tasks, all six kinds', fmt(median(all.aMs), 1), fmt(median(all.bMs), 1), `${fmt(overhead * 100, 1)} %`],
+        ...perKind.map((k) => [`64 tasks, ${k.kind} only`, fmt(k.baseMs, 1), fmt(k.petMs, 1), `${fmt(k.overhead * 100, 1)} %`]),
       ],
     };
     console.log(textTable(overheadTable));
 
     // C: 64 LoRA tasks (ranks 4..16), segmented vs one dispatch per task.
     const loraRows = rowsFor(loras, 1, 16, vocab, rng);
-    const c = { seg: [] as number[], per: [] as number[] };
-    for (let i = 0; i < (quick ? 1 : 3); i++) {
-      c.seg.push((await timeBatch(runner, loraRows, reps)).deviceMs);
-      c.per.push((await timeBatch(perTaskRunner, loraRows, reps)).deviceMs);
-    }
+    const seg = await paired({ runner, rows: loraRows }, { runner: perTaskRunner, rows: loraRows }, pairs);
     const segTable: Table = {
-      title: `Segmented dispatch vs one dispatch per task: 64 LoRA tasks (ranks 4-16, all 6 sites), 1 row x 16 tokens each (${modelPreset}, f32)`,
+      title: `Segmented dispatch vs one dispatch per task: 64 LoRA tasks (ranks 4-16, all 6 sites), 1 row x 16 tokens each (${modelPreset}, f32; median of ${pairs} paired runs)`,
       headers: ['mode', 'device ms', 'ratio'],
       rows: [
-        ['segmented (one dispatch per kind and site)', fmt(median(c.seg), 1), '1.00'],
-        ['one dispatch per task', fmt(median(c.per), 1), fmt(median(c.per) / median(c.seg), 2)],
+        ['segmented (one dispatch per kind and site)', fmt(median(seg.aMs), 1), '1.00'],
+        ['one dispatch per task', fmt(median(seg.bMs), 1), fmt(seg.ratio, 2)],
       ],
     };
     console.log(textTable(segTable));
@@ -198,8 +227,15 @@ async function main(): Promise<void> {
       adapter: ctx.capabilities.adapterName,
       model: modelPreset,
       memory: mem.json,
-      overhead: { tokens, deviceMsPets: b.pets.map((x) => round(x)), deviceMsBase: b.base.map((x) => round(x)), overhead: round(overhead) },
-      segmented: { deviceMsSegmented: c.seg.map((x) => round(x)), deviceMsPerTask: c.per.map((x) => round(x)), ratio: round(median(c.per) / median(c.seg)) },
+      overhead: {
+        tokens,
+        pairs,
+        deviceMsBase: all.aMs.map((x) => round(x)),
+        deviceMsPets: all.bMs.map((x) => round(x)),
+        overhead: round(overhead),
+        perKind: perKind.map((k) => ({ ...k, overhead: round(k.overhead) })),
+      },
+      segmented: { deviceMsSegmented: seg.aMs.map((x) => round(x)), deviceMsPerTask: seg.bMs.map((x) => round(x)), ratio: round(seg.ratio) },
     }, md);
     console.log(`\nwrote ${written.jsonPath} and ${written.markdownPath}`);
   } finally {
