@@ -1,8 +1,7 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../../src/cli/main.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCheckpoint } from '../../src/model/checkpoint.js';
 import type { BertCheckpoint } from '../../src/model/checkpoint.js';
 import { initModel } from '../../src/model/init-model.js';
@@ -10,31 +9,13 @@ import { SafetensorsFile, writeSafetensors } from '../../src/model/safetensors.j
 import type { TensorToWrite } from '../../src/model/safetensors.js';
 import { loadPetDirectory } from '../../src/pet/formats/load.js';
 import { PET_KINDS } from '../../src/pet/types.js';
+import { runCli } from '../helpers/cli.js';
 
 let root: string;
 let model: string;
 let base: BertCheckpoint;
 
-/** Run the CLI in-process; capture stdout/stderr. */
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
-    stdout += String(s);
-    return true;
-  });
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-    stderr += String(s);
-    return true;
-  });
-  try {
-    const code = await main(['node', 'petserve', ...args]);
-    return { code, stdout, stderr };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-}
+const cli = runCli;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'petserve-pet-cli-'));

@@ -2,10 +2,10 @@
 // checked against expectations computed here by hand (explicit loops over plain
 // arrays), so that the GPU PET kernels are checked against a reference that is
 // itself known to follow docs/pet-format.md.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { tempDirs, writeRawSafetensors, type RawTensor } from './raw-safetensors.js';
 import { loadRefBert, refBertForward } from './bert-f64.js';
 import type { RefBert } from './bert-f64.js';
 import { expectClose } from './compare.js';
@@ -15,12 +15,6 @@ import { loadRefTask } from './pet-merge-f64.js';
 // ---------------------------------------------------------------------------
 // Files
 
-interface RawTensor {
-  name: string;
-  dtype: string;
-  shape: number[];
-  bytes: Uint8Array;
-}
 
 function f32(name: string, shape: number[], values: ArrayLike<number>): RawTensor {
   return { name, dtype: 'F32', shape, bytes: new Uint8Array(Float32Array.from(values).buffer) };
@@ -37,46 +31,21 @@ function i64(name: string, values: number[]): RawTensor {
   };
 }
 
-function writeSafetensors(path: string, tensors: RawTensor[]): void {
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
-  let offset = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.byteLength] };
-    offset += t.bytes.byteLength;
-  }
-  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
-  const out = new Uint8Array(8 + headerBytes.byteLength + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.byteLength), true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.byteLength;
-  for (const t of tensors) {
-    out.set(t.bytes, at);
-    at += t.bytes.byteLength;
-  }
-  writeFileSync(path, out);
-}
-
-const tempDirs: string[] = [];
-function makeTempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'petserve-pet-ref-'));
-  tempDirs.push(dir);
-  return dir;
-}
-afterAll(() => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
+const temp = tempDirs('petserve-pet-ref-');
+const makeTempDir = (): string => temp.make();
+afterAll(() => temp.removeAll());
 
 function writeBundle(manifest: Record<string, unknown>, tensors: RawTensor[]): string {
   const dir = makeTempDir();
   writeFileSync(join(dir, 'pet.json'), JSON.stringify({ format: 'petserve-pet', version: 1, ...manifest }));
-  writeSafetensors(join(dir, 'pet.safetensors'), tensors);
+  writeRawSafetensors(join(dir, 'pet.safetensors'), tensors);
   return dir;
 }
 
 function writePeft(config: Record<string, unknown>, tensors: RawTensor[]): string {
   const dir = makeTempDir();
   writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(config));
-  writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors);
+  writeRawSafetensors(join(dir, 'adapter_model.safetensors'), tensors);
   return dir;
 }
 
@@ -175,7 +144,7 @@ const BASE_DIR = ((): string => {
   const tensors = [...BASE].map(([name, t]) =>
     f32(name.startsWith('classifier.') ? name : `bert.${name}`, t.shape, t.values),
   );
-  writeSafetensors(join(dir, 'model.safetensors'), tensors);
+  writeRawSafetensors(join(dir, 'model.safetensors'), tensors);
   return dir;
 })();
 

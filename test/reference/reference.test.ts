@@ -1,9 +1,9 @@
 // Tests of the float64 reference itself, so that it cannot be silently wrong
 // when the GPU kernels and model are checked against it.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { tempDirs, writeRawSafetensors, type RawTensor } from './raw-safetensors.js';
 import { loadRefBert, refBertForward } from './bert-f64.js';
 import { expectClose, flattenNested, maxRelError } from './compare.js';
 import {
@@ -24,46 +24,15 @@ import { decodeBf16Bits, decodeF16Bits, readSafetensorsF64 } from './safetensors
 // A tiny safetensors writer, local to the test (no padding, so tensor offsets
 // and the data region start are deliberately unaligned).
 
-interface RawTensor {
-  name: string;
-  dtype: string;
-  shape: number[];
-  bytes: Uint8Array;
-}
 
 function f32Tensor(name: string, shape: number[], values: ArrayLike<number>): RawTensor {
   const f32 = Float32Array.from(values);
   return { name, dtype: 'F32', shape, bytes: new Uint8Array(f32.buffer) };
 }
 
-function writeSafetensors(path: string, tensors: RawTensor[]): void {
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
-  let offset = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.byteLength] };
-    offset += t.bytes.byteLength;
-  }
-  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
-  const out = new Uint8Array(8 + headerBytes.byteLength + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.byteLength), true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.byteLength;
-  for (const t of tensors) {
-    out.set(t.bytes, at);
-    at += t.bytes.byteLength;
-  }
-  writeFileSync(path, out);
-}
-
-const tempDirs: string[] = [];
-function makeTempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'petserve-ref-'));
-  tempDirs.push(dir);
-  return dir;
-}
-afterAll(() => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
+const temp = tempDirs('petserve-ref-');
+const makeTempDir = (): string => temp.make();
+afterAll(() => temp.removeAll());
 
 /** Deterministic values in [-scale, scale), rounded to f32 so the F32 file holds them exactly. */
 function makeRandom(seed: number): (n: number, scale?: number, center?: number) => number[] {
@@ -276,7 +245,7 @@ describe('readSafetensorsF64', () => {
     const bf16 = new Uint8Array(new Uint16Array([0x3f80, 0xc040]).buffer);
     const f64 = new Uint8Array(new Float64Array([Math.PI, -1e-300]).buffer);
     const i64 = new Uint8Array(new BigInt64Array([0n, 5n, -7n]).buffer);
-    writeSafetensors(path, [
+    writeRawSafetensors(path, [
       { name: 'half', dtype: 'F16', shape: [3], bytes: f16 },
       f32Tensor('single', [2, 2], [0.5, -1.25, 3, 1e-3]),
       { name: 'brain', dtype: 'BF16', shape: [1, 2], bytes: bf16 },
@@ -295,7 +264,7 @@ describe('readSafetensorsF64', () => {
   it('rejects a tensor whose byte span does not match its shape', () => {
     const dir = makeTempDir();
     const path = join(dir, 'bad.safetensors');
-    writeSafetensors(path, [{ name: 'x', dtype: 'F32', shape: [3], bytes: new Uint8Array(8) }]);
+    writeRawSafetensors(path, [{ name: 'x', dtype: 'F32', shape: [3], bytes: new Uint8Array(8) }]);
     expect(() => readSafetensorsF64(path)).toThrow(/needs 12/);
   });
 });
@@ -455,7 +424,7 @@ function tinyTensors(w: TinyWeights, layout: 'classification' | 'legacy-base'): 
 function writeTinyModel(w: TinyWeights, layout: 'classification' | 'legacy-base', config: object = tinyConfig): string {
   const dir = makeTempDir();
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-  writeSafetensors(join(dir, 'model.safetensors'), tinyTensors(w, layout));
+  writeRawSafetensors(join(dir, 'model.safetensors'), tinyTensors(w, layout));
   return dir;
 }
 
