@@ -160,7 +160,7 @@ async function main(): Promise<void> {
 
     // B: 64 tasks of all kinds, 2 rows of 16 tokens each, vs the same tokens as base rows;
     // then the same per kind (64 tasks of one kind) to show where the overhead comes from.
-    const pairs = quick ? 3 : 8;
+    const pairs = quick ? 3 : 12;
     const petRows = rowsFor(mixed, 2, 16, vocab, rng);
     const asBase = (rows: TaskRow[]): TaskRow[] => rows.map((r) => ({ ...r, task: null }));
     const all = await paired({ runner, rows: asBase(petRows) }, { runner, rows: petRows }, pairs);
