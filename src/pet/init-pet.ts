@@ -3,7 +3,6 @@
 // as PetServe bundles. Every delta is large enough to move the logits visibly
 // (a PET that computes nothing would pass any engine test). Deterministic by seed.
 
-import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { BertCheckpoint } from '../model/checkpoint.js';
@@ -18,6 +17,7 @@ import {
   baseLinear,
   linearSiteDims,
   resolveId2label,
+  pathExists,
 } from './formats/common.js';
 import { PEFT_CONFIG_FILE, writePeftDirectory } from './formats/peft.js';
 import { MAX_SPARSE_DENSITY } from './validate.js';
@@ -189,7 +189,7 @@ export function generatePet(opts: Omit<InitPetOptions, 'outDir'> & { source?: st
 export async function initPet(opts: InitPetOptions): Promise<InitPetResult> {
   const bundle = generatePet({ ...opts, source: opts.outDir });
   const other = bundle.format === 'peft' ? PET_MANIFEST_FILE : PEFT_CONFIG_FILE;
-  if (await exists(join(opts.outDir, other))) {
+  if (await pathExists(join(opts.outDir, other))) {
     throw new InvalidInputError(`${opts.outDir} already holds ${other}; write the ${opts.kind} PET to another directory`);
   }
   const written =
@@ -203,14 +203,6 @@ export async function initPet(opts: InitPetOptions): Promise<InitPetResult> {
   return { ...written, kind: opts.kind, format: bundle.format, bundle };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function randomHead(rng: Rng, opts: Omit<InitPetOptions, 'outDir'>): TaskHead | null {
   const config = opts.model.config;

@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { add, layerNorm, matVec, rowOf, type Flat } from './inline-math.js';
 import { tempDirs, writeRawSafetensors, type RawTensor } from './raw-safetensors.js';
 import { loadRefBert, refBertForward } from './bert-f64.js';
 import type { RefBert } from './bert-f64.js';
@@ -677,23 +678,6 @@ describe('loadRefTask: IA³', () => {
 // Explicit forward of the tiny base for a one-token sequence (attention over one key is v),
 // with optional adapters, written out with plain loops.
 
-type Flat = number[];
-function matVec(W: Flat, rows: number, cols: number, x: Flat, b: Flat): Flat {
-  const y: Flat = [];
-  for (let r = 0; r < rows; r++) {
-    let s = b[r]!;
-    for (let c = 0; c < cols; c++) s += W[r * cols + c]! * x[c]!;
-    y.push(s);
-  }
-  return y;
-}
-function layerNorm(x: Flat, g: Flat, b: Flat): Flat {
-  const mean = x.reduce((a, v) => a + v, 0) / x.length;
-  const variance = x.reduce((a, v) => a + (v - mean) * (v - mean), 0) / x.length;
-  return x.map((v, i) => ((v - mean) / Math.sqrt(variance + EPS)) * g[i]! + b[i]!);
-}
-const add = (a: Flat, b: Flat): Flat => a.map((v, i) => v + b[i]!);
-const rowOf = (table: Flat, r: number, width: number): Flat => table.slice(r * width, (r + 1) * width);
 
 interface TestAdapter {
   m: number;

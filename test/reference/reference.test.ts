@@ -3,6 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { add, layerNorm, matVec, rowOf, type Flat } from './inline-math.js';
 import { tempDirs, writeRawSafetensors, type RawTensor } from './raw-safetensors.js';
 import { loadRefBert, refBertForward } from './bert-f64.js';
 import { expectClose, flattenNested, maxRelError } from './compare.js';
@@ -320,7 +321,6 @@ const tinyConfig = {
   position_embedding_type: 'absolute',
 };
 
-type Flat = number[];
 interface TinyWeights {
   word: Flat;
   pos: Flat;
@@ -429,24 +429,8 @@ function writeTinyModel(w: TinyWeights, layout: 'classification' | 'legacy-base'
 }
 
 // Inline step-by-step math on plain arrays, written separately from ops-f64.
-/** W [rows, cols] row-major times vector x, plus b. */
-function matVec(W: Flat, rows: number, cols: number, x: Flat, b: Flat): Flat {
-  const y: Flat = [];
-  for (let r = 0; r < rows; r++) {
-    let s = b[r]!;
-    for (let c = 0; c < cols; c++) s += W[r * cols + c]! * x[c]!;
-    y.push(s);
-  }
-  return y;
-}
-function layerNorm(x: Flat, g: Flat, b: Flat): Flat {
-  const mean = x.reduce((a, v) => a + v, 0) / x.length;
-  const variance = x.reduce((a, v) => a + (v - mean) * (v - mean), 0) / x.length;
-  return x.map((v, i) => ((v - mean) / Math.sqrt(variance + EPS)) * g[i]! + b[i]!);
-}
-const add = (a: Flat, b: Flat): Flat => a.map((v, i) => v + b[i]!);
 const gelu = (v: number): number => 0.5 * v * (1 + refErf(v / Math.SQRT2));
-const row = (table: Flat, r: number, width: number): Flat => table.slice(r * width, (r + 1) * width);
+const row = rowOf;
 
 /** One-token sequence: attention over a single key is exactly v. */
 function tinyForwardOneToken(w: TinyWeights, id: number, typeId: number): { hidden: Flat; pooled: Flat; logits: Flat } {

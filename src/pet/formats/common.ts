@@ -3,7 +3,7 @@
 // checks dtype, shape and finiteness with the stored name in every message,
 // and label resolution for task heads.
 
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 
 import type { BertConfig } from '../../model/bert-config.js';
 import type { BertCheckpoint, LayerNormWeights, LinearWeights } from '../../model/checkpoint.js';
@@ -290,4 +290,14 @@ export function readHead(
   if (rows < 1) throw new PetFormatError(`${file.path}: tensor '${weightName}' has 0 rows; a classifier needs at least one label`);
   const bias = file.readFloat(biasName, [rows], `one bias per row of '${weightName}'`);
   return { weight, bias, id2label: resolveId2label(ownId2label, rows, config, source) };
+}
+
+/** Whether `path` exists (any kind of entry). */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

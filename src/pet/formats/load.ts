@@ -1,25 +1,18 @@
 // One entry point for every PET directory: tells a PetServe bundle from a
 // Hugging Face PEFT directory by its manifest file and hands it to that importer.
 
-import { access, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { BertCheckpoint } from '../../model/checkpoint.js';
 import { PetFormatError } from '../../util/errors.js';
 import type { PetBundle } from '../types.js';
 import { PET_MANIFEST_FILE, loadPetBundle } from './bundle.js';
+import { pathExists } from './common.js';
 import { PEFT_CONFIG_FILE, loadPeftDirectory } from './peft.js';
 
 export type PetDirectoryFormat = PetBundle['format'];
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Which format a directory holds; refuses a path that is not a directory, or holds neither or both manifests. */
 export async function detectPetFormat(dir: string): Promise<PetDirectoryFormat> {
@@ -32,8 +25,8 @@ export async function detectPetFormat(dir: string): Promise<PetDirectoryFormat> 
   if (!isDirectory) {
     throw new PetFormatError(`${dir}: not a directory (a PET is a directory: pet.json + pet.safetensors, or a PEFT adapter)`);
   }
-  const bundle = await exists(join(dir, PET_MANIFEST_FILE));
-  const peft = await exists(join(dir, PEFT_CONFIG_FILE));
+  const bundle = await pathExists(join(dir, PET_MANIFEST_FILE));
+  const peft = await pathExists(join(dir, PEFT_CONFIG_FILE));
   if (bundle && peft) {
     throw new PetFormatError(`${dir}: holds both ${PET_MANIFEST_FILE} and ${PEFT_CONFIG_FILE}; a PET directory holds one format`);
   }

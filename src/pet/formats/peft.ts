@@ -3,7 +3,7 @@
 // sits on (./match.ts) and refused by name where PetServe would compute
 // something else than PEFT does. Contract: docs/pet-format.md.
 
-import { access, mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { z } from 'zod';
@@ -16,7 +16,16 @@ import { PetFormatError } from '../../util/errors.js';
 import { LINEAR_SITES, SITE_MODULE, siteModule } from '../types.js';
 import type { Ia3Site, LinearSite, LoraSite, PetBundle } from '../types.js';
 import { IA3_INPUT_SITES, validatePet, validatePetForConfig } from '../validate.js';
-import { PetTensorFile, compareSites, formatIssues, linearSiteDims, listNames, readHead, readJsonObject } from './common.js';
+import {
+  PetTensorFile,
+  compareSites,
+  formatIssues,
+  linearSiteDims,
+  listNames,
+  pathExists,
+  readHead,
+  readJsonObject,
+} from './common.js';
 import type { WrittenPet } from './bundle.js';
 import { isFeedforwardModule, isTargetModule, patternKeyFor } from './match.js';
 import type { ModuleSelector, TargetSpec } from './match.js';
@@ -148,8 +157,8 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
   if (peftType === 'LORA') refuseLoraFeatures(config as LoraConfig, configPath);
 
   const weightsPath = join(dir, PEFT_WEIGHTS_FILE);
-  if (!(await exists(weightsPath))) {
-    const binary = await exists(join(dir, 'adapter_model.bin'));
+  if (!(await pathExists(weightsPath))) {
+    const binary = await pathExists(join(dir, 'adapter_model.bin'));
     const hint = binary ? ' (adapter_model.bin is there: only safetensors is read; re-save with safe_serialization=True)' : '';
     throw new PetFormatError(`${dir}: ${PEFT_WEIGHTS_FILE} not found${hint}`);
   }
@@ -205,14 +214,6 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
   return bundle;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function refuseLoraFeatures(config: LoraConfig, path: string): void {
   const refuse = (what: string, why: string): never => {
