@@ -1,4 +1,4 @@
-import { BatchEncoder, EncoderResources, type BufferRange, type PhaseTiming } from '../gpu/batch-encoder.js';
+import { BatchEncoder, EncoderResources, type BufferRange, type PhaseTiming, type ProfileMode } from '../gpu/batch-encoder.js';
 import { ActivationArena, alignUp } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { GemmVariant } from '../kernels/gemm.js';
@@ -223,7 +223,7 @@ export class ModelRunner {
   }
 
   /** Run one base-model batch (queued behind any batch in flight). */
-  async run(batch: SequenceBatch, outputs: OutputSelection, opts: { profile?: boolean | 'dispatches' } = {}): Promise<RunResult> {
+  async run(batch: SequenceBatch, outputs: OutputSelection, opts: { profile?: ProfileMode } = {}): Promise<RunResult> {
     // Validate before queueing so bad input fails fast and never touches the GPU.
     const packed = packBatch(batch, this.checkpoint.config);
     return this.enqueue(() => this.withRecovery(() => this.execute(packed, null, outputs, opts)));
@@ -233,7 +233,7 @@ export class ModelRunner {
    * Run a mixed batch: rows of many tasks (and base rows) in one pass. Answers
    * come back in the caller's row order.
    */
-  async runTasks(rows: readonly TaskRow[], outputs: OutputSelection, opts: { profile?: boolean | 'dispatches' } = {}): Promise<MixedRunResult> {
+  async runTasks(rows: readonly TaskRow[], outputs: OutputSelection, opts: { profile?: ProfileMode } = {}): Promise<MixedRunResult> {
     if (!this.registry && rows.some((r) => r.task !== null)) {
       throw new ConfigError('this runner has no task registry; only base rows (task null) can run');
     }
@@ -268,7 +268,7 @@ export class ModelRunner {
     rows: readonly TaskRow[],
     packedById: ReadonlyMap<string, PackedPet>,
     outputs: OutputSelection,
-    opts: { profile?: boolean | 'dispatches' },
+    opts: { profile?: ProfileMode },
   ): Promise<MixedRunResult> {
     const st = this.ensureDeviceState();
     const pool = st.pool;
@@ -304,7 +304,7 @@ export class ModelRunner {
     packed: PackedBatch,
     plan: PetPlan | null,
     outputs: OutputSelection,
-    opts: { profile?: boolean | 'dispatches' },
+    opts: { profile?: ProfileMode },
   ): Promise<RunResult> {
     const st = this.ensureDeviceState();
     const cfg = this.checkpoint.config;

@@ -35,6 +35,9 @@ interface PhaseOp {
 }
 type Op = DispatchOp | CopyOp | PhaseOp;
 
+/** Timestamp profiling: off, one timed pass per phase, or one per dispatch (named by its label). */
+export type ProfileMode = boolean | 'dispatches';
+
 export interface PhaseTiming {
   name: string;
   ms: number;
@@ -89,7 +92,7 @@ export class BatchEncoder {
 
   constructor(
     private readonly res: EncoderResources,
-    private readonly opts: { profile?: boolean | 'dispatches'; label?: string } = {},
+    private readonly opts: { profile?: ProfileMode; label?: string } = {},
   ) {}
 
   /** Start a named phase; with profiling on, each phase is its own timed compute pass. */
