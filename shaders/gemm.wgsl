@@ -85,9 +85,10 @@ fn main(
     let m = m0 + tm + i;
     if (m >= u.M) { break; }
     let row = accs[i];
+    let rt = row_task(m);
     for (var j = 0u; j < 4u; j = j + 1u) {
       let n = n0 + tn + j;
-      if (n < u.N) { epilogue_store(m, n, row[j]); }
+      if (n < u.N) { epilogue_store(rt, m, n, row[j]); }
     }
   }
 }

@@ -24,17 +24,28 @@
 const NONE = 0xffffffffu;
 #endif
 
-fn epilogue_store(m: u32, n: u32, acc: f32) {
-  var v = acc;
+// A row's task record, read once per output row (not once per element).
+struct RowTask { bias_off: u32, pre_off: u32, post_off: u32, delta_blocks: u32 }
+
+fn row_task(m: u32) -> RowTask {
 #if TASKS
   let rec = u.site_base + row_slot[m] * 4u;
-  let bias_off = slot_table[rec];
-  let pre_off = slot_table[rec + 1u];
-  let post_off = slot_table[rec + 2u];
+  return RowTask(slot_table[rec], slot_table[rec + 1u], slot_table[rec + 2u], slot_table[rec + 3u]);
+#else
+  return RowTask(0u, 0u, 0u, 0u);
+#endif
+}
+
+fn epilogue_store(rt: RowTask, m: u32, n: u32, acc: f32) {
+  var v = acc;
+#if TASKS
+  let bias_off = rt.bias_off;
+  let pre_off = rt.pre_off;
+  let post_off = rt.post_off;
 #if HAS_BIAS
   if (bias_off != NONE) { v = v + f32(pool[bias_off + n]); } else { v = v + f32(bias[n]); }
 #endif
-  let delta_blocks = slot_table[rec + 3u];
+  let delta_blocks = rt.delta_blocks;
   if (delta_blocks != 0u && ((delta_blocks >> (n / u.delta_block)) & 1u) != 0u) {
     v = v + f32(delta[(m - u.delta_row0) * u.delta_ld + n]);
   }

@@ -30,5 +30,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = 0u; k < u.K; k = k + 1u) {
     acc = acc + f32(x[m * u.ldx + k]) * f32(w[n * u.K + k]);
   }
-  epilogue_store(m, n, acc);
+  epilogue_store(row_task(m), m, n, acc);
 }

@@ -79,12 +79,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = 0u; i < RMC; i = i + 1u) {
     let m = m0 + i;
     if (m >= u.M) { break; }
+    let rt = row_task(m);
     for (var j = 0u; j < 4u; j = j + 1u) {
-      if (n0 + j < u.N) { epilogue_store(m, n0 + j, acc[i][j]); }
+      if (n0 + j < u.N) { epilogue_store(rt, m, n0 + j, acc[i][j]); }
     }
 #if CN == 8
     for (var j = 0u; j < 4u; j = j + 1u) {
-      if (n0 + 4u + j < u.N) { epilogue_store(m, n0 + 4u + j, acc_hi[i][j]); }
+      if (n0 + 4u + j < u.N) { epilogue_store(rt, m, n0 + 4u + j, acc_hi[i][j]); }
     }
 #endif
   }

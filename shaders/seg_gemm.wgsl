@@ -45,8 +45,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let scale = bitcast<f32>(seg[s + 10u]);
   let act = seg[s + 11u];  // 0 none, 1 relu, 2 gelu
 
-  let n0 = (wg.x * 8u + lid.x) * 4u;
-  let r0 = first + lid.y * RM;
+  // Lanes along x are ROWS (r = first + lid.x + 8·i), lanes along y own 4 columns:
+  // small N (LoRA ranks, label counts) then still fills every SIMD lane.
+  let n0 = (wg.x * 8u + lid.y) * 4u;
+  let r0 = first + lid.x;
   if (n0 >= N || r0 >= rows) { return; }
   let last_n = N - 1u;
   let last_r = rows - 1u;
@@ -59,12 +61,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   for (var k = 0u; k < K; k = k + 1u) {
     let wv = vec4<f32>(f32(pool[w0 + k]), f32(pool[w1 + k]), f32(pool[w2 + k]), f32(pool[w3 + k]));
     for (var i = 0u; i < RM; i = i + 1u) {
-      let r = min(r0 + i, last_r);
+      let r = min(r0 + i * 8u, last_r);
       acc[i] = acc[i] + f32(inp[in_off + r * ld_in + k]) * wv;
     }
   }
   for (var i = 0u; i < RM; i = i + 1u) {
-    let r = r0 + i;
+    let r = r0 + i * 8u;
     if (r >= rows) { break; }
     for (var j = 0u; j < 4u; j = j + 1u) {
       let n = n0 + j;
