@@ -1,14 +1,12 @@
 // PetServe bundles: pet.json (manifest) + pet.safetensors, for every PET kind.
 // Format contract: docs/pet-format.md ("PetServe bundle").
 
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { z } from 'zod';
 
 import type { BertConfig } from '../../model/bert-config.js';
 import type { BertCheckpoint } from '../../model/checkpoint.js';
-import { writeSafetensors } from '../../model/safetensors.js';
 import type { TensorToWrite } from '../../model/safetensors.js';
 import { PetFormatError } from '../../util/errors.js';
 import { PET_KINDS, siteModule } from '../types.js';
@@ -39,6 +37,8 @@ import {
   listNames,
   readHead,
   readJsonObject,
+  writePetFiles,
+  type WrittenPet,
 } from './common.js';
 import { patternKeyFor } from './match.js';
 
@@ -286,13 +286,7 @@ function readBitfit(file: PetTensorFile, base: BertCheckpoint): BitfitParams {
 
 // ------------------------------------------------------------------ writer
 
-export interface WrittenPet {
-  dir: string;
-  files: string[];
-  tensorCount: number;
-  /** Stored values (floats and indices), the classifier included. */
-  parameterCount: number;
-}
+export type { WrittenPet } from './common.js';
 
 /** Write a bundle as pet.json + pet.safetensors (F32 values, I32 indices). Refuses an invalid bundle. */
 export async function writePetBundle(dir: string, bundle: PetBundle, baseConfig: BertConfig): Promise<WrittenPet> {
@@ -398,16 +392,5 @@ export async function writePetBundle(dir: string, bundle: PetBundle, baseConfig:
     manifest['head'] = { id2label: bundle.head.id2label };
   }
 
-  await mkdir(dir, { recursive: true });
-  const manifestPath = join(dir, PET_MANIFEST_FILE);
-  const tensorsPath = join(dir, PET_TENSORS_FILE);
-  await writeSafetensors(tensorsPath, tensors, { format: 'pt' });
-  await writeFile(manifestPath, JSON.stringify(manifest, null, 2) + '\n');
-  const values = Object.values(tensors);
-  return {
-    dir,
-    files: [manifestPath, tensorsPath],
-    tensorCount: values.length,
-    parameterCount: values.reduce((n, t) => n + t.data.length, 0),
-  };
+  return writePetFiles(dir, { name: PET_MANIFEST_FILE, json: manifest }, PET_TENSORS_FILE, tensors);
 }

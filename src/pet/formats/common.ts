@@ -3,11 +3,12 @@
 // checks dtype, shape and finiteness with the stored name in every message,
 // and label resolution for task heads.
 
-import { access, readFile } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import type { BertConfig } from '../../model/bert-config.js';
 import type { BertCheckpoint, LayerNormWeights, LinearWeights } from '../../model/checkpoint.js';
-import { SafetensorsFile } from '../../model/safetensors.js';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../model/safetensors.js';
 import { PetFormatError, PetServeError } from '../../util/errors.js';
 import { LINEAR_SITES, siteModule } from '../types.js';
 import type { LayerNormSite, LinearSite, TaskHead } from '../types.js';
@@ -300,4 +301,34 @@ export async function pathExists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** What a PET writer put on disk. */
+export interface WrittenPet {
+  dir: string;
+  files: string[];
+  tensorCount: number;
+  /** Stored values (floats and indices), the classifier included. */
+  parameterCount: number;
+}
+
+/** Write a PET directory: one JSON file (2-space indent) + one safetensors file. */
+export async function writePetFiles(
+  dir: string,
+  json: { name: string; json: unknown },
+  tensorsFile: string,
+  tensors: Record<string, TensorToWrite>,
+): Promise<WrittenPet> {
+  await mkdir(dir, { recursive: true });
+  const jsonPath = join(dir, json.name);
+  const tensorsPath = join(dir, tensorsFile);
+  await writeSafetensors(tensorsPath, tensors, { format: 'pt' });
+  await writeFile(jsonPath, JSON.stringify(json.json, null, 2) + '\n');
+  const values = Object.values(tensors);
+  return {
+    dir,
+    files: [jsonPath, tensorsPath],
+    tensorCount: values.length,
+    parameterCount: values.reduce((n, t) => n + t.data.length, 0),
+  };
 }

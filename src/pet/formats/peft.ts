@@ -3,14 +3,12 @@
 // sits on (./match.ts) and refused by name where PetServe would compute
 // something else than PEFT does. Contract: docs/pet-format.md.
 
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { z } from 'zod';
 
 import type { BertConfig } from '../../model/bert-config.js';
 import type { BertCheckpoint } from '../../model/checkpoint.js';
-import { writeSafetensors } from '../../model/safetensors.js';
 import type { TensorToWrite } from '../../model/safetensors.js';
 import { PetFormatError } from '../../util/errors.js';
 import { LINEAR_SITES, SITE_MODULE, siteModule } from '../types.js';
@@ -25,8 +23,9 @@ import {
   pathExists,
   readHead,
   readJsonObject,
+  writePetFiles,
+  type WrittenPet,
 } from './common.js';
-import type { WrittenPet } from './bundle.js';
 import { isFeedforwardModule, isTargetModule, patternKeyFor } from './match.js';
 import type { ModuleSelector, TargetSpec } from './match.js';
 
@@ -553,18 +552,7 @@ export async function writePeftDirectory(
     tensors[`${TENSOR_PREFIX}classifier.bias`] = { dtype: 'F32', shape: [rows], data: bundle.head.bias };
   }
 
-  await mkdir(dir, { recursive: true });
-  const configPath = join(dir, PEFT_CONFIG_FILE);
-  const weightsPath = join(dir, PEFT_WEIGHTS_FILE);
-  await writeSafetensors(weightsPath, tensors, { format: 'pt' });
   // PEFT writes json.dumps(config, indent=2, sort_keys=True).
   const sorted = Object.fromEntries(Object.entries(adapterConfig).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  await writeFile(configPath, JSON.stringify(sorted, null, 2) + '\n');
-  const values = Object.values(tensors);
-  return {
-    dir,
-    files: [configPath, weightsPath],
-    tensorCount: values.length,
-    parameterCount: values.reduce((n, t) => n + t.data.length, 0),
-  };
+  return writePetFiles(dir, { name: PEFT_CONFIG_FILE, json: sorted }, PEFT_WEIGHTS_FILE, tensors);
 }
