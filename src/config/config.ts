@@ -3,6 +3,9 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../util/errors.js';
 
+/** A boolean that also accepts 'true'/'false' strings (environment variables). */
+const envBoolean = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
+
 /**
  * The one typed configuration of PetServe. Sources, later wins:
  * schema defaults → YAML file (--config) → environment (PETSERVE_*) → CLI flags.
@@ -34,6 +37,81 @@ export const configSchema = z.strictObject({
       hostCacheBytes: z.coerce.number().int().positive().default(1024 * 1024 * 1024),
     })
     .prefault({}),
+  scheduler: z
+    .strictObject({
+      /** Batch policy: 'slo' (deadline-aware length-grouped DP, ours), 'pets' (PetS DP, no deadlines), 'fifo' (arrival order, fixed size). */
+      policy: z.enum(['slo', 'pets', 'fifo']).default('slo'),
+      /** Most tokens (sum of sequence lengths) in one batch. */
+      maxBatchTokens: z.coerce.number().int().positive().default(8192),
+      /** Most sequences in one batch. */
+      maxBatchRows: z.coerce.number().int().positive().default(128),
+      /** Requests waiting beyond this are refused with an overload error (HTTP 429). */
+      maxQueue: z.coerce.number().int().positive().default(4096),
+      /** Latency objective per request unless a task or the request says otherwise. */
+      defaultSloMs: z.coerce.number().positive().default(2000),
+      /** Per-task SLO overrides: { taskId: ms }. */
+      taskSloMs: z.record(z.string(), z.coerce.number().positive()).default({}),
+      /** No request waits longer than this before it is scheduled first (starvation bound). */
+      maxWaitMs: z.coerce.number().positive().default(10000),
+      /** Order and group PET dispatches by arithmetic intensity (operator scheduler). */
+      operatorScheduler: envBoolean.default(true),
+      /** Where profiled cost models are cached (keyed by adapter + model + dtype); null = not cached. */
+      costCacheDir: z.string().nullable().default('.cache/cost-model'),
+    })
+    .prefault({}),
+  server: z
+    .strictObject({
+      host: z.string().default('127.0.0.1'),
+      port: z.coerce.number().int().min(0).max(65535).default(8080),
+      /** Bearer token for the admin (task management) routes; null disables them. */
+      adminToken: z.string().min(16).nullable().default(null),
+      /** Directory whose subdirectories (one per task id) are registered at start. */
+      tasksDir: z.string().nullable().default(null),
+      /** Root under which POST /v1/tasks may register server-side paths; null refuses paths. */
+      registerRoot: z.string().nullable().default(null),
+      /** Where uploaded task archives are unpacked and kept (tasks re-read from here when paged in). */
+      uploadDir: z.string().default('.cache/tasks'),
+      /** Where `petserve serve` without a model generates its demo model and tasks (once). */
+      demoDir: z.string().default('.cache/demo'),
+      /** Largest JSON request body. */
+      maxBodyBytes: z.coerce.number().int().positive().default(4 * 1024 * 1024),
+      /** Largest uploaded task archive. */
+      maxUploadBytes: z.coerce.number().int().positive().default(256 * 1024 * 1024),
+      /** Most inputs in one predict/infer request. */
+      maxInputsPerRequest: z.coerce.number().int().positive().default(64),
+      /** Allowed CORS origins; empty = CORS off. */
+      corsOrigins: z.array(z.string()).default([]),
+      /** On SIGTERM/SIGINT, how long in-flight requests may take before exit. */
+      shutdownTimeoutMs: z.coerce.number().int().positive().default(30000),
+    })
+    .prefault({}),
+  redis: z
+    .strictObject({
+      url: z.string().default('redis://127.0.0.1:6379'),
+    })
+    .prefault({}),
+  batches: z
+    .strictObject({
+      /** BullMQ queue/key prefix (tests use their own). */
+      prefix: z.string().min(1).default('petserve'),
+      /** Items per queued job. */
+      chunkSize: z.coerce.number().int().positive().default(256),
+      /** How long results and batch records stay in Redis. */
+      resultsTtlSeconds: z.coerce.number().int().positive().default(7 * 24 * 3600),
+      /** Chunks one worker process runs at once. */
+      workerConcurrency: z.coerce.number().int().positive().default(2),
+      /** Attempts per chunk for transient faults (exponential backoff). */
+      attempts: z.coerce.number().int().positive().default(5),
+      /** Most items in one batch. */
+      maxItems: z.coerce.number().int().positive().default(1_000_000),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({
+      /** Opt-in per-task request counter for the K busiest tasks (0 = no per-task labels). */
+      perTaskTopK: z.coerce.number().int().min(0).default(0),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -53,6 +131,21 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_POOL_BYTES: ['pets', 'poolBytes'],
   PETSERVE_HOST_CACHE_BYTES: ['pets', 'hostCacheBytes'],
   PETSERVE_LOG_LEVEL: ['log', 'level'],
+  PETSERVE_SCHEDULER_POLICY: ['scheduler', 'policy'],
+  PETSERVE_MAX_BATCH_TOKENS: ['scheduler', 'maxBatchTokens'],
+  PETSERVE_MAX_BATCH_ROWS: ['scheduler', 'maxBatchRows'],
+  PETSERVE_MAX_QUEUE: ['scheduler', 'maxQueue'],
+  PETSERVE_SLO_MS: ['scheduler', 'defaultSloMs'],
+  PETSERVE_COST_CACHE_DIR: ['scheduler', 'costCacheDir'],
+  PETSERVE_HOST: ['server', 'host'],
+  PETSERVE_PORT: ['server', 'port'],
+  PETSERVE_ADMIN_TOKEN: ['server', 'adminToken'],
+  PETSERVE_TASKS_DIR: ['server', 'tasksDir'],
+  PETSERVE_REGISTER_ROOT: ['server', 'registerRoot'],
+  REDIS_URL: ['redis', 'url'],
+  PETSERVE_BATCH_PREFIX: ['batches', 'prefix'],
+  PETSERVE_BATCH_CHUNK_SIZE: ['batches', 'chunkSize'],
+  PETSERVE_WORKER_CONCURRENCY: ['batches', 'workerConcurrency'],
 };
 
 type Tree = Record<string, unknown>;

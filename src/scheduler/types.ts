@@ -1,0 +1,119 @@
+import type { PetKind } from '../pet/types.js';
+import { PetServeError } from '../util/errors.js';
+
+/**
+ * The contract between whoever has requests (HTTP routes, queue workers,
+ * benchmarks) and the scheduler that batches them onto the engine. Callers
+ * submit one sequence at a time and await its answer; batching is invisible.
+ */
+
+/** One sequence to run for one task (null = the base model). */
+export interface InferenceRequest {
+  task: string | null;
+  inputIds: readonly number[];
+  tokenTypeIds?: readonly number[] | undefined;
+  /** Latency objective for this request; default: the task's SLO from config, else scheduler.defaultSloMs. */
+  sloMs?: number | undefined;
+  /**
+   * 'online' requests go before 'offline' ones (queue workers): offline work only
+   * fills capacity that online requests leave idle.
+   */
+  priority?: 'online' | 'offline' | undefined;
+  /** Return the [hidden] pooled output (embedding tasks need it). */
+  pooled?: boolean | undefined;
+  /** Reject instead of running once the deadline has passed (server: HTTP 504). Default true. */
+  dropExpired?: boolean | undefined;
+}
+
+export interface InferenceResult {
+  /** [numLabels] of the task's head (base classifier for base rows); null for embedding tasks. */
+  logits: Float32Array | null;
+  /** [hidden], when requested. */
+  pooled: Float32Array | null;
+  /** Time from submit until its batch started on the device. */
+  queueWaitMs: number;
+  /** Time from submit until the answer. */
+  latencyMs: number;
+  /** Requests in the batch that carried this one. */
+  batchRows: number;
+}
+
+/** What the scheduler does right now (status page, /v1/status, metrics). */
+export interface SchedulerStats {
+  policy: string;
+  queued: number;
+  queuedOnline: number;
+  queuedOffline: number;
+  inFlightBatches: number;
+  maxQueue: number;
+  batchesRun: number;
+  requestsDone: number;
+}
+
+/** Implemented by the scheduler; the server and workers only see this. */
+export interface InferenceService {
+  /**
+   * Queue one request and resolve with its answer. Rejects with OverloadError when
+   * the queue is full, DeadlineExceededError when it expired before running,
+   * UnknownTaskError / InvalidInputError for bad requests (checked at submit).
+   */
+  submit(req: InferenceRequest): Promise<InferenceResult>;
+  stats(): SchedulerStats;
+  /** Stop accepting, let queued and in-flight requests finish (or reject them after timeoutMs). */
+  drain(timeoutMs: number): Promise<void>;
+}
+
+/** One batch the scheduler ran (metrics, status page, benchmarks). */
+export interface BatchReport {
+  rows: number;
+  tokens: number;
+  distinctTasks: number;
+  maxBatchTokens: number;
+  /** Wall time of the runner call (host + device). */
+  wallMs: number;
+  /** Device time when profiled (every Nth batch): shared ops vs PET ops per kind. */
+  deviceMs: { total: number; shared: number; pet: Partial<Record<PetKind, number>> } | null;
+  /** The cost model's estimate for this batch (ms), for calibration. */
+  estimatedMs: number;
+}
+
+/** One finished (or refused) request. */
+export interface RequestReport {
+  kind: PetKind | 'base';
+  outcome: 'ok' | 'error' | 'overload' | 'expired';
+  queueWaitMs: number;
+  latencyMs: number;
+  /** deadline − finish time (negative = SLO missed). */
+  slackMs: number;
+  priority: 'online' | 'offline';
+}
+
+/** Hooks for metrics; every method optional and must not throw. */
+export interface SchedulerObserver {
+  batchDone?(report: BatchReport): void;
+  requestDone?(report: RequestReport): void;
+}
+
+/** The queue is full: try again later (HTTP 429 with Retry-After). */
+export class OverloadError extends PetServeError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super('OVERLOADED', message);
+  }
+}
+
+/** The request's deadline passed before it could run (HTTP 504). */
+export class DeadlineExceededError extends PetServeError {
+  constructor(message: string) {
+    super('DEADLINE_EXCEEDED', message);
+  }
+}
+
+/** The service is shutting down and accepts no new requests (HTTP 503). */
+export class ShuttingDownError extends PetServeError {
+  constructor() {
+    super('SHUTTING_DOWN', 'the server is shutting down and accepts no new requests');
+  }
+}
