@@ -53,6 +53,8 @@ export const configSchema = z.strictObject({
       taskSloMs: z.record(z.string(), z.coerce.number().positive()).default({}),
       /** No request waits longer than this before it is scheduled first (starvation bound). */
       maxWaitMs: z.coerce.number().positive().default(10000),
+      /** Time every Nth batch per dispatch with timestamp queries (device-time metrics); 0 = never. */
+      profileEveryBatches: z.coerce.number().int().min(0).default(32),
       /** Order and group PET dispatches by arithmetic intensity (operator scheduler). */
       operatorScheduler: envBoolean.default(true),
       /** Where profiled cost models are cached (keyed by adapter + model + dtype); null = not cached. */

@@ -71,8 +71,13 @@ export interface BatchReport {
   maxBatchTokens: number;
   /** Wall time of the runner call (host + device). */
   wallMs: number;
-  /** Device time when profiled (every Nth batch): shared ops vs PET ops per kind. */
-  deviceMs: { total: number; shared: number; pet: Partial<Record<PetKind, number>> } | null;
+  /**
+   * Device time when profiled (every Nth batch, timestamp queries): shared ops vs
+   * PET ops by op class — 'lora', 'adapter', 'sparse' (diff and MaskBERT share one
+   * sparse kernel), 'task_heads'. BitFit/IA3 live in shared-op epilogues, so their
+   * cost is inside `shared`.
+   */
+  deviceMs: { total: number; shared: number; pet: Record<string, number> } | null;
   /** The cost model's estimate for this batch (ms), for calibration. */
   estimatedMs: number;
 }

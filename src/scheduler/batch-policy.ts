@@ -1,0 +1,161 @@
+import type { BatchFeatures, CostEstimator } from './cost-model.js';
+
+/**
+ * How the next batch is cut from the queue. Pure functions over queue entries:
+ * the scheduler owns the queue, the clock and the engine; a policy only chooses.
+ * docs/scheduling.md explains the algorithms and their complexity.
+ */
+
+/** What a policy needs to know about one queued request. */
+export interface QueuedItem {
+  /** Unique, increasing with arrival (FIFO order and stable tie-break). */
+  seq: number;
+  task: string | null;
+  /** PET kind of the task ('base' for base-model rows): the cost model prices kinds differently. */
+  kind: string;
+  length: number;
+  arrivalMs: number;
+  /**
+   * min(arrival + SLO, arrival + maxWait): the time the scheduler tries to finish
+   * it by. The maxWait cap is the starvation bound for offline items and long SLOs.
+   */
+  dueMs: number;
+  offline: boolean;
+}
+
+export interface BatchLimits {
+  maxRows: number;
+  maxTokens: number;
+}
+
+/** Features of a batch, as the cost model prices them. */
+export function batchFeatures(items: readonly QueuedItem[]): BatchFeatures {
+  let tokens = 0;
+  let sumSqLen = 0;
+  const kindTokens: Record<string, number> = {};
+  const tasks = new Set<string>();
+  for (const it of items) {
+    tokens += it.length;
+    sumSqLen += it.length * it.length;
+    if (it.task !== null) {
+      tasks.add(it.task);
+      kindTokens[it.kind] = (kindTokens[it.kind] ?? 0) + it.length;
+    }
+  }
+  return { rows: items.length, tokens, sumSqLen, kindTokens, distinctTasks: tasks.size };
+}
+
+const byArrival = (a: QueuedItem, b: QueuedItem): number => a.seq - b.seq;
+const byDue = (a: QueuedItem, b: QueuedItem): number => a.dueMs - b.dueMs || a.seq - b.seq;
+const byLength = (a: QueuedItem, b: QueuedItem): number => a.length - b.length || a.dueMs - b.dueMs || a.seq - b.seq;
+
+/** Take items in the given order while they fit the limits (a too-long item is skipped, not blocking). */
+export function greedyFill(ordered: readonly QueuedItem[], limits: BatchLimits, start: readonly QueuedItem[] = []): QueuedItem[] {
+  const batch = [...start];
+  let tokens = start.reduce((s, it) => s + it.length, 0);
+  for (const it of ordered) {
+    if (batch.length >= limits.maxRows) break;
+    if (tokens + it.length > limits.maxTokens) continue;
+    batch.push(it);
+    tokens += it.length;
+  }
+  return batch;
+}
+
+/**
+ * PetS §4.2, adapted to a packed engine: sort by length and split the sorted run
+ * into contiguous batches minimising Σ est(batch) by dynamic programming.
+ * dp[j] = min_i dp[i] + est(items i..j-1), i ranging over at most maxRows
+ * predecessors whose tokens fit the budget: O(n · maxRows) cost evaluations,
+ * each O(1) because the features are accumulated while i walks back.
+ * Returns the batches in length order.
+ */
+export function partitionByLength(items: readonly QueuedItem[], cost: CostEstimator, limits: BatchLimits): QueuedItem[][] {
+  const sorted = [...items].sort(byLength);
+  const n = sorted.length;
+  const dp = new Float64Array(n + 1).fill(Infinity);
+  const cut = new Int32Array(n + 1);
+  dp[0] = 0;
+  for (let j = 1; j <= n; j++) {
+    let tokens = 0;
+    let sumSqLen = 0;
+    const kindTokens: Record<string, number> = {};
+    const taskCount = new Map<string, number>();
+    for (let i = j - 1; i >= 0 && j - i <= limits.maxRows; i--) {
+      const it = sorted[i]!;
+      tokens += it.length;
+      // A single item longer than the budget still forms a batch of its own.
+      if (tokens > limits.maxTokens && j - i > 1) break;
+      sumSqLen += it.length * it.length;
+      if (it.task !== null) {
+        kindTokens[it.kind] = (kindTokens[it.kind] ?? 0) + it.length;
+        taskCount.set(it.task, (taskCount.get(it.task) ?? 0) + 1);
+      }
+      const c = dp[i]! + cost.estimateMs({ rows: j - i, tokens, sumSqLen, kindTokens, distinctTasks: taskCount.size });
+      if (c < dp[j]!) {
+        dp[j] = c;
+        cut[j] = i;
+      }
+    }
+  }
+  const batches: QueuedItem[][] = [];
+  for (let j = n; j > 0; j = cut[j]!) batches.push(sorted.slice(cut[j]!, j));
+  return batches.reverse();
+}
+
+/** Fixed batching: arrival order, as many as fit. The baseline every server starts with. */
+export function pickFifo(queue: readonly QueuedItem[], limits: BatchLimits): QueuedItem[] {
+  return greedyFill([...queue].sort(byArrival), limits);
+}
+
+export interface SloPickContext {
+  nowMs: number;
+  cost: CostEstimator;
+  limits: BatchLimits;
+  /** Candidates considered per decision (earliest due first), bounding the DP's cost. */
+  window: number;
+  /** Safety margin on deadlines (cost-model error, host jitter). */
+  marginMs: number;
+}
+
+export interface SloPick {
+  batch: QueuedItem[];
+  /** 'throughput': the DP's batch; 'deadline': earliest-due greedy fill because some item was at risk. */
+  mode: 'throughput' | 'deadline';
+}
+
+/**
+ * Ours: PetS's length DP for throughput, under deadlines.
+ * 1. Online items first; offline items only when no online item waits, or to fill
+ *    room left in an online batch (offline work uses idle capacity). An offline
+ *    item past its maxWait due time counts as online (bounded wait).
+ * 2. Take the `window` earliest-due candidates, partition them by the DP, and
+ *    simulate running the batches earliest-due first with the cost model.
+ * 3. If every candidate finishes by its due time (− margin), run the first of
+ *    those batches: the throughput-optimal grouping costs nobody their SLO.
+ *    Otherwise some item is at risk: fill the batch earliest-due first, so the
+ *    at-risk items go now whatever their lengths.
+ */
+export function pickSlo(queue: readonly QueuedItem[], ctx: SloPickContext): SloPick {
+  const urgentOffline = (it: QueuedItem): boolean => it.offline && it.dueMs <= ctx.nowMs;
+  let pool = queue.filter((it) => !it.offline || urgentOffline(it));
+  const offline = queue.filter((it) => it.offline && !urgentOffline(it));
+  if (pool.length === 0) pool = offline;
+  const candidates = [...pool].sort(byDue).slice(0, ctx.window);
+  const parts = partitionByLength(candidates, ctx.cost, ctx.limits);
+  const partDue = (p: readonly QueuedItem[]): number => Math.min(...p.map((it) => it.dueMs));
+  parts.sort((a, b) => partDue(a) - partDue(b));
+  let t = ctx.nowMs;
+  let atRisk = false;
+  for (const p of parts) {
+    t += ctx.cost.estimateMs(batchFeatures(p));
+    if (p.some((it) => it.dueMs - ctx.marginMs < t)) {
+      atRisk = true;
+      break;
+    }
+  }
+  const fillFrom = pool === offline ? [] : offline.sort(byDue);
+  if (!atRisk) return { batch: greedyFill(fillFrom, ctx.limits, parts[0] ?? []), mode: 'throughput' };
+  const urgent = greedyFill(candidates, ctx.limits);
+  return { batch: greedyFill(fillFrom, ctx.limits, urgent), mode: 'deadline' };
+}
