@@ -26,6 +26,12 @@ export interface QueuedItem {
 export interface BatchLimits {
   maxRows: number;
   maxTokens: number;
+  /**
+   * Longest a batch may take (by the cost model); Infinity = no cap. Batches are
+   * not preemptible, so a request arriving just after one starts waits for all of
+   * it: the scheduler caps batch time at a fraction of the tightest recent SLO.
+   */
+  maxMs?: number;
 }
 
 /** Features of a batch, as the cost model prices them. */
@@ -49,13 +55,24 @@ const byArrival = (a: QueuedItem, b: QueuedItem): number => a.seq - b.seq;
 const byDue = (a: QueuedItem, b: QueuedItem): number => a.dueMs - b.dueMs || a.seq - b.seq;
 const byLength = (a: QueuedItem, b: QueuedItem): number => a.length - b.length || a.dueMs - b.dueMs || a.seq - b.seq;
 
-/** Take items in the given order while they fit the limits (a too-long item is skipped, not blocking). */
-export function greedyFill(ordered: readonly QueuedItem[], limits: BatchLimits, start: readonly QueuedItem[] = []): QueuedItem[] {
+/**
+ * Take items in the given order while they fit the limits (a too-long item is
+ * skipped, not blocking). The first item always fits, so nothing waits forever
+ * behind a limit it can never meet.
+ */
+export function greedyFill(
+  ordered: readonly QueuedItem[],
+  limits: BatchLimits,
+  start: readonly QueuedItem[] = [],
+  cost?: CostEstimator,
+): QueuedItem[] {
   const batch = [...start];
   let tokens = start.reduce((s, it) => s + it.length, 0);
+  const maxMs = limits.maxMs ?? Infinity;
   for (const it of ordered) {
     if (batch.length >= limits.maxRows) break;
-    if (tokens + it.length > limits.maxTokens) continue;
+    if (batch.length > 0 && tokens + it.length > limits.maxTokens) continue;
+    if (batch.length > 0 && cost && maxMs < Infinity && cost.estimateMs(batchFeatures([...batch, it])) > maxMs) continue;
     batch.push(it);
     tokens += it.length;
   }
@@ -75,6 +92,7 @@ export function partitionByLength(items: readonly QueuedItem[], cost: CostEstima
   const n = sorted.length;
   const dp = new Float64Array(n + 1).fill(Infinity);
   const cut = new Int32Array(n + 1);
+  const maxMs = limits.maxMs ?? Infinity;
   dp[0] = 0;
   for (let j = 1; j <= n; j++) {
     let tokens = 0;
@@ -91,7 +109,10 @@ export function partitionByLength(items: readonly QueuedItem[], cost: CostEstima
         kindTokens[it.kind] = (kindTokens[it.kind] ?? 0) + it.length;
         taskCount.set(it.task, (taskCount.get(it.task) ?? 0) + 1);
       }
-      const c = dp[i]! + cost.estimateMs({ rows: j - i, tokens, sumSqLen, kindTokens, distinctTasks: taskCount.size });
+      const batchMs = cost.estimateMs({ rows: j - i, tokens, sumSqLen, kindTokens, distinctTasks: taskCount.size });
+      // Longer runs only cost more: once over the time cap, stop extending.
+      if (batchMs > maxMs && j - i > 1) break;
+      const c = dp[i]! + batchMs;
       if (c < dp[j]!) {
         dp[j] = c;
         cut[j] = i;
@@ -105,7 +126,7 @@ export function partitionByLength(items: readonly QueuedItem[], cost: CostEstima
 
 /** Fixed batching: arrival order, as many as fit. The baseline every server starts with. */
 export function pickFifo(queue: readonly QueuedItem[], limits: BatchLimits): QueuedItem[] {
-  return greedyFill([...queue].sort(byArrival), limits);
+  return greedyFill([...queue].sort(byArrival), { maxRows: limits.maxRows, maxTokens: limits.maxTokens });
 }
 
 export interface SloPickContext {
@@ -155,7 +176,7 @@ export function pickSlo(queue: readonly QueuedItem[], ctx: SloPickContext): SloP
     }
   }
   const fillFrom = pool === offline ? [] : offline.sort(byDue);
-  if (!atRisk) return { batch: greedyFill(fillFrom, ctx.limits, parts[0] ?? []), mode: 'throughput' };
-  const urgent = greedyFill(candidates, ctx.limits);
-  return { batch: greedyFill(fillFrom, ctx.limits, urgent), mode: 'deadline' };
+  if (!atRisk) return { batch: greedyFill(fillFrom, ctx.limits, parts[0] ?? [], ctx.cost), mode: 'throughput' };
+  const urgent = greedyFill(candidates, ctx.limits, [], ctx.cost);
+  return { batch: greedyFill(fillFrom, ctx.limits, urgent, ctx.cost), mode: 'deadline' };
 }

@@ -45,6 +45,12 @@ interface Entry extends QueuedItem {
 
 /** Safety margin on deadlines: cost-model error plus host jitter, as a fraction of the estimate. */
 const MARGIN_FRACTION = 0.25;
+/**
+ * A batch may take at most this fraction of the tightest recent SLO: a request
+ * arriving just after a batch started then waits one batch and runs in the next,
+ * within its SLO. How long "recent" lasts: */
+const BATCH_SLO_FRACTION = 0.4;
+const TIGHT_SLO_MEMORY_MS = 10_000;
 
 /**
  * The coordinated batch scheduler: one queue for every task and priority; when
@@ -66,6 +72,8 @@ export class Scheduler implements InferenceService {
   /** Tokens per ms actually achieved (EWMA), for Retry-After. */
   private tokensPerMs = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Tightest online SLO seen recently: batches are capped to a fraction of it. */
+  private tightSlo = { ms: Infinity, atMs: -Infinity };
   private readonly now: () => number;
   private readonly limits: BatchLimits;
 
@@ -80,7 +88,12 @@ export class Scheduler implements InferenceService {
 
   submit(req: InferenceRequest): Promise<InferenceResult> {
     if (this.draining) return Promise.reject(new ShuttingDownError());
-    const kind = this.validate(req);
+    let kind: PetKind | 'base';
+    try {
+      kind = this.validate(req);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const priority = req.priority ?? 'online';
     if (this.queue.length >= this.config.maxQueue) {
       const err = new OverloadError(
@@ -92,6 +105,9 @@ export class Scheduler implements InferenceService {
     }
     const now = this.now();
     const sloMs = req.sloMs ?? (req.task !== null ? this.config.taskSloMs[req.task] : undefined) ?? this.config.defaultSloMs;
+    if (priority === 'online' && (sloMs <= this.tightSlo.ms || now - this.tightSlo.atMs > TIGHT_SLO_MEMORY_MS)) {
+      this.tightSlo = { ms: sloMs, atMs: now };
+    }
     return new Promise<InferenceResult>((resolve, reject) => {
       this.queue.push({
         seq: this.seq++,
@@ -238,11 +254,12 @@ export class Scheduler implements InferenceService {
       }
       case 'slo': {
         const now = this.now();
-        const typical = this.opts.cost.estimateMs(batchFeatures(greedyFill(this.queue, this.limits)));
+        const limits = { ...this.limits, maxMs: BATCH_SLO_FRACTION * this.tightSlo.ms };
+        const typical = this.opts.cost.estimateMs(batchFeatures(greedyFill(this.queue, limits, [], this.opts.cost)));
         chosen = pickSlo(this.queue, {
           nowMs: now,
           cost: this.opts.cost,
-          limits: this.limits,
+          limits,
           window: 4 * this.limits.maxRows,
           marginMs: typical * MARGIN_FRACTION,
         }).batch;

@@ -1,0 +1,244 @@
+import { describe, expect, it } from 'vitest';
+import type { TaskRow } from '../../src/engine/model-runner.js';
+import { batchFeatures } from '../../src/scheduler/batch-policy.js';
+import { LinearCostModel } from '../../src/scheduler/cost-model.js';
+import { Scheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
+import { DeadlineExceededError, OverloadError, ShuttingDownError, type InferenceRequest, type InferenceResult } from '../../src/scheduler/types.js';
+import { UnknownTaskError } from '../../src/pet/registry.js';
+import { silentLogger } from '../../src/util/logger.js';
+import { Rng } from '../../src/util/random.js';
+
+/**
+ * A fake engine on a virtual clock: a batch "takes" what the cost model says,
+ * and arrivals scheduled during it are submitted at their own times. Answers
+ * are a function of the row only, so batching must not change them.
+ */
+const COST = new LinearCostModel({ fixedMs: 20, perRowMs: 0.2, perTokenMs: 0.05, perSqLenMs: 0, perKindTokenMs: { lora: 0.01 }, perTaskMs: 0.1 });
+
+interface Arrival {
+  t: number;
+  req: InferenceRequest;
+}
+
+class Sim {
+  clock = 0;
+  readonly batches: TaskRow[][] = [];
+  private pending: Arrival[] = [];
+  readonly tasks = new Set<string>(['hot', 'rare', 'a', 'b']);
+  readonly results: { arrival: Arrival; result?: InferenceResult; error?: unknown; doneAt: number }[] = [];
+  readonly scheduler: Scheduler;
+  onBatch: (n: number) => unknown = () => undefined;
+
+  constructor(config: Partial<SchedulerConfig> = {}) {
+    const runner = {
+      checkpoint: { config: { maxPositionEmbeddings: 512, vocabSize: 1000, typeVocabSize: 2 } },
+      registry: {
+        get: (id: string) => (this.tasks.has(id) ? { kind: 'lora' } : undefined),
+        has: (id: string) => this.tasks.has(id),
+      },
+      runTasks: (rows: readonly TaskRow[]) => {
+        this.batches.push([...rows]);
+        const end = this.clock + COST.estimateMs(batchFeatures(rows.map((r, i) => ({ seq: i, task: r.task, kind: 'lora', length: r.inputIds.length, arrivalMs: 0, dueMs: 0, offline: false }))));
+        this.deliver(end);
+        this.onBatch(this.batches.length);
+        this.clock = end;
+        return Promise.resolve({
+          rows: rows.map((r) => ({ logits: Float32Array.of(r.inputIds.reduce((a, b) => a + b, 0), r.task === null ? -1 : r.task.length), pooled: null, lastHiddenState: null })),
+          phases: null,
+        });
+      },
+    };
+    this.scheduler = new Scheduler(
+      runner as never,
+      {
+        policy: 'slo',
+        maxBatchTokens: 4096,
+        maxBatchRows: 16,
+        maxQueue: 10_000,
+        defaultSloMs: 1000,
+        taskSloMs: {},
+        maxWaitMs: 5000,
+        profileEveryBatches: 0,
+        operatorScheduler: true,
+        costCacheDir: null,
+        ...config,
+      },
+      { logger: silentLogger, cost: COST, now: () => this.clock },
+    );
+  }
+
+  /** Submit every arrival with t ≤ until, each at its own time. */
+  private deliver(until: number): void {
+    const saved = this.clock;
+    while (this.pending.length > 0 && this.pending[0]!.t <= until) {
+      const a = this.pending.shift()!;
+      this.clock = Math.max(saved, a.t);
+      const rec: (typeof this.results)[number] = { arrival: a, doneAt: NaN };
+      this.results.push(rec);
+      this.scheduler.submit(a.req).then(
+        (r) => {
+          rec.result = r;
+          rec.doneAt = this.clock;
+        },
+        (e: unknown) => {
+          rec.error = e;
+          rec.doneAt = this.clock;
+        },
+      );
+    }
+    this.clock = saved;
+  }
+
+  async run(arrivals: Arrival[]): Promise<void> {
+    this.pending = [...arrivals].sort((a, b) => a.t - b.t);
+    const settle = async (): Promise<void> => {
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    };
+    for (;;) {
+      await settle();
+      const s = this.scheduler.stats();
+      if (s.queued > 0 || s.inFlightBatches > 0) continue;
+      if (this.pending.length === 0) break;
+      this.clock = Math.max(this.clock, this.pending[0]!.t);
+      this.deliver(this.clock);
+    }
+    await settle();
+  }
+}
+
+const req = (task: string | null, len: number, extra: Partial<InferenceRequest> = {}): InferenceRequest => ({
+  task,
+  inputIds: Array.from({ length: len }, (_, i) => (i * 7 + len) % 1000),
+  ...extra,
+});
+
+describe('Scheduler', () => {
+  it('answers a lone request at once on an idle system', async () => {
+    const sim = new Sim();
+    await sim.run([{ t: 100, req: req('a', 10) }]);
+    expect(sim.batches.length).toBe(1);
+    expect(sim.results[0]!.result!.queueWaitMs).toBe(0);
+  });
+
+  it('batches requests that arrive while the device is busy, across tasks', async () => {
+    const sim = new Sim();
+    await sim.run([{ t: 0, req: req('a', 10) }, ...Array.from({ length: 10 }, (_, i) => ({ t: 1 + i, req: req(i % 2 ? 'a' : 'b', 10 + i) }))]);
+    expect(sim.batches.length).toBe(2);
+    expect(new Set(sim.batches[1]!.map((r) => r.task))).toEqual(new Set(['a', 'b']));
+  });
+
+  it('meets tight deadlines under adversarial arrivals where FIFO misses them', async () => {
+    // A flood of long, relaxed requests; every 50 ms a short one with a tight SLO.
+    const arrivals: Arrival[] = [];
+    for (let i = 0; i < 300; i++) arrivals.push({ t: i * 2, req: req('hot', 200, { sloMs: 60_000 }) });
+    for (let i = 0; i < 10; i++) arrivals.push({ t: 5 + i * 50, req: req('rare', 8, { sloMs: 300 }) });
+    const missed = async (policy: SchedulerConfig['policy']): Promise<number> => {
+      const sim = new Sim({ policy, maxWaitMs: 60_000 });
+      await sim.run(arrivals);
+      const tight = sim.results.filter((r) => r.arrival.req.task === 'rare');
+      expect(tight.length).toBe(10);
+      return tight.filter((r) => r.error instanceof DeadlineExceededError || r.doneAt - r.arrival.t > 300).length;
+    };
+    expect(await missed('slo')).toBe(0);
+    expect(await missed('fifo')).toBeGreaterThan(5);
+  });
+
+  it('bounds the wait of a rare task under a flood from a hot one (no starvation)', async () => {
+    const arrivals: Arrival[] = [];
+    // More work than the device can do: the queue only grows.
+    for (let i = 0; i < 2000; i++) arrivals.push({ t: i, req: req('hot', 64 + (i % 3), { sloMs: 1e9, dropExpired: false }) });
+    arrivals.push({ t: 500, req: req('rare', 500, { sloMs: 1e9, dropExpired: false }) });
+    const sim = new Sim({ maxWaitMs: 3000 });
+    await sim.run(arrivals);
+    const rare = sim.results.find((r) => r.arrival.req.task === 'rare')!;
+    const wait = rare.result!.queueWaitMs;
+    // maxWait + one batch in flight + the batch the scheduler had already chosen.
+    expect(wait).toBeLessThanOrEqual(3000 + 2 * COST.estimateMs({ rows: 16, tokens: 4096, sumSqLen: 0, kindTokens: { lora: 4096 }, distinctTasks: 2 }));
+    const lastHot = Math.max(...sim.results.filter((r) => r.arrival.req.task === 'hot').map((r) => r.doneAt));
+    expect(rare.doneAt).toBeLessThan(lastHot);
+  });
+
+  it('gives online requests priority over offline ones and fills idle room with offline work', async () => {
+    const arrivals: Arrival[] = [{ t: 0, req: req('a', 10) }];
+    for (let i = 0; i < 40; i++) arrivals.push({ t: 1, req: req('b', 10, { priority: 'offline', dropExpired: false }) });
+    for (let i = 0; i < 4; i++) arrivals.push({ t: 2, req: req('a', 10) });
+    const sim = new Sim();
+    await sim.run(arrivals);
+    // Second batch: the 4 online requests first, then offline fill up to 16 rows.
+    expect(sim.batches[1]!.slice(0, 4).every((r) => r.task === 'a')).toBe(true);
+    expect(sim.batches[1]!.length).toBe(16);
+    expect(sim.results.every((r) => r.result)).toBe(true);
+  });
+
+  it('refuses beyond the bounded queue with an overload error carrying Retry-After', async () => {
+    const sim = new Sim({ maxQueue: 5 });
+    await sim.run(Array.from({ length: 12 }, (_, i) => ({ t: i === 0 ? 0 : 1, req: req('a', 10) })));
+    const overloaded = sim.results.filter((r) => r.error instanceof OverloadError);
+    expect(overloaded.length).toBe(6);
+    expect((overloaded[0]!.error as OverloadError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect(sim.results.filter((r) => r.result).length).toBe(6);
+  });
+
+  it('answers expired requests with a deadline error instead of running them', async () => {
+    const sim = new Sim({ maxBatchRows: 1 });
+    await sim.run([{ t: 0, req: req('a', 400) }, { t: 1, req: req('a', 400) }, { t: 2, req: req('b', 10, { sloMs: 5 }) }]);
+    expect(sim.results[2]!.error).toBeInstanceOf(DeadlineExceededError);
+    expect(sim.batches.flat().some((r) => r.task === 'b')).toBe(false);
+  });
+
+  it('fails only the rows of a task removed while queued', async () => {
+    const sim = new Sim();
+    // 'b' is removed while the first batch runs, after its request was queued.
+    sim.onBatch = (n) => n === 1 && sim.tasks.delete('b');
+    await sim.run([{ t: 0, req: req('a', 300) }, { t: 1, req: req('b', 10) }, { t: 1, req: req('a', 10) }]);
+    expect(sim.results[1]!.error).toBeInstanceOf(UnknownTaskError);
+    expect(sim.results[2]!.result).toBeDefined();
+  });
+
+  it('rejects bad requests at submit, naming the field', async () => {
+    const sim = new Sim();
+    await expect(sim.scheduler.submit(req('nope', 4))).rejects.toBeInstanceOf(UnknownTaskError);
+    await expect(sim.scheduler.submit({ task: 'a', inputIds: [1, 5000] })).rejects.toThrow(/input_ids\[1\]/);
+    await expect(sim.scheduler.submit({ task: 'a', inputIds: [] })).rejects.toThrow(/input_ids/);
+    await expect(sim.scheduler.submit({ task: 'a', inputIds: new Array<number>(513).fill(1) })).rejects.toThrow(/max_position_embeddings/);
+    await expect(sim.scheduler.submit({ task: 'a', inputIds: [1], tokenTypeIds: [2] })).rejects.toThrow(/token_type_ids/);
+    expect(sim.scheduler.stats().queued).toBe(0);
+  });
+
+  it('gives every request the same answer whatever the policy and batch size', async () => {
+    const rng = new Rng(9);
+    const arrivals: Arrival[] = Array.from({ length: 200 }, (_, i) => ({
+      t: rng.int(0, 400),
+      req: req(['a', 'b', 'hot', null][i % 4]!, rng.int(1, 200), { dropExpired: false }),
+    }));
+    const answers = async (cfg: Partial<SchedulerConfig>): Promise<number[][]> => {
+      const sim = new Sim(cfg);
+      await sim.run(arrivals);
+      const byArrival = new Map(sim.results.map((r) => [r.arrival, [...r.result!.logits!]]));
+      return arrivals.map((a) => byArrival.get(a)!);
+    };
+    const ref = await answers({ policy: 'fifo', maxBatchRows: 1 });
+    expect(await answers({ policy: 'fifo', maxBatchRows: 16 })).toEqual(ref);
+    expect(await answers({ policy: 'pets' })).toEqual(ref);
+    expect(await answers({ policy: 'slo', maxBatchRows: 7, maxBatchTokens: 300 })).toEqual(ref);
+  });
+
+  it('drains queued work before shutdown and refuses new requests', async () => {
+    const sim = new Sim();
+    let drained: Promise<void> | null = null;
+    let queuedAtDrain = -1;
+    // Drain while the first batch runs and two requests wait behind it.
+    sim.onBatch = (n) => {
+      if (n !== 1) return;
+      queuedAtDrain = sim.scheduler.stats().queued;
+      drained = sim.scheduler.drain(10_000);
+    };
+    const p = sim.run([{ t: 0, req: req('a', 100) }, { t: 1, req: req('a', 100) }, { t: 2, req: req('b', 100) }]);
+    while (!drained) await new Promise((r) => setImmediate(r));
+    expect(queuedAtDrain).toBe(2);
+    await expect(sim.scheduler.submit(req('a', 3))).rejects.toBeInstanceOf(ShuttingDownError);
+    await p;
+    await drained;
+    expect(sim.results.every((r) => r.result)).toBe(true);
+  });
+});
