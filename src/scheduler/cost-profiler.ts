@@ -75,7 +75,8 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
   const reps = opts.reps ?? 3;
   const rng = new Rng(12345);
   const maxLen = Math.min(cfg.maxPositionEmbeddings, 256);
-  const seq = (len: number): number[] => Array.from({ length: len }, () => rng.int(1000, cfg.vocabSize));
+  // Ids above the special tokens, wherever the vocabulary ends.
+  const seq = (len: number): number[] => Array.from({ length: len }, () => rng.int(Math.min(1000, cfg.vocabSize - 1), cfg.vocabSize));
   const budget = Math.max(64, Math.min(opts.maxTokens, 1024));
 
   const timeRows = async (rows: TaskRow[]): Promise<number> => {
