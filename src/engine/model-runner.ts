@@ -8,7 +8,8 @@ import { bytesPerElement, type Dtype } from '../kernels/types.js';
 import { batchBuffers, recordBertForward } from '../model/bert-graph.js';
 import type { BertCheckpoint } from '../model/checkpoint.js';
 import { uploadBertWeights, type GpuBertWeights } from '../model/gpu-weights.js';
-import type { PetGraphInput } from '../model/pet-graph-input.js';
+import type { BertConfig } from '../model/bert-config.js';
+import type { OperatorDecisions, PetGraphInput } from '../model/pet-graph-input.js';
 import { PetGpuPool, type PoolStats, type ResidentPet } from '../pet/gpu-pool.js';
 import type { PackedPet } from '../pet/packed-pet.js';
 import type { TaskLease, TaskRegistry } from '../pet/registry.js';
@@ -55,6 +56,18 @@ export interface TaskRowResult {
 export interface MixedRunResult {
   rows: TaskRowResult[];
   phases: PhaseTiming[] | null;
+}
+
+/**
+ * Decides how one planned batch's PET operators are laid out (the operator
+ * scheduler, src/scheduler/operator-scheduler.ts, passes one in; the engine only
+ * applies the decisions).
+ */
+export type OperatorPlanner = (plan: PetPlan, cfg: BertConfig, dtypeBytes: number) => OperatorDecisions;
+
+export interface RunTasksOptions {
+  profile?: ProfileMode;
+  operators?: OperatorPlanner | undefined;
 }
 
 export interface MemoryReport {
@@ -233,7 +246,7 @@ export class ModelRunner {
    * Run a mixed batch: rows of many tasks (and base rows) in one pass. Answers
    * come back in the caller's row order.
    */
-  async runTasks(rows: readonly TaskRow[], outputs: OutputSelection, opts: { profile?: ProfileMode } = {}): Promise<MixedRunResult> {
+  async runTasks(rows: readonly TaskRow[], outputs: OutputSelection, opts: RunTasksOptions = {}): Promise<MixedRunResult> {
     if (!this.registry && rows.some((r) => r.task !== null)) {
       throw new ConfigError('this runner has no task registry; only base rows (task null) can run');
     }
@@ -268,7 +281,7 @@ export class ModelRunner {
     rows: readonly TaskRow[],
     packedById: ReadonlyMap<string, PackedPet>,
     outputs: OutputSelection,
-    opts: { profile?: ProfileMode },
+    opts: RunTasksOptions,
   ): Promise<MixedRunResult> {
     const st = this.ensureDeviceState();
     const pool = st.pool;
@@ -285,7 +298,8 @@ export class ModelRunner {
         this.numLabels,
       );
       const packed = packBatch({ inputIds: plan.inputIds, tokenTypeIds: plan.tokenTypeIds }, this.checkpoint.config);
-      const r = await this.execute(packed, plan, outputs, opts);
+      const operators = opts.operators?.(plan, this.checkpoint.config, bytesPerElement(this.dtype));
+      const r = await this.execute(packed, plan, outputs, opts, operators);
       const H = this.checkpoint.config.hiddenSize;
       const byPlanRow = plan.order.map((_, i): TaskRowResult => ({
         logits: r.logits && plan.logitsWidth[i]! > 0 ? r.logits.slice(plan.logitsOffset[i]!, plan.logitsOffset[i]! + plan.logitsWidth[i]!) : null,
@@ -305,6 +319,7 @@ export class ModelRunner {
     plan: PetPlan | null,
     outputs: OutputSelection,
     opts: { profile?: ProfileMode },
+    operators?: OperatorDecisions,
   ): Promise<RunResult> {
     const st = this.ensureDeviceState();
     const cfg = this.checkpoint.config;
@@ -318,7 +333,7 @@ export class ModelRunner {
     queue.writeBuffer(buffers.tokenTable, 0, packed.tokenTable);
     queue.writeBuffer(buffers.keyRange, 0, packed.keyRange);
     queue.writeBuffer(buffers.clsRows, 0, packed.clsRows);
-    const pet = plan ? this.uploadPlan(st, plan, e) : null;
+    const pet = plan ? { ...this.uploadPlan(st, plan, e), operators } : null;
 
     const enc = new BatchEncoder(st.encoderResources, { profile: opts.profile ?? false, label: 'bert-batch' });
     recordBertForward(enc, cfg, st.weights, buffers, shape, this.gemmVariant, pet);

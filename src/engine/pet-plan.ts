@@ -203,6 +203,7 @@ export function buildPetPlan(cfg: BertConfig, rows: readonly PlanInputRow[], bas
         rows: rowsN, K: d.K, N: d.N, ptrOff: w(d.ptrOff), idxOff: w(d.idxOff),
         valOff: d.valOff === null ? NONE : f(d.valOff), wOff: d.colOffset * d.K,
         inOff: row0 * gemmK[g], ldIn: gemmK[g], outOff: (row0 - deltaRow0) * gemmN[g] + d.colOffset, ldOut: gemmN[g],
+        nnz: d.nnz,
       });
     }
     for (const a of p.adapters) {

@@ -38,6 +38,8 @@ export interface SegSparseSegment {
   ldIn: number;
   outOff: number;
   ldOut: number;
+  /** Stored entries of this segment's sparse matrix (host-side work accounting; default K·N). */
+  nnz?: number;
 }
 
 const ACT_CODE = { none: 0, relu: 1, gelu: 2 } as const;
@@ -50,6 +52,12 @@ export interface SegmentTables {
   maxN: number;
   /** First tile of each segment (tiles are in segment order), plus the total: for one-dispatch-per-segment runs. */
   segmentTileStart: number[];
+  /**
+   * Host-side accounting of the dispatch's work: FLOPs, and elements (activations
+   * and PET floats) plus u32 words (sparse indices) it moves at least once.
+   * The operator scheduler turns these into arithmetic intensity.
+   */
+  work: { flops: number; elems: number; words: number };
 }
 
 function tileTable(rows: number[], rowsPerTile: number): { tiles: Uint32Array; starts: number[] } {
@@ -75,7 +83,12 @@ export function segGemmTables(segments: readonly SegGemmSegment[]): SegmentTable
     );
   });
   const { tiles, starts } = tileTable(segments.map((s) => s.rows), 32);
-  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts };
+  const work = { flops: 0, elems: 0, words: 0 };
+  for (const s of segments) {
+    work.flops += 2 * s.rows * s.K * s.N;
+    work.elems += s.rows * s.K + s.K * s.N + s.rows * s.N;
+  }
+  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts, work };
 }
 
 export function segSparseTables(segments: readonly SegSparseSegment[]): SegmentTables {
@@ -87,7 +100,15 @@ export function segSparseTables(segments: readonly SegSparseSegment[]): SegmentT
     );
   });
   const { tiles, starts } = tileTable(segments.map((s) => s.rows), 32);
-  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts };
+  const work = { flops: 0, elems: 0, words: 0 };
+  for (const s of segments) {
+    const nnz = s.nnz ?? s.K * s.N;
+    work.flops += 2 * s.rows * nnz;
+    // Gathered X entries are re-read per row (no reuse across the sparse pattern), values once.
+    work.elems += s.rows * nnz + nnz + s.rows * s.N;
+    work.words += nnz + s.N + 1;
+  }
+  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts, work };
 }
 
 function grid(columnsPerGroup: number, maxN: number, tileCount: number): [number, number, number] {

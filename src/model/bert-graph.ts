@@ -88,10 +88,15 @@ export function recordBertForward(
   const I = cfg.intermediateSize;
   const heads = cfg.numAttentionHeads;
   const eps = cfg.layerNormEps;
-  const slots = (rowSlot: GPUBuffer, layer: number, site: SlotSite): SlotLookup | null =>
-    pet
-      ? { rowSlot, slotTable: pet.slotTable, pool: pet.pool, siteBase: slotSiteIndex(cfg, layer, site) * pet.numSlots * 4 }
-      : null;
+  const active = pet?.operators?.activeSlotSites ?? null;
+  const slots = (rowSlot: GPUBuffer, layer: number, site: SlotSite): SlotLookup | null => {
+    if (!pet) return null;
+    const index = slotSiteIndex(cfg, layer, site);
+    // No row of this batch has work here: the plain kernel, without per-row slot lookups.
+    if (active && active[index] === 0) return null;
+    return { rowSlot, slotTable: pet.slotTable, pool: pet.pool, siteBase: index * pet.numSlots * 4 };
+  };
+  const interleave = pet?.operators?.interleaveSparse === true;
   const tables = (t: SegmentTables, inp: GPUBuffer, out: GPUBuffer) => ({ ...pet!.ranges(t), inp, out, pool: pet!.pool });
   const perTask = pet?.perTaskDispatch === true;
 
@@ -104,13 +109,15 @@ export function recordBertForward(
     const work = pet?.sites.get(siteKey(layer, site));
     const adapters = !!work?.adapterDown;
     if (pet && work && (work.shrink || work.sparse)) {
+      const sparse = (): void => {
+        if (work.sparse) segSparse(enc, dt, work.sparse, { ...tables(work.sparse, a.x, pet.delta), weight: a.w }, `${label}.sparse`, perTask);
+      };
       if (work.shrink && work.expand) {
         segGemm(enc, dt, work.shrink, tables(work.shrink, a.x, pet.scratch), false, `${label}.lora_shrink`, perTask);
+        if (interleave) sparse();
         segGemm(enc, dt, work.expand, tables(work.expand, pet.scratch, pet.delta), false, `${label}.lora_expand`, perTask);
-      }
-      if (work.sparse) {
-        segSparse(enc, dt, work.sparse, { ...tables(work.sparse, a.x, pet.delta), weight: a.w }, `${label}.sparse`, perTask);
-      }
+        if (!interleave) sparse();
+      } else sparse();
     }
     const lookup = slots(pet?.tokenSlot as GPUBuffer, layer, site);
     gemm(

@@ -50,6 +50,25 @@ export interface SiteDeltaWork {
   scratchElems: number;
 }
 
+/**
+ * How the graph lays out one batch's PET operators, decided per batch by the
+ * operator scheduler (src/scheduler/operator-scheduler.ts).
+ */
+export interface OperatorDecisions {
+  /**
+   * Per slot-table site (slotSiteIndex): 1 if some row of the batch has work
+   * there. Sites with 0 run the plain shared kernel (no slot lookups, no delta
+   * epilogue); null = all sites task-aware.
+   */
+  activeSlotSites: Uint8Array | null;
+  /**
+   * Record a site's sparse delta between the LoRA shrink and expand instead of
+   * after the expand: shrink and sparse share no written buffer, so nothing
+   * orders them and a GPU may overlap them; expand waits for both anyway.
+   */
+  interleaveSparse: boolean;
+}
+
 export const siteKey = (layer: number, gemm: GemmSite): string => `${layer}:${gemm}`;
 
 export interface PetGraphInput {
@@ -73,6 +92,8 @@ export interface PetGraphInput {
   taskHeads: SegmentTables | null;
   /** Baseline mode for benchmarks: one dispatch per task segment instead of one per kind and site. */
   perTaskDispatch?: boolean;
+  /** Operator-scheduler decisions for this batch (absent: every site task-aware, fixed op order). */
+  operators?: OperatorDecisions | undefined;
   /** Uploaded segment tables (records and tiles) by table. */
   ranges(t: SegmentTables): { records: BufferRange; tiles: BufferRange };
 }

@@ -38,6 +38,8 @@ export interface SparseDelta {
   idxOff: number;
   /** Float offset of the values, or null for a mask (values are −W). */
   valOff: number | null;
+  /** Stored entries (for the operator scheduler's FLOP/byte counts). */
+  nnz: number;
 }
 
 export interface AdapterOp {

@@ -8,6 +8,7 @@ import type { Logger } from '../util/logger.js';
 import { batchFeatures, greedyFill, partitionByLength, pickFifo, pickSlo, type BatchLimits, type QueuedItem } from './batch-policy.js';
 import { type CostEstimator } from './cost-model.js';
 import { deviceTimeSplit } from './device-time.js';
+import { scheduleOperators } from './operator-scheduler.js';
 import {
   DeadlineExceededError,
   OverloadError,
@@ -289,7 +290,7 @@ export class Scheduler implements InferenceService {
       const r = await this.runner.runTasks(
         live.map((e): TaskRow => ({ task: e.task, inputIds: e.req.inputIds, tokenTypeIds: e.req.tokenTypeIds })),
         { logits: true, pooled: live.some((e) => e.req.pooled === true) },
-        { profile },
+        { profile, operators: this.config.operatorScheduler ? scheduleOperators : undefined },
       );
       rows = r.rows;
       phases = r.phases;

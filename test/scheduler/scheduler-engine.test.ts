@@ -2,7 +2,7 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ModelRunner } from '../../src/engine/model-runner.js';
+import { ModelRunner, type TaskRowResult } from '../../src/engine/model-runner.js';
 import { loadCheckpoint, type BertCheckpoint } from '../../src/model/checkpoint.js';
 import { initModel } from '../../src/model/init-model.js';
 import { generatePet } from '../../src/pet/init-pet.js';
@@ -90,7 +90,7 @@ describe('Scheduler on the engine', () => {
       inputIds: Array.from({ length: rng.int(1, 64) }, () => rng.int(0, 300)),
       pooled: true,
     }));
-    const alone = [];
+    const alone: TaskRowResult[] = [];
     for (const r of reqs) alone.push((await runner.runTasks([{ task: r.task, inputIds: r.inputIds }], { logits: true, pooled: true })).rows[0]!);
     for (const policy of ['fifo', 'pets', 'slo'] as const) {
       const batches: BatchReport[] = [];
