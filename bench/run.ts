@@ -1,0 +1,28 @@
+/**
+ * One entry for every benchmark: `npm run bench -- <experiment> [flags]`.
+ * Each experiment is its own script (runnable alone with `node --import tsx`);
+ * this only dispatches, so a crash in one never leaves another half-run.
+ */
+import { spawnSync } from 'node:child_process';
+
+const SCRIPTS: Record<string, { script: string; what: string; passName?: boolean }> = {
+  tasks: { script: 'bench/scheduler.ts', what: 'tasks sweep: SeqS vs FIFO vs PetS-style vs ours, GPU memory', passName: true },
+  lengths: { script: 'bench/scheduler.ts', what: 'length variance: fixed vs coordinated batching', passName: true },
+  latency: { script: 'bench/scheduler.ts', what: 'open-loop latency and SLO attainment', passName: true },
+  operators: { script: 'bench/scheduler.ts', what: 'operator scheduler on vs off per PET mix', passName: true },
+  http: { script: 'bench/http.ts', what: 'HTTP server under load (autocannon) vs in-process engine' },
+  batch: { script: 'bench/batch.ts', what: 'offline batches through Redis workers vs in-process engine' },
+  kernels: { script: 'bench/kernels.ts', what: 'GEMM / attention / end-to-end kernels' },
+  pets: { script: 'bench/pets.ts', what: 'PET memory per task and batch overhead' },
+  profile: { script: 'bench/profile-ops.ts', what: 'device time per op of a PET batch' },
+};
+
+const [name, ...rest] = process.argv.slice(2);
+const entry = name ? SCRIPTS[name] : undefined;
+if (!entry) {
+  process.stderr.write(`usage: npm run bench -- <experiment> [flags]\n\n`);
+  for (const [k, v] of Object.entries(SCRIPTS)) process.stderr.write(`  ${k.padEnd(10)} ${v.what}\n`);
+  process.exit(name ? 2 : 0);
+}
+const r = spawnSync(process.execPath, ['--import', 'tsx', entry.script, ...(entry.passName ? [name!] : []), ...rest], { stdio: 'inherit' });
+process.exit(r.status ?? 1);
