@@ -14,6 +14,8 @@ export interface QueuedItem {
   /** PET kind of the task ('base' for base-model rows): the cost model prices kinds differently. */
   kind: string;
   length: number;
+  /** PET size relative to the profiled PET of its kind (CostEstimator.sizeScale); 1 if absent. */
+  petScale?: number;
   arrivalMs: number;
   /**
    * min(arrival + SLO, arrival + maxWait): the time the scheduler tries to finish
@@ -45,7 +47,7 @@ export function batchFeatures(items: readonly QueuedItem[]): BatchFeatures {
     sumSqLen += it.length * it.length;
     if (it.task !== null) {
       tasks.add(it.task);
-      kindTokens[it.kind] = (kindTokens[it.kind] ?? 0) + it.length;
+      kindTokens[it.kind] = (kindTokens[it.kind] ?? 0) + it.length * (it.petScale ?? 1);
     }
   }
   return { rows: items.length, tokens, sumSqLen, kindTokens, distinctTasks: tasks.size };
@@ -106,7 +108,7 @@ export function partitionByLength(items: readonly QueuedItem[], cost: CostEstima
       if (tokens > limits.maxTokens && j - i > 1) break;
       sumSqLen += it.length * it.length;
       if (it.task !== null) {
-        kindTokens[it.kind] = (kindTokens[it.kind] ?? 0) + it.length;
+        kindTokens[it.kind] = (kindTokens[it.kind] ?? 0) + it.length * (it.petScale ?? 1);
         taskCount.set(it.task, (taskCount.get(it.task) ?? 0) + 1);
       }
       const batchMs = cost.estimateMs({ rows: j - i, tokens, sumSqLen, kindTokens, distinctTasks: taskCount.size });

@@ -12,13 +12,19 @@ export interface BatchFeatures {
   rows: number;
   tokens: number;
   sumSqLen: number;
-  /** Tokens of rows of each PET kind (base rows are not listed). */
+  /**
+   * Tokens of rows of each PET kind (base rows are not listed), each row's tokens
+   * scaled by its PET's size relative to the profiled one (rank, bottleneck, nnz:
+   * PET op time grows with them).
+   */
   kindTokens: Readonly<Record<string, number>>;
   distinctTasks: number;
 }
 
 export interface CostEstimator {
   estimateMs(f: BatchFeatures): number;
+  /** How much heavier a PET of this size is than the profiled one of its kind (1 = same). */
+  sizeScale?(kind: string, packedFloats: number): number;
 }
 
 export interface CostCoefficients {
@@ -28,6 +34,8 @@ export interface CostCoefficients {
   perSqLenMs: number;
   perKindTokenMs: Record<string, number>;
   perTaskMs: number;
+  /** Packed floats of the PET each kind was profiled with (the reference for sizeScale). */
+  profiledPackedFloats?: Record<string, number>;
 }
 
 export class LinearCostModel implements CostEstimator {
@@ -38,6 +46,11 @@ export class LinearCostModel implements CostEstimator {
     let t = c.fixedMs + c.perRowMs * f.rows + c.perTokenMs * f.tokens + c.perSqLenMs * f.sumSqLen + c.perTaskMs * f.distinctTasks;
     for (const kind in f.kindTokens) t += (c.perKindTokenMs[kind] ?? 0) * f.kindTokens[kind]!;
     return t;
+  }
+
+  sizeScale(kind: string, packedFloats: number): number {
+    const ref = this.coef.profiledPackedFloats?.[kind];
+    return ref && ref > 0 && packedFloats > 0 ? packedFloats / ref : 1;
   }
 
   /** Tokens per second of a full batch of `length`-token sequences on the base model. */

@@ -111,6 +111,7 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
   // PET kinds: the same 16×32 rows under one temporary task of each kind.
   const registry = runner.registry;
   const perKindTokenMs: Record<string, number> = {};
+  const profiledPackedFloats: Record<string, number> = {};
   let perTaskMs = 0;
   if (registry) {
     const probeRows = Math.min(16, Math.floor(budget / 32));
@@ -120,8 +121,9 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
     try {
       for (const kind of PET_KINDS) {
         const id = `${PROFILE_TASK_PREFIX}${kind}`;
-        registry.registerBundle(id, generatePet({ model: runner.checkpoint, kind: kind as PetKind, seed: 1 }));
+        const info = registry.registerBundle(id, generatePet({ model: runner.checkpoint, kind: kind as PetKind, seed: 1 }));
         ids.push(id);
+        profiledPackedFloats[kind] = info.packedFloats;
         const ms = await timeRows(probe.map((r) => ({ ...r, task: id })));
         perKindTokenMs[kind] = Math.max(0, (ms - baseMs) / (probeRows * 32));
       }
@@ -140,5 +142,5 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
       for (const id of ids) await registry.unregister(id);
     }
   }
-  return new LinearCostModel({ fixedMs, perRowMs, perTokenMs, perSqLenMs, perKindTokenMs, perTaskMs });
+  return new LinearCostModel({ fixedMs, perRowMs, perTokenMs, perSqLenMs, perKindTokenMs, perTaskMs, profiledPackedFloats });
 }

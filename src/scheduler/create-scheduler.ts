@@ -6,7 +6,7 @@ import { Scheduler, type SchedulerConfig } from './scheduler.js';
 import type { SchedulerObserver } from './types.js';
 
 /** Bump when kernels change enough that cached cost profiles no longer hold. */
-export const ENGINE_COST_VERSION = '1';
+export const ENGINE_COST_VERSION = '2';
 
 /**
  * The scheduler as the server and workers start it: the cost model is loaded

@@ -95,6 +95,8 @@ export class Scheduler implements InferenceService {
     } catch (err) {
       return Promise.reject(err);
     }
+    const info = req.task !== null ? this.runner.registry?.get(req.task) : undefined;
+    const petScale = info ? (this.opts.cost.sizeScale?.(kind, info.packedFloats) ?? 1) : 1;
     const priority = req.priority ?? 'online';
     if (this.queue.length >= this.config.maxQueue) {
       const err = new OverloadError(
@@ -115,6 +117,7 @@ export class Scheduler implements InferenceService {
         task: req.task,
         kind,
         length: req.inputIds.length,
+        petScale,
         arrivalMs: now,
         deadlineMs: now + sloMs,
         dueMs: now + Math.min(sloMs, this.config.maxWaitMs),

@@ -138,3 +138,22 @@ describe('fitNonNegative', () => {
     expect(c2.every((v) => v >= 0)).toBe(true);
   });
 });
+
+describe('LinearCostModel', () => {
+  it('prices a PET by its size relative to the profiled one of its kind', () => {
+    const m = new LinearCostModel({
+      fixedMs: 1,
+      perRowMs: 0,
+      perTokenMs: 0.01,
+      perSqLenMs: 0,
+      perKindTokenMs: { lora: 0.002 },
+      perTaskMs: 0,
+      profiledPackedFloats: { lora: 1000 },
+    });
+    expect(m.sizeScale('lora', 4000)).toBe(4);
+    expect(m.sizeScale('mask', 4000)).toBe(1);
+    const rank4 = batchFeatures([item(10, { petScale: m.sizeScale('lora', 1000) })]);
+    const rank16 = batchFeatures([item(10, { petScale: m.sizeScale('lora', 4000) })]);
+    expect(m.estimateMs(rank16) - m.estimateMs(rank4)).toBeCloseTo(0.002 * 10 * 3, 9);
+  });
+});
