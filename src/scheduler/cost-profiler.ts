@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { ModelRunner, TaskRow } from '../engine/model-runner.js';
 import { generatePet } from '../pet/init-pet.js';
 import { PET_KINDS, type PetKind } from '../pet/types.js';
+import { PetServeError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { Rng } from '../util/random.js';
 import { fitNonNegative, LinearCostModel, type CostCoefficients } from './cost-model.js';
@@ -136,8 +137,14 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
         spread.push(id);
       }
       const oneMs = await timeRows(probe.map((r) => ({ ...r, task: `${PROFILE_TASK_PREFIX}lora` })));
-      const spreadMs = await timeRows(probe.map((r, i) => ({ ...r, task: spread[i % spread.length]! })));
-      perTaskMs = Math.max(0, (spreadMs - oneMs) / 7);
+      try {
+        const spreadMs = await timeRows(probe.map((r, i) => ({ ...r, task: spread[i % spread.length]! })));
+        perTaskMs = Math.max(0, (spreadMs - oneMs) / 7);
+      } catch (err) {
+        // A pool too small for 8 LoRAs at once: leave the per-task term at 0 rather than fail start-up.
+        if (!(err instanceof PetServeError && err.code === 'POOL_EXHAUSTED')) throw err;
+        opts.logger.warn('PET pool too small to profile the per-task cost; assuming 0');
+      }
     } finally {
       for (const id of ids) await registry.unregister(id);
     }

@@ -298,6 +298,16 @@ export class Scheduler implements InferenceService {
       rows = r.rows;
       phases = r.phases;
     } catch (err) {
+      const tasks = new Set(live.map((e) => e.task));
+      if (tasks.size > 1 && err instanceof PetServeError && err.code === 'POOL_EXHAUSTED') {
+        // The batch's distinct PETs do not fit the GPU pool at once: run it as two
+        // batches of half the tasks each (recursively), never failing the requests.
+        const half = new Set([...tasks].slice(0, Math.ceil(tasks.size / 2)));
+        this.batchesRun -= 1;
+        await this.runBatch(live.filter((e) => half.has(e.task)));
+        await this.runBatch(live.filter((e) => !half.has(e.task)));
+        return;
+      }
       if (live.length > 1 && isRequestFault(err)) {
         // One bad row (e.g. a task removed mid-flight) must not fail its batch-mates: run them one by one.
         for (const e of live) await this.runBatch([e]);

@@ -4,6 +4,7 @@ import { batchFeatures } from '../../src/scheduler/batch-policy.js';
 import { LinearCostModel } from '../../src/scheduler/cost-model.js';
 import { Scheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
 import { DeadlineExceededError, OverloadError, ShuttingDownError, type InferenceRequest, type InferenceResult } from '../../src/scheduler/types.js';
+import { PoolExhaustedError } from '../../src/pet/gpu-pool.js';
 import { UnknownTaskError } from '../../src/pet/registry.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { Rng } from '../../src/util/random.js';
@@ -28,6 +29,8 @@ class Sim {
   readonly results: { arrival: Arrival; result?: InferenceResult; error?: unknown; doneAt: number }[] = [];
   readonly scheduler: Scheduler;
   onBatch: (n: number) => unknown = () => undefined;
+  /** Distinct tasks whose PETs fit the (fake) GPU pool at once. */
+  poolTasks = Infinity;
 
   constructor(config: Partial<SchedulerConfig> = {}) {
     const runner = {
@@ -37,6 +40,9 @@ class Sim {
         has: (id: string) => this.tasks.has(id),
       },
       runTasks: (rows: readonly TaskRow[]) => {
+        if (new Set(rows.map((r) => r.task)).size > this.poolTasks) {
+          return Promise.reject(new PoolExhaustedError('PET pool exhausted'));
+        }
         this.batches.push([...rows]);
         const end = this.clock + COST.estimateMs(batchFeatures(rows.map((r, i) => ({ seq: i, task: r.task, kind: 'lora', length: r.inputIds.length, arrivalMs: 0, dueMs: 0, offline: false }))));
         this.deliver(end);
@@ -193,6 +199,15 @@ describe('Scheduler', () => {
     await sim.run([{ t: 0, req: req('a', 300) }, { t: 1, req: req('b', 10) }, { t: 1, req: req('a', 10) }]);
     expect(sim.results[1]!.error).toBeInstanceOf(UnknownTaskError);
     expect(sim.results[2]!.result).toBeDefined();
+  });
+
+  it('splits a batch whose PETs do not fit the GPU pool at once instead of failing it', async () => {
+    const sim = new Sim();
+    sim.poolTasks = 2;
+    await sim.run([{ t: 0, req: req('a', 10) }, ...['a', 'b', 'hot', 'rare', 'b'].map((task) => ({ t: 1, req: req(task, 10) }))]);
+    expect(sim.results.every((r) => r.result)).toBe(true);
+    for (const b of sim.batches) expect(new Set(b.map((r) => r.task)).size).toBeLessThanOrEqual(2);
+    expect(sim.batches.length).toBe(3);
   });
 
   it('rejects bad requests at submit, naming the field', async () => {
