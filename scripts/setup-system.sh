@@ -6,8 +6,9 @@
 # loader and Mesa's lavapipe (CPU) driver. Bookworm's own Mesa 22 lavapipe is
 # refused by Dawn, so on bookworm we take Mesa 25 from bookworm-backports.
 #
-# Also installs the tools the test suite shells out to (redis-server when
-# missing). Run as root (or with sudo available).
+# Also installs the tools the test suite shells out to when missing:
+# redis-server, promtool, chromium, docker-compose. Run as root (or with sudo
+# available).
 set -euo pipefail
 
 SUDO=""
@@ -78,5 +79,31 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt_update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
   log "installed redis-server"
+fi
+
+# Observability and deployment checks (test/metrics, test/deploy, test/status):
+#   promtool (package `prometheus`) validates the /metrics exposition, prometheus.yml,
+#     the alert rules and every Grafana panel query;
+#   chromium renders the status page headless (driven by playwright-core);
+#   docker-compose (v1, Python) validates docker-compose.yml without a Docker daemon.
+if ! command -v promtool >/dev/null 2>&1; then
+  apt_update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # Only promtool is wanted: where systemd runs, the package also starts a
+  # Prometheus server on :9090, which a test machine does not need.
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  log "installed promtool ($(promtool --version 2>&1 | head -n1))"
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  apt_update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  log "installed chromium"
+fi
+if ! command -v docker-compose >/dev/null 2>&1; then
+  apt_update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  log "installed docker-compose"
 fi
 log "done"

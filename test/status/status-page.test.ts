@@ -1,0 +1,148 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PET_KINDS } from '../../src/pet/types.js';
+import { mulberry32, predict, startLiveServer, type LiveServer, type LiveTask } from './live-server.js';
+
+/**
+ * The status page in headless Chromium (Debian package `chromium`, driven by
+ * playwright-core) against the real server under load. The screenshot lands in
+ * docs/status-page.png when PETSERVE_UPDATE_SCREENSHOT=1, else in a temp dir.
+ */
+const CHROMIUM = process.env['PETSERVE_CHROMIUM'] ?? '/usr/bin/chromium';
+const CLIENTS = 6;
+// Four tasks per kind with names like a real deployment; a few embedding tasks.
+const NAMES = ['sentiment', 'topic', 'toxicity', 'intent'];
+const TASKS: LiveTask[] = PET_KINDS.flatMap((kind, k) =>
+  NAMES.map((name, i) => ({ id: `${name}-${kind}`, kind, numLabels: (k + i) % 7 === 3 ? 0 : 2 + (i % 3) })),
+);
+
+let live: LiveServer;
+let browser: Browser;
+let shotDir: string;
+
+/** Closed-loop clients for `ms`: each sends a request, waits for the answer, sends the next. Task popularity is skewed (Zipf-like). */
+async function drive(ms: number, clients: number, seed: number): Promise<number> {
+  const rand = mulberry32(seed);
+  const weights = TASKS.map((_, i) => 1 / (i + 1));
+  const total = weights.reduce((a, b) => a + b, 0);
+  const pick = (): string => {
+    let r = rand() * total;
+    for (const [i, w] of weights.entries()) if ((r -= w) <= 0) return TASKS[i]!.id;
+    return TASKS[0]!.id;
+  };
+  const until = Date.now() + ms;
+  let sent = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (Date.now() < until) {
+        const status = await predict(live.url, pick(), 2 + Math.floor(rand() * 24), rand);
+        if (status !== 200) throw new Error(`predict answered ${status}`);
+        sent += 1;
+      }
+    }),
+  );
+  return sent;
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`no Chromium at ${CHROMIUM}: install the Debian package \`chromium\` (sudo bash scripts/setup-system.sh) or set PETSERVE_CHROMIUM`);
+  }
+  // Tight pool (as many of the largest tasks as clients can put in one batch): some tasks are paged out.
+  live = await startLiveServer(TASKS, { tightPoolFor: CLIENTS });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+  shotDir = await mkdtemp(join(tmpdir(), 'petserve-shot-'));
+}, 600_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await live?.close();
+  if (shotDir) await rm(shotDir, { recursive: true, force: true });
+});
+
+describe('status page', () => {
+  it('renders live traffic, tasks, memory and charts from local assets only, without script errors', async () => {
+    // Traffic in three phases so the charts show changing load: 25 s in all.
+    let sent = 0;
+    for (const [ms, clients, seed] of [[8000, 2, 1], [9000, CLIENTS, 2], [8000, 4, 3]] as const) sent += await drive(ms, clients, seed);
+    expect(sent).toBeGreaterThan(30);
+
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, deviceScaleFactor: 1 });
+    const problems: string[] = [];
+    const origins = new Set<string>();
+    page.on('console', (m) => {
+      // Chromium's own "Failed to load resource" line duplicates the response check below.
+      if ((m.type() === 'error' || m.type() === 'warning') && !m.text().startsWith('Failed to load resource')) problems.push(`console ${m.type()}: ${m.text()}`);
+    });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('request', (r) => origins.add(new URL(r.url()).origin));
+    page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
+    page.on('response', (r) => {
+      if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`);
+    });
+
+    await page.goto(`${live.url}/`);
+    await page.waitForSelector('body[data-generated-at]', { timeout: 30_000 });
+    // Rendered from a fresh snapshot after the traffic.
+    await page.waitForFunction(`document.querySelectorAll('#task-rows tr').length === ${TASKS.length}`, undefined, { timeout: 30_000 });
+
+    const text = async (sel: string): Promise<string> => ((await page.textContent(sel)) ?? '').trim();
+    expect(await text('#throughput')).toMatch(/^\d+(\.\d)? \/s$/);
+    expect(await text('#p50')).toMatch(/^\d+(\.\d+)? m?s$/);
+    expect(await text('#p99')).toMatch(/^\d+(\.\d+)? m?s$/);
+    expect(await text('#slo')).toMatch(/%$/);
+    expect(await text('#batch')).toMatch(/^\d/);
+    expect(await text('#overhead')).toMatch(/%$/);
+    expect(await text('#queue-depth')).toMatch(/^\d+$/);
+    const resident = await text('#tasks-count');
+    const [res, reg] = resident.split(' / ').map(Number);
+    expect(reg).toBe(TASKS.length);
+    expect(res).toBeGreaterThan(0);
+    expect(res).toBeLessThan(TASKS.length);
+    expect(await text('#info')).toContain('bert-tiny');
+
+    // The busiest task is first and its count is the server's.
+    const firstRow = await page.$$eval('#task-rows tr:first-child td', (tds) => tds.map((td) => td.textContent ?? ''));
+    expect(firstRow[0]).toBe(TASKS[0]!.id);
+    expect(Number(firstRow[5]!.replace(/,/g, ''))).toBe(live.metrics.taskRequests.get(TASKS[0]!.id));
+    expect(Number(firstRow[5]!.replace(/,/g, ''))).toBeGreaterThan(0);
+
+    // GPU memory split: four segments whose widths add up to the whole bar.
+    const widths = await page.$$eval('#mem-bar > div', (ds) => ds.map((d) => parseFloat((d as unknown as { style: { width: string } }).style.width)));
+    expect(widths.length).toBe(4);
+    expect(widths.reduce((a, b) => a + b, 0)).toBeCloseTo(100, 3);
+    expect(await text('#mem-table')).toMatch(/base model\s*[\d.]+ (KiB|MiB)/);
+
+    // Three uPlot charts, each with series drawn from several points.
+    expect(await page.locator('.uplot').count()).toBe(3);
+    const points = await page.evaluate(async () => {
+      const res = await fetch('v1/status');
+      return ((await res.json()) as { series: unknown[] }).series.length;
+    });
+    expect(points).toBeGreaterThanOrEqual(4);
+
+    // Everything came from the server itself (no CDN), and nothing was blocked (helmet's CSP is on).
+    expect([...origins]).toEqual([live.url]);
+    expect(problems).toEqual([]);
+
+    const shot = process.env['PETSERVE_UPDATE_SCREENSHOT'] === '1' ? 'docs/status-page.png' : join(shotDir, 'status-page.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    const png = await readFile(shot);
+    expect(png.subarray(1, 4).toString()).toBe('PNG');
+    expect(png.length).toBeGreaterThan(20_000);
+    await page.close();
+  });
+
+  it('shows an error banner, not a blank page, when the status endpoint fails', async () => {
+    const page = await browser.newPage();
+    await page.route('**/v1/status', (route) => route.fulfill({ status: 503, body: 'draining' }));
+    await page.goto(`${live.url}/`);
+    await page.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
+    expect(await page.textContent('#error')).toContain('503');
+    await page.close();
+  });
+});
