@@ -1,0 +1,112 @@
+import { pathToFileURL } from 'node:url';
+import type { Command } from 'commander';
+import { loadConfig, type PetServeConfig } from '../config/config.js';
+import { redactRedisUrl } from '../queue/redis.js';
+import { batchQueueSettings } from '../queue/settings.js';
+import { WorkerTaskSync } from '../queue/task-sync.js';
+import { BatchWorker } from '../queue/worker.js';
+import { startRuntime } from '../runtime/runtime.js';
+import { InferenceGateway } from '../server/inference.js';
+import { createLogger, type Logger } from '../util/logger.js';
+import { parseIntOption } from './options.js';
+
+export interface WorkerRunOptions {
+  lockDurationMs?: number | undefined;
+  stalledIntervalMs?: number | undefined;
+}
+
+export function registerWorker(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  program
+    .command('worker')
+    .description(
+      'run offline batch chunks from Redis (REDIS_URL) on this machine\'s GPU until SIGTERM/SIGINT. ' +
+        'Start as many as you like, here or on other machines pointing at the same Redis; ' +
+        'each needs the same model and task directories as the server',
+    )
+    .option('--config <file>', 'YAML configuration file (configs/default.yaml documents every key)')
+    .option('--model <dir>', 'Hugging Face BERT checkpoint directory (model.dir)')
+    .option('--tasks-dir <dir>', 'task directories, as given to the server (server.tasksDir)')
+    .option('--redis-url <url>', 'Redis of the batch queue (redis.url, REDIS_URL)')
+    .option('--concurrency <n>', 'chunks run at once (batches.workerConcurrency)')
+    .option('--lock-duration-ms <ms>', 'lock of a running chunk; a killed worker\'s chunk is resumed after about this plus the stalled interval', '30000')
+    .option('--stalled-interval-ms <ms>', 'how often this worker looks for chunks of dead workers', '15000')
+    .action((o: Record<string, string | undefined>) =>
+      run(async () => {
+        const config = loadConfig({
+          file: o['config'],
+          env: process.env,
+          overrides: {
+            'model.dir': o['model'],
+            'server.tasksDir': o['tasksDir'],
+            'redis.url': o['redisUrl'],
+            'batches.workerConcurrency': o['concurrency'] === undefined ? undefined : parseIntOption('--concurrency', o['concurrency'], 1),
+          },
+        });
+        await runWorker(config, createLogger(config.log.level), {
+          lockDurationMs: parseIntOption('--lock-duration-ms', o['lockDurationMs'], 1000),
+          stalledIntervalMs: parseIntOption('--stalled-interval-ms', o['stalledIntervalMs'], 500),
+        });
+      }),
+    );
+}
+
+/**
+ * One engine per process (startRuntime), one BullMQ worker feeding it. Runs
+ * until SIGTERM/SIGINT; then it takes no new chunk, lets running ones finish
+ * (their results are in Redis), drains the scheduler and releases the GPU.
+ * A chunk cut short by a crash is resumed by another worker.
+ */
+export async function runWorker(config: PetServeConfig, logger: Logger, opts: WorkerRunOptions = {}): Promise<void> {
+  const runtime = await startRuntime(config, logger);
+  const sync = new WorkerTaskSync(runtime.registry, [config.server.tasksDir, config.server.uploadDir], logger);
+  const gateway = new InferenceGateway({
+    service: runtime.scheduler,
+    registry: runtime.registry,
+    tokenizer: runtime.tokenizer,
+    modelConfig: runtime.checkpoint.config,
+    maxInputsPerRequest: config.server.maxInputsPerRequest,
+  });
+  const settings = batchQueueSettings(config);
+  const worker = BatchWorker.start({
+    settings,
+    engine: { gateway, service: runtime.scheduler, syncTask: (id) => sync.sync(id) },
+    concurrency: config.batches.workerConcurrency,
+    logger,
+    lockDurationMs: opts.lockDurationMs,
+    stalledIntervalMs: opts.stalledIntervalMs,
+  });
+  const signal = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  // With Redis down this waits (connection errors are logged) until it answers or a signal comes.
+  void worker.waitUntilReady().then(
+    () =>
+      logger.info(
+        { redis: redactRedisUrl(settings.redisUrl), prefix: settings.prefix, concurrency: config.batches.workerConcurrency, tasks: runtime.registry.list().length },
+        'batch worker started; waiting for chunks',
+      ),
+    () => undefined,
+  );
+  const received = await signal;
+  const force = (): void => {
+    logger.warn('second signal: exiting now; running chunks will be resumed by another worker');
+    process.exit(1);
+  };
+  process.once('SIGTERM', force);
+  process.once('SIGINT', force);
+  logger.info({ signal: received }, 'batch worker stopping: finishing running chunks');
+  await worker.close(config.server.shutdownTimeoutMs);
+  await runtime.scheduler.drain(config.server.shutdownTimeoutMs);
+  await runtime.close();
+  logger.info({ ...worker.stats() }, 'batch worker stopped');
+}
+
+// Tests and benchmarks start worker processes from source, without building dist/:
+//   node --import tsx src/cli/worker-command.ts [worker flags]
+// Not a top-level await: main.js imports this module, so awaiting main.js here would deadlock the import cycle.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  void import('./main.js').then(async ({ main }) => {
+    process.exitCode = await main([process.argv[0]!, 'petserve', 'worker', ...process.argv.slice(2)]);
+  });
+}
