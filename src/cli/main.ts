@@ -1,9 +1,12 @@
 import { Command, CommanderError } from 'commander';
+import { registerBatch } from './batch-command.js';
 import { registerConvertPet } from './convert-pet-command.js';
 import { exitCodeFor } from './exit-codes.js';
 import { registerInitModel } from './init-model-command.js';
 import { registerInitPet } from './init-pet-command.js';
 import { registerPredict } from './predict-command.js';
+import { registerServe } from './serve-command.js';
+import { registerWorker } from './worker-command.js';
 
 /** Entry point of the `petserve` command; returns the process exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -27,6 +30,9 @@ export async function main(argv: string[]): Promise<number> {
   registerPredict(program, run);
   registerInitPet(program, run);
   registerConvertPet(program, run);
+  registerServe(program, run);
+  registerWorker(program, run);
+  registerBatch(program, run);
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -1,0 +1,77 @@
+import type { Command } from 'commander';
+import { Registry } from 'prom-client';
+import { loadConfig, type PetServeConfig } from '../config/config.js';
+import { startRuntime, type Runtime } from '../runtime/runtime.js';
+import { createApp } from '../server/app.js';
+import { listen, ServerLifecycle, type HttpServerHandle } from '../server/lifecycle.js';
+import { createLogger, type Logger } from '../util/logger.js';
+import { parseIntOption } from './options.js';
+
+export function registerServe(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  program
+    .command('serve')
+    .description(
+      'serve the REST API (/v1), the Open Inference Protocol (/v2) and /metrics. ' +
+        'Without a model (model.dir) it generates a demo model and tasks once (server.demoDir) and serves them',
+    )
+    .option('--config <file>', 'YAML configuration file (configs/default.yaml documents every key)')
+    .option('--host <host>', 'listen address (server.host)')
+    .option('--port <port>', 'listen port, 0 = any free port (server.port)')
+    .option('--model <dir>', 'Hugging Face BERT checkpoint directory (model.dir)')
+    .option('--tasks-dir <dir>', 'register each subdirectory as a task named after it (server.tasksDir)')
+    .action((o: Record<string, string | undefined>) =>
+      run(async () => {
+        const config = loadConfig({
+          file: o['config'],
+          env: process.env,
+          overrides: {
+            'server.host': o['host'],
+            'server.port': o['port'] === undefined ? undefined : parseIntOption('--port', o['port'], 0),
+            'model.dir': o['model'],
+            'server.tasksDir': o['tasksDir'],
+          },
+        });
+        await serve(config, createLogger(config.log.level));
+      }),
+    );
+}
+
+/** Run the server until SIGTERM/SIGINT, then shut down gracefully; resolves when everything is released. */
+export async function serve(config: PetServeConfig, logger: Logger): Promise<void> {
+  const runtime = await startRuntime(config, logger);
+  const lifecycle = new ServerLifecycle();
+  let http: HttpServerHandle;
+  try {
+    const app = createApp({ runtime, config, logger, metricsRegistry: new Registry(), lifecycle });
+    http = await listen(app, { host: config.server.host, port: config.server.port, lifecycle, logger });
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
+  logger.info({ url: http.url, port: http.port, tasks: runtime.registry.list().map((t) => t.id), demo: runtime.demo }, 'listening');
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  // A second signal means "now": skip the drain.
+  const force = (): void => {
+    logger.warn('second signal: exiting without waiting for in-flight requests');
+    process.exit(1);
+  };
+  process.once('SIGTERM', force);
+  process.once('SIGINT', force);
+  await shutdown(http, runtime, config.server.shutdownTimeoutMs, logger, signal);
+}
+
+/**
+ * Stop accepting connections, let in-flight requests finish and the scheduler
+ * drain (both bounded by `timeoutMs`), then release the GPU.
+ */
+async function shutdown(http: HttpServerHandle, runtime: Runtime, timeoutMs: number, logger: Logger, signal: string): Promise<void> {
+  const started = Date.now();
+  logger.info({ signal, inFlight: http.inFlight(), timeoutMs }, 'shutting down: no new connections, finishing in-flight requests');
+  const [cut] = await Promise.all([http.close(timeoutMs), runtime.scheduler.drain(timeoutMs)]);
+  await runtime.close();
+  logger.info({ ms: Date.now() - started, cutRequests: cut }, 'shutdown complete');
+}

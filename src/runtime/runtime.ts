@@ -1,0 +1,98 @@
+// Bootstrap of everything that answers inference requests, without HTTP: the
+// HTTP server and the queue workers both start from here, so a task directory,
+// the demo default and the GPU are set up the same way for both.
+
+import type { PetServeConfig } from '../config/config.js';
+import { ModelRunner } from '../engine/model-runner.js';
+import { GpuContext } from '../gpu/context.js';
+import { loadCheckpoint, type BertCheckpoint } from '../model/checkpoint.js';
+import { TaskRegistry } from '../pet/registry.js';
+import { createScheduler } from '../scheduler/create-scheduler.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import type { SchedulerObserver } from '../scheduler/types.js';
+import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
+import type { Logger } from '../util/logger.js';
+import { ensureDemo } from './demo.js';
+import { registerTaskDirectories } from './task-dirs.js';
+
+export interface Runtime {
+  ctx: GpuContext;
+  checkpoint: BertCheckpoint;
+  registry: TaskRegistry;
+  runner: ModelRunner;
+  scheduler: Scheduler;
+  /** Null when the checkpoint ships no tokenizer.json (then only token ids are accepted). */
+  tokenizer: TextTokenizer | null;
+  /** True when serving the generated demo model (no model.dir configured). */
+  demo: boolean;
+  /**
+   * Reject what is still queued, release the model's GPU memory and destroy the
+   * device. Drain the scheduler first for a graceful stop. Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+export interface RuntimeOptions {
+  observer?: SchedulerObserver;
+  /**
+   * Register the tasks of server.tasksDir (or the demo's) and server.uploadDir
+   * at start (default true). Queue workers and servers both want them.
+   */
+  registerTasks?: boolean;
+}
+
+export async function startRuntime(config: PetServeConfig, logger: Logger, opts: RuntimeOptions = {}): Promise<Runtime> {
+  let modelDir = config.model.dir;
+  let tasksDir = config.server.tasksDir;
+  const demo = modelDir === null;
+  if (modelDir === null) {
+    const layout = await ensureDemo(config.server.demoDir, logger);
+    modelDir = layout.modelDir;
+    tasksDir ??= layout.tasksDir;
+  }
+  const checkpoint = await loadCheckpoint(modelDir);
+  const tokenizer = await TextTokenizer.load(modelDir);
+  if (!tokenizer) logger.warn({ modelDir }, 'the checkpoint has no tokenizer.json: text inputs are refused, token ids accepted');
+  const registry = new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes });
+  if (opts.registerTasks !== false) {
+    if (tasksDir !== null) await registerTaskDirectories(registry, tasksDir, { logger, onInvalid: 'fail' });
+    // Uploaded tasks outlive a restart; one that no longer loads is reported, not fatal.
+    await registerTaskDirectories(registry, config.server.uploadDir, { logger, onInvalid: 'skip', missingOk: true });
+  }
+
+  const ctx = await GpuContext.create(
+    { backend: config.gpu.backend ?? undefined, adapter: config.gpu.adapter ?? undefined, powerPreference: config.gpu.powerPreference },
+    logger,
+  );
+  let runner: ModelRunner | null = null;
+  try {
+    runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, poolBytes: config.pets.poolBytes });
+    const scheduler = await createScheduler(ctx, runner, config.scheduler, { logger, observer: opts.observer });
+    logger.info(
+      { modelDir, demo, adapter: ctx.capabilities.adapterName, dtype: config.model.dtype, tasks: registry.list().map((t) => t.id) },
+      'runtime ready',
+    );
+    const ownedRunner = runner;
+    let closed: Promise<void> | null = null;
+    return {
+      ctx,
+      checkpoint,
+      registry,
+      runner: ownedRunner,
+      scheduler,
+      tokenizer,
+      demo,
+      close: () =>
+        (closed ??= (async () => {
+          await scheduler.close();
+          await ownedRunner.dispose();
+          ctx.destroy();
+          logger.info('GPU released');
+        })()),
+    };
+  } catch (err) {
+    await runner?.dispose().catch(() => undefined);
+    ctx.destroy();
+    throw err;
+  }
+}

@@ -1,0 +1,114 @@
+// The express application: middleware order, routes, the 404 and the error
+// handler. Everything the routes need comes in through AppDeps; nothing here
+// touches the GPU or reads the environment.
+
+import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
+import helmet from 'helmet';
+import type { Registry } from 'prom-client';
+import type { PetServeConfig } from '../config/config.js';
+import type { TaskMemory } from '../engine/model-runner.js';
+import type { BertCheckpoint } from '../model/checkpoint.js';
+import type { TaskRegistry } from '../pet/registry.js';
+import type { InferenceService } from '../scheduler/types.js';
+import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
+import type { Logger } from '../util/logger.js';
+import { RouteNotFoundError, toHttpFailure } from './errors.js';
+import { InferenceGateway } from './inference.js';
+import { ServerLifecycle } from './lifecycle.js';
+import { corsFor } from './middleware/cors.js';
+import { requestContext } from './middleware/request-context.js';
+import { buildOpenApiDocument } from './openapi.js';
+import type { ErrorBody } from './protocol/v1.js';
+import { predictRouter } from './routes/predict.js';
+import { taskRouter } from './routes/tasks.js';
+import { v2Router } from './routes/v2.js';
+import { TaskAdmin } from './task-admin.js';
+import { TaskRequestCounters } from './task-counters.js';
+
+/** The runtime pieces the HTTP layer uses (a `Runtime` fits; tests may swap the scheduler). */
+export interface AppRuntime {
+  checkpoint: BertCheckpoint;
+  registry: TaskRegistry;
+  runner: { taskMemory(): TaskMemory[] };
+  scheduler: InferenceService;
+  tokenizer: TextTokenizer | null;
+}
+
+export interface AppDeps {
+  runtime: AppRuntime;
+  config: PetServeConfig;
+  logger: Logger;
+  /** Served at GET /metrics (filled by src/metrics). */
+  metricsRegistry: Registry;
+  /** Run before every route, after the request id is set (e.g. HTTP metrics). */
+  middleware?: RequestHandler[];
+  /** Mounted after the built-in routes, before the 404 handler (batch routes, status page). */
+  routers?: Router[];
+  /** OpenAPI paths of those routers, merged into /openapi.json. */
+  openApiPaths?: Record<string, unknown>;
+  /** Readiness; the serve command flips it when shutdown begins. */
+  lifecycle?: ServerLifecycle;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { runtime, config, logger } = deps;
+  const server = config.server;
+  const lifecycle = deps.lifecycle ?? new ServerLifecycle();
+  const counters = new TaskRequestCounters((id) => runtime.registry.has(id));
+  runtime.registry.onRemoved((id) => counters.forget(id));
+  const gateway = new InferenceGateway({
+    service: runtime.scheduler,
+    registry: runtime.registry,
+    tokenizer: runtime.tokenizer,
+    modelConfig: runtime.checkpoint.config,
+    maxInputsPerRequest: server.maxInputsPerRequest,
+  });
+  const admin = new TaskAdmin(runtime.registry, {
+    uploadDir: server.uploadDir,
+    registerRoot: server.registerRoot,
+    maxUploadBytes: server.maxUploadBytes,
+    logger,
+  });
+  const openApi = buildOpenApiDocument();
+  if (deps.openApiPaths) Object.assign(openApi['paths'] as Record<string, unknown>, deps.openApiPaths);
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(requestContext(logger));
+  app.use(helmet());
+  app.use(corsFor(server.corsOrigins));
+  for (const m of deps.middleware ?? []) app.use(m);
+
+  app.use(predictRouter({ gateway, counters, maxBodyBytes: server.maxBodyBytes }));
+  app.use(v2Router({ gateway, counters, lifecycle, maxBodyBytes: server.maxBodyBytes }));
+  app.use(
+    taskRouter({
+      admin,
+      registry: runtime.registry,
+      counters,
+      taskMemory: () => runtime.runner.taskMemory(),
+      adminToken: server.adminToken,
+      maxBodyBytes: server.maxBodyBytes,
+      maxUploadBytes: server.maxUploadBytes,
+    }),
+  );
+  app.get('/metrics', async (_req, res) => {
+    res.set('Content-Type', deps.metricsRegistry.contentType).send(await deps.metricsRegistry.metrics());
+  });
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openApi);
+  });
+  for (const router of deps.routers ?? []) app.use(router);
+
+  app.use((req: Request) => {
+    throw new RouteNotFoundError(req.method, req.path);
+  });
+  app.use((err: unknown, req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) return next(err);
+    const failure = toHttpFailure(err);
+    if (failure.unexpected) (req.log ?? logger).error({ err }, 'unexpected error');
+    const body: ErrorBody = { error: { code: failure.code, message: failure.message } };
+    res.set(failure.headers).status(failure.status).json(body);
+  });
+  return app;
+}

@@ -1,0 +1,120 @@
+// What /v1 predict and V2 infer share: turning texts or token ids into checked
+// sequences, submitting them (one sequence per submit; the scheduler batches),
+// and turning logits into probabilities.
+
+import type { BertConfig } from '../model/bert-config.js';
+import { UnknownTaskError, type TaskInfo, type TaskRegistry } from '../pet/registry.js';
+import type { InferenceResult, InferenceService } from '../scheduler/types.js';
+import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
+import { InvalidInputError } from '../util/errors.js';
+import { SequenceTooLongError, TextInputUnsupportedError, TooManyInputsError } from './errors.js';
+
+export interface Sequence {
+  inputIds: number[];
+  tokenTypeIds?: number[] | undefined;
+}
+
+export interface InferenceDeps {
+  service: InferenceService;
+  registry: TaskRegistry;
+  tokenizer: TextTokenizer | null;
+  modelConfig: BertConfig;
+  maxInputsPerRequest: number;
+}
+
+export class InferenceGateway {
+  /** Longest sequence accepted: the position table, or the tokenizer's declared limit if smaller. */
+  readonly maxSequenceLength: number;
+
+  constructor(private readonly deps: InferenceDeps) {
+    const declared = deps.tokenizer?.modelMaxLength ?? Number.POSITIVE_INFINITY;
+    this.maxSequenceLength = Math.min(deps.modelConfig.maxPositionEmbeddings, declared);
+  }
+
+  get modelConfig(): BertConfig {
+    return this.deps.modelConfig;
+  }
+
+  get hasTokenizer(): boolean {
+    return this.deps.tokenizer !== null;
+  }
+
+  /** The task's info, or UnknownTaskError (404) before any work is done. */
+  task(id: string): TaskInfo {
+    const info = this.deps.registry.get(id);
+    if (!info) throw new UnknownTaskError(id);
+    return info;
+  }
+
+  checkCount(field: string, count: number): void {
+    if (count > this.deps.maxInputsPerRequest) throw new TooManyInputsError(field, count, this.deps.maxInputsPerRequest);
+  }
+
+  /** Tokenize texts; too long → 413 unless `truncate`. */
+  encodeTexts(field: string, texts: readonly string[], truncate: boolean): Sequence[] {
+    this.checkCount(field, texts.length);
+    const tokenizer = this.deps.tokenizer;
+    if (!tokenizer) throw new TextInputUnsupportedError();
+    return texts.map((text, i) => {
+      const enc = tokenizer.encode(text, truncate ? { maxLength: this.maxSequenceLength } : {});
+      if (enc.inputIds.length > this.maxSequenceLength) throw new SequenceTooLongError(`${field}[${i}]`, enc.inputIds.length, this.maxSequenceLength);
+      return { inputIds: enc.inputIds, tokenTypeIds: enc.tokenTypeIds };
+    });
+  }
+
+  /**
+   * Check token ids against the model (vocabulary, segment vocabulary, length).
+   * Raw ids are cut at the end when `truncate` (no special tokens are known to re-add).
+   */
+  checkIds(field: string, rows: readonly number[][], types: readonly number[][] | undefined, truncate: boolean, typesField = 'token_type_ids'): Sequence[] {
+    this.checkCount(field, rows.length);
+    const { vocabSize, typeVocabSize } = this.deps.modelConfig;
+    const max = this.maxSequenceLength;
+    return rows.map((row, i) => {
+      if (row.length > max && !truncate) throw new SequenceTooLongError(`${field}[${i}]`, row.length, max);
+      const ids = row.length > max ? row.slice(0, max) : row;
+      ids.forEach((id, j) => {
+        if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+          throw new InvalidInputError(`${field}[${i}][${j}]: ${id} is not a token id of this model (0..${vocabSize - 1})`);
+        }
+      });
+      const typeRow = types?.[i];
+      if (typeRow === undefined) return { inputIds: ids };
+      const t = typeRow.length > max ? typeRow.slice(0, max) : typeRow;
+      t.forEach((v, j) => {
+        if (!Number.isInteger(v) || v < 0 || v >= typeVocabSize) {
+          throw new InvalidInputError(`${typesField}[${i}][${j}]: ${v} is not a segment id of this model (0..${typeVocabSize - 1})`);
+        }
+      });
+      return { inputIds: ids, tokenTypeIds: t };
+    });
+  }
+
+  /** Submit every sequence of one request for `task`; answers in input order. */
+  async run(task: TaskInfo, sequences: readonly Sequence[], opts: { deadlineMs?: number | undefined }): Promise<InferenceResult[]> {
+    const pooled = task.numLabels === 0;
+    return Promise.all(
+      sequences.map(async (s) =>
+        // async wrapper: submit may throw synchronously on a bad request.
+        this.deps.service.submit({
+          task: task.id,
+          inputIds: s.inputIds,
+          tokenTypeIds: s.tokenTypeIds,
+          sloMs: opts.deadlineMs,
+          pooled,
+          priority: 'online',
+          dropExpired: true,
+        }),
+      ),
+    );
+  }
+}
+
+/** Probabilities from logits, computed in f64 with the max subtracted (no overflow for large logits). */
+export function softmax(logits: ArrayLike<number>): number[] {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]!);
+  const exps = Array.from({ length: logits.length }, (_, i) => Math.exp(logits[i]! - max));
+  const sum = exps.reduce((s, v) => s + v, 0);
+  return exps.map((v) => v / sum);
+}

@@ -1,0 +1,31 @@
+import type { NextFunction, Request, Response } from 'express';
+
+const ALLOWED_METHODS = 'GET, POST, DELETE, OPTIONS';
+const ALLOWED_HEADERS = 'Content-Type, Authorization, X-Request-Id';
+const EXPOSED_HEADERS = 'X-Request-Id, Retry-After';
+
+/**
+ * CORS for the configured origins only ('*' allows any). With no origins
+ * configured nothing is added, so browsers keep the same-origin policy.
+ * (The `cors` package is not a dependency; this is the whole of what we need.)
+ */
+export function corsFor(origins: readonly string[]) {
+  const any = origins.includes('*');
+  const allowed = new Set(origins);
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const origin = req.get('Origin');
+    if (origins.length === 0 || origin === undefined) return next();
+    res.vary('Origin');
+    if (!any && !allowed.has(origin)) return next();
+    res.setHeader('Access-Control-Allow-Origin', any ? '*' : origin);
+    res.setHeader('Access-Control-Expose-Headers', EXPOSED_HEADERS);
+    if (req.method === 'OPTIONS' && req.get('Access-Control-Request-Method') !== undefined) {
+      res.setHeader('Access-Control-Allow-Methods', ALLOWED_METHODS);
+      res.setHeader('Access-Control-Allow-Headers', ALLOWED_HEADERS);
+      res.setHeader('Access-Control-Max-Age', '600');
+      res.status(204).end();
+      return;
+    }
+    next();
+  };
+}

@@ -1,0 +1,105 @@
+// Task management behind the admin routes, free of HTTP: register from an
+// uploaded archive or a confined server path, unregister (and remove what we
+// unpacked). A refused task leaves no files and no registry entry behind.
+
+import { mkdir, mkdtemp, realpath, rename, rm } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { TaskExistsError, UnknownTaskError, type TaskInfo, type TaskRegistry } from '../pet/registry.js';
+import { PetFormatError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { DEFAULT_MAX_ARCHIVE_ENTRIES, extractPetArchive } from './bundle-archive.js';
+import { FeatureDisabledError, PathOutsideRootError } from './errors.js';
+
+export interface TaskAdminOptions {
+  uploadDir: string;
+  registerRoot: string | null;
+  maxUploadBytes: number;
+  logger: Logger;
+}
+
+/** True when `child` is `root` or lies below it (both absolute, resolved). */
+function isInside(root: string, child: string): boolean {
+  const rel = relative(root, child);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+export class TaskAdmin {
+  private readonly uploadDir: string;
+
+  constructor(
+    private readonly registry: TaskRegistry,
+    private readonly opts: TaskAdminOptions,
+  ) {
+    this.uploadDir = resolve(opts.uploadDir);
+  }
+
+  /** Where uploads are received before unpacking (same filesystem as uploadDir, so renames are atomic). */
+  async incomingDir(): Promise<string> {
+    const dir = join(this.uploadDir, '.incoming');
+    await mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  /** Unpack `archive` into uploadDir/<id> and register it; `id` must already match the task id pattern. */
+  async registerArchive(id: string, archive: string): Promise<TaskInfo> {
+    if (this.registry.has(id)) throw new TaskExistsError(id);
+    await mkdir(this.uploadDir, { recursive: true });
+    const staging = await mkdtemp(join(this.uploadDir, '.staging-'));
+    const finalDir = join(this.uploadDir, id);
+    let placed = false;
+    try {
+      const petDir = await extractPetArchive(archive, staging, {
+        maxUnpackedBytes: this.opts.maxUploadBytes,
+        maxEntries: DEFAULT_MAX_ARCHIVE_ENTRIES,
+      });
+      try {
+        await rename(petDir, finalDir);
+        placed = true;
+      } catch (err) {
+        // A non-empty uploadDir/<id>: another upload of this id won the race (or a leftover).
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new TaskExistsError(id);
+        throw err;
+      }
+      const info = await this.registry.register(id, finalDir);
+      this.opts.logger.info({ task: id, dir: finalDir }, 'task registered from upload');
+      return info;
+    } catch (err) {
+      if (placed) await rm(finalDir, { recursive: true, force: true });
+      throw err;
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
+  }
+
+  /** Register a PET directory on the server, which must resolve (symlinks followed) inside server.registerRoot. */
+  async registerPath(id: string, path: string): Promise<TaskInfo> {
+    if (this.opts.registerRoot === null) {
+      throw new FeatureDisabledError('registration from server paths is disabled: set server.registerRoot (PETSERVE_REGISTER_ROOT)');
+    }
+    const root = await realpath(this.opts.registerRoot);
+    const candidate = resolve(root, path);
+    // Lexical check first, so a path outside the root is refused the same way whether it exists or not.
+    if (!isInside(root, candidate)) throw new PathOutsideRootError(path);
+    let real: string;
+    try {
+      real = await realpath(candidate);
+    } catch (err) {
+      throw new PetFormatError(`path '${path}' does not exist under server.registerRoot`, { cause: err });
+    }
+    if (!isInside(root, real)) throw new PathOutsideRootError(path);
+    const info = await this.registry.register(id, real);
+    this.opts.logger.info({ task: id, dir: real }, 'task registered from server path');
+    return info;
+  }
+
+  /** Unregister (waits for the task's in-flight batches); files are removed only if we unpacked them. */
+  async unregister(id: string): Promise<TaskInfo> {
+    const info = this.registry.get(id);
+    if (!info) throw new UnknownTaskError(id);
+    await this.registry.unregister(id);
+    const ownDir = join(this.uploadDir, id);
+    if (resolve(info.source) === ownDir) await rm(ownDir, { recursive: true, force: true });
+    return info;
+  }
+}
