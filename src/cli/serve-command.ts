@@ -2,7 +2,13 @@ import type { Command } from 'commander';
 import { Registry } from 'prom-client';
 import { loadConfig, type PetServeConfig } from '../config/config.js';
 import { startRuntime, type Runtime } from '../runtime/runtime.js';
+import { httpMetricsMiddleware } from '../metrics/http.js';
+import { createMetrics } from '../metrics/metrics.js';
+import { BatchService } from '../queue/producer.js';
+import { batchQueueSettings } from '../queue/settings.js';
 import { createApp } from '../server/app.js';
+import { batchOpenApiPaths, createBatchRouter } from '../server/routes/batches.js';
+import { createStatusRouter } from '../server/routes/status.js';
 import { listen, ServerLifecycle, type HttpServerHandle } from '../server/lifecycle.js';
 import { createLogger, type Logger } from '../util/logger.js';
 import { parseIntOption } from './options.js';
@@ -38,13 +44,45 @@ export function registerServe(program: Command, run: (fn: () => Promise<void>) =
 
 /** Run the server until SIGTERM/SIGINT, then shut down gracefully; resolves when everything is released. */
 export async function serve(config: PetServeConfig, logger: Logger): Promise<void> {
-  const runtime = await startRuntime(config, logger);
+  // One prom-client registry per process; the scheduler reports into it through the observer.
+  const registry = new Registry();
+  const metrics = createMetrics(registry, { perTaskTopK: config.metrics.perTaskTopK });
+  const runtime = await startRuntime(config, logger, { observer: metrics.observer });
+  runtime.ctx.onLost(() => metrics.deviceLost());
+  metrics.bindMemory(runtime.runner);
+  metrics.bindScheduler(runtime.scheduler);
+  // Never throws when Redis is down: batch routes answer 503 naming REDIS_URL, online inference goes on.
+  const batches = BatchService.open(batchQueueSettings(config), logger);
+  metrics.bindQueue(batches);
   const lifecycle = new ServerLifecycle();
   let http: HttpServerHandle;
   try {
-    const app = createApp({ runtime, config, logger, metricsRegistry: new Registry(), lifecycle });
+    const status = createStatusRouter({
+      metrics,
+      memory: runtime.runner,
+      scheduler: runtime.scheduler,
+      queue: batches,
+      info: () => ({
+        model: runtime.demo ? 'demo bert-mini' : (config.model.dir ?? ''),
+        dtype: config.model.dtype,
+        adapter: runtime.ctx.capabilities.adapterName,
+        policy: config.scheduler.policy,
+      }),
+    });
+    const app = createApp({
+      runtime,
+      config,
+      logger,
+      metricsRegistry: registry,
+      lifecycle,
+      middleware: [httpMetricsMiddleware(metrics, { tasks: runtime.registry })],
+      routers: [status, createBatchRouter({ batches, maxUploadBytes: config.server.maxUploadBytes })],
+      openApiPaths: batchOpenApiPaths(),
+      readinessParts: () => ({ batches: batches.health() }),
+    });
     http = await listen(app, { host: config.server.host, port: config.server.port, lifecycle, logger });
   } catch (err) {
+    await batches.close();
     await runtime.close();
     throw err;
   }
@@ -62,6 +100,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   process.once('SIGTERM', force);
   process.once('SIGINT', force);
   await shutdown(http, runtime, config.server.shutdownTimeoutMs, logger, signal);
+  await batches.close();
 }
 
 /**

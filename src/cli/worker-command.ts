@@ -1,6 +1,9 @@
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { loadConfig, type PetServeConfig } from '../config/config.js';
+import { Registry } from 'prom-client';
+import { serveMetrics } from '../metrics/serve.js';
+import { createMetrics } from '../metrics/metrics.js';
 import { redactRedisUrl } from '../queue/redis.js';
 import { batchQueueSettings } from '../queue/settings.js';
 import { WorkerTaskSync } from '../queue/task-sync.js';
@@ -57,7 +60,14 @@ export function registerWorker(program: Command, run: (fn: () => Promise<void>) 
  * A chunk cut short by a crash is resumed by another worker.
  */
 export async function runWorker(config: PetServeConfig, logger: Logger, opts: WorkerRunOptions = {}): Promise<void> {
-  const runtime = await startRuntime(config, logger);
+  const registry = new Registry();
+  const metrics = createMetrics(registry, { perTaskTopK: config.metrics.perTaskTopK });
+  const runtime = await startRuntime(config, logger, { observer: metrics.observer });
+  runtime.ctx.onLost(() => metrics.deviceLost());
+  metrics.bindMemory(runtime.runner);
+  metrics.bindScheduler(runtime.scheduler);
+  // Workers have no API: /metrics and /healthz on their own port when configured (compose sets it).
+  const endpoint = config.metrics.workerPort !== null ? await serveMetrics(registry, { host: config.server.host, port: config.metrics.workerPort }) : null;
   const sync = new WorkerTaskSync(runtime.registry, [config.server.tasksDir, config.server.uploadDir], logger);
   const gateway = new InferenceGateway({
     service: runtime.scheduler,
@@ -88,7 +98,16 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
       ),
     () => undefined,
   );
+  // Items written since the last look, as the queue-items counter.
+  let written = 0;
+  const itemsTimer = setInterval(() => {
+    const now = worker.stats().itemsWritten;
+    metrics.recordQueueItems(now - written, 0);
+    written = now;
+  }, 2000);
+  itemsTimer.unref();
   const received = await signal;
+  clearInterval(itemsTimer);
   const force = (): void => {
     logger.warn('second signal: exiting now; running chunks will be resumed by another worker');
     process.exit(1);
@@ -99,6 +118,7 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   await worker.close(config.server.shutdownTimeoutMs);
   await runtime.scheduler.drain(config.server.shutdownTimeoutMs);
   await runtime.close();
+  await endpoint?.close();
   logger.info({ ...worker.stats() }, 'batch worker stopped');
 }
 

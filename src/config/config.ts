@@ -112,6 +112,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Opt-in per-task request counter for the K busiest tasks (0 = no per-task labels). */
       perTaskTopK: z.coerce.number().int().min(0).default(0),
+      /** `petserve worker` serves /metrics and /healthz on this port (workers have no API); null = off. */
+      workerPort: z.coerce.number().int().min(0).max(65535).nullable().default(null),
     })
     .prefault({}),
   log: z
@@ -148,6 +150,7 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_BATCH_PREFIX: ['batches', 'prefix'],
   PETSERVE_BATCH_CHUNK_SIZE: ['batches', 'chunkSize'],
   PETSERVE_WORKER_CONCURRENCY: ['batches', 'workerConcurrency'],
+  PETSERVE_WORKER_METRICS_PORT: ['metrics', 'workerPort'],
 };
 
 type Tree = Record<string, unknown>;

@@ -53,6 +53,7 @@ export class GpuContext {
   pipelines!: PipelineCache;
   generation = 0;
   private lostReason: string | null = null;
+  private readonly lostListeners: ((reason: string) => void)[] = [];
   private destroyed = false;
   private simulatedLoss = false;
   private readonly gpu: GPU;
@@ -140,6 +141,7 @@ export class GpuContext {
         return;
       }
       this.lostReason = info.message || info.reason;
+      for (const l of this.lostListeners) l(this.lostReason);
       this.logger.error({ reason: info.reason, message: info.message, generation: this.generation }, 'GPU device lost');
     });
     this.logger.info(
@@ -158,6 +160,11 @@ export class GpuContext {
       // already gone
     }
     await this.acquire();
+  }
+
+  /** Called on every device loss (not on destroy): metrics count them. */
+  onLost(listener: (reason: string) => void): void {
+    this.lostListeners.push(listener);
   }
 
   /** Test hook: make the device lost as a driver reset would. */

@@ -48,6 +48,8 @@ export interface AppDeps {
   openApiPaths?: Record<string, unknown>;
   /** Readiness; the serve command flips it when shutdown begins. */
   lifecycle?: ServerLifecycle;
+  /** Readiness of optional parts for /v2/health/ready (e.g. { batches: {...} }). */
+  readinessParts?: () => Record<string, unknown>;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -80,7 +82,7 @@ export function createApp(deps: AppDeps): Express {
   for (const m of deps.middleware ?? []) app.use(m);
 
   app.use(predictRouter({ gateway, counters, maxBodyBytes: server.maxBodyBytes }));
-  app.use(v2Router({ gateway, counters, lifecycle, maxBodyBytes: server.maxBodyBytes }));
+  app.use(v2Router({ gateway, counters, lifecycle, maxBodyBytes: server.maxBodyBytes, readinessParts: deps.readinessParts }));
   app.use(
     taskRouter({
       admin,

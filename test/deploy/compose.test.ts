@@ -76,7 +76,7 @@ describe('docker-compose.yml', () => {
       expect(s.depends_on?.['redis']?.condition).toBe('service_healthy');
     }
     // The worker's metrics port is the one Prometheus discovers replicas on.
-    expect(worker.environment?.['PETSERVE_PORT']).toBe('9464');
+    expect(worker.environment?.['PETSERVE_WORKER_METRICS_PORT']).toBe('9464');
     expect(api.environment?.['PETSERVE_PORT']).toBe('8080');
   });
 

@@ -26,6 +26,12 @@ export interface V2RouteDeps {
   counters: TaskRequestCounters;
   lifecycle: ServerLifecycle;
   maxBodyBytes: number;
+  /**
+   * Readiness of optional parts (e.g. the Redis batch queue), reported beside
+   * `ready`; they do not make the server unready, since online inference does
+   * not need them.
+   */
+  readinessParts?: (() => Record<string, unknown>) | undefined;
 }
 
 export function v2Router(deps: V2RouteDeps): Router {
@@ -40,7 +46,8 @@ export function v2Router(deps: V2RouteDeps): Router {
   });
   // Not ready (draining) is 503, as KServe answers an unready model, so load balancers stop routing here.
   router.get('/v2/health/ready', (_req, res) => {
-    res.status(lifecycle.ready ? 200 : 503).json({ ready: lifecycle.ready });
+    const parts = deps.readinessParts?.();
+    res.status(lifecycle.ready ? 200 : 503).json({ ready: lifecycle.ready, ...(parts ? { parts } : {}) });
   });
   router.get('/v2/models/:task', (req, res) => {
     res.json(modelMetadata(gateway.task(String(req.params['task'])), gateway));
