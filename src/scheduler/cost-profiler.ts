@@ -73,7 +73,7 @@ export async function loadOrProfileCostModel(
 
 export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions): Promise<LinearCostModel> {
   const cfg = runner.checkpoint.config;
-  const reps = opts.reps ?? 3;
+  const reps = opts.reps ?? 2;
   const rng = new Rng(12345);
   const maxLen = Math.min(cfg.maxPositionEmbeddings, 256);
   // Ids above the special tokens, wherever the vocabulary ends.
@@ -109,13 +109,13 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
   }
   const [fixedMs, perRowMs, perTokenMs, perSqLenMs] = fitNonNegative(X, y) as [number, number, number, number];
 
-  // PET kinds: the same 16×32 rows under one temporary task of each kind.
+  // PET kinds: the same 8×32 rows under one temporary task of each kind.
   const registry = runner.registry;
   const perKindTokenMs: Record<string, number> = {};
   const profiledPackedFloats: Record<string, number> = {};
   let perTaskMs = 0;
   if (registry) {
-    const probeRows = Math.min(16, Math.floor(budget / 32));
+    const probeRows = Math.min(8, Math.floor(budget / 32));
     const probe = Array.from({ length: probeRows }, (): TaskRow => ({ task: null, inputIds: seq(32) }));
     const baseMs = await timeRows(probe);
     const ids: string[] = [];
