@@ -89,6 +89,8 @@ export function greedyFill(
  * each O(1) because the features are accumulated while i walks back.
  * Returns the batches in length order.
  */
+const TIE_BREAK_MS = 1e-6;
+
 export function partitionByLength(items: readonly QueuedItem[], cost: CostEstimator, limits: BatchLimits): QueuedItem[][] {
   const sorted = [...items].sort(byLength);
   const n = sorted.length;
@@ -114,8 +116,12 @@ export function partitionByLength(items: readonly QueuedItem[], cost: CostEstima
       const batchMs = cost.estimateMs({ rows: j - i, tokens, sumSqLen, kindTokens, distinctTasks: taskCount.size });
       // Longer runs only cost more: once over the time cap, stop extending.
       if (batchMs > maxMs && j - i > 1) break;
-      const c = dp[i]! + batchMs;
-      if (c < dp[j]!) {
+      // A hair per batch: when the profile's fixed per-batch term fitted to 0, all
+      // partitions would tie and the first found (singletons) would win; this
+      // prefers fewer batches, and among those keeps the earlier batches full.
+      const c = dp[i]! + batchMs + TIE_BREAK_MS;
+      // Only a clearly cheaper split replaces the first found (float sums of equal costs differ in the last bits).
+      if (dp[j] === Infinity || c < dp[j]! - 1e-9 * dp[j]!) {
         dp[j] = c;
         cut[j] = i;
       }

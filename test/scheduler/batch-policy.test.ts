@@ -157,3 +157,15 @@ describe('LinearCostModel', () => {
     expect(m.estimateMs(rank16) - m.estimateMs(rank4)).toBeCloseTo(0.002 * 10 * 3, 9);
   });
 });
+
+describe('partitionByLength ties', () => {
+  it('prefers fewer, fuller batches when the cost model has no fixed per-batch term', () => {
+    const additive = new LinearCostModel({ fixedMs: 0, perRowMs: 0.1, perTokenMs: 0.01, perSqLenMs: 0, perKindTokenMs: {}, perTaskMs: 0 });
+    const parts = partitionByLength(
+      Array.from({ length: 40 }, (_, i) => item(10 + (i % 7))),
+      additive,
+      { maxRows: 16, maxTokens: 10_000 },
+    );
+    expect(parts.length).toBe(3);
+  });
+});
