@@ -32,23 +32,14 @@ import { parseJsonItems } from '../src/queue/items.js';
 import { BatchService } from '../src/queue/producer.js';
 import { batchQueueSettings } from '../src/queue/settings.js';
 import type { BatchItemInput, StoredItem } from '../src/queue/types.js';
+import { deletePrefix } from '../src/queue/redis.js';
 import { startRuntime } from '../src/runtime/runtime.js';
 import { InferenceGateway } from '../src/server/inference.js';
 import { silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
+import { flag, intFlag } from './lib/args.js';
 import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
 
-const args = process.argv.slice(2);
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const intFlag = (name: string, fallback: number, min = 1): number => {
-  const v = flag(name);
-  const n = v === undefined ? fallback : Number(v);
-  if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name} must be an integer >= ${min}, got ${v}`);
-  return n;
-};
 const items = intFlag('--items', 4000);
 const taskCount = intFlag('--tasks', 64);
 const chunkSize = intFlag('--chunk-size', 256);
@@ -149,13 +140,7 @@ async function main(): Promise<void> {
       try {
         const engine = {
           service: runtime.scheduler,
-          gateway: new InferenceGateway({
-            service: runtime.scheduler,
-            registry: runtime.registry,
-            tokenizer: runtime.tokenizer,
-            modelConfig: runtime.checkpoint.config,
-            maxInputsPerRequest: 64,
-          }),
+          gateway: InferenceGateway.forRuntime(runtime, 64),
         };
         const runChunked = async (xs: StoredItem[]): Promise<number> => {
           const t0 = performance.now();
@@ -264,12 +249,7 @@ async function main(): Promise<void> {
     );
     console.log(`\nwrote ${written.jsonPath} and ${written.markdownPath}`);
   } finally {
-    let cursor = '0';
-    do {
-      const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await admin.del(...keys);
-    } while (cursor !== '0');
+    await deletePrefix(admin, prefix);
     admin.disconnect();
     await rm(root, { recursive: true, force: true });
   }

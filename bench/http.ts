@@ -31,19 +31,9 @@ import { InferenceGateway } from '../src/server/inference.js';
 import { predictOutput } from '../src/server/protocol/predict-output.js';
 import { createLogger, silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
+import { flag, intFlag } from './lib/args.js';
 import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
 
-const args = process.argv.slice(2);
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const intFlag = (name: string, fallback: number, min = 1): number => {
-  const v = flag(name);
-  const n = v === undefined ? fallback : Number(v);
-  if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name} must be an integer >= ${min}, got ${v}`);
-  return n;
-};
 
 // The server side of the benchmark: this same script, started as a child process.
 const serveConfig = flag('--serve-config');
@@ -186,13 +176,7 @@ async function measureHttp(url: string, bodies: Body[]): Promise<Measured> {
 async function measureInProcess(config: PetServeConfig, bodies: Body[], taskIds: string[]): Promise<Measured & { adapter: string }> {
   const runtime = await startRuntime(config, silentLogger);
   try {
-    const gateway = new InferenceGateway({
-      service: runtime.scheduler,
-      registry: runtime.registry,
-      tokenizer: runtime.tokenizer,
-      modelConfig: runtime.checkpoint.config,
-      maxInputsPerRequest: config.server.maxInputsPerRequest,
-    });
+    const gateway = InferenceGateway.forRuntime(runtime, config.server.maxInputsPerRequest);
     // The route's work minus HTTP: checks, one submit per sequence, output formatting.
     const answer = async (b: Body): Promise<unknown> => {
       const task = gateway.task(b.task);

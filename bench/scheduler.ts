@@ -19,6 +19,7 @@ import { scheduleOperators } from '../src/scheduler/operator-scheduler.js';
 import { ModelRunner, type TaskRow } from '../src/engine/model-runner.js';
 import { silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
+import { benchArgs, flag } from './lib/args.js';
 import { lognormalLengths, normalLengths } from './lib/lengths.js';
 import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
 import {
@@ -35,13 +36,8 @@ import {
 } from './lib/serving-harness.js';
 import { barChartSvg, lineChartSvg } from './lib/svg-chart.js';
 
-const args = process.argv.slice(2);
-const experiment = args.find((a) => !a.startsWith('--') && !/^\d/.test(a)) ?? '';
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const quick = args.includes('--quick');
+const experiment = benchArgs.find((a) => !a.startsWith('--') && !/^\d/.test(a)) ?? '';
+const quick = benchArgs.includes('--quick');
 const presetArg = flag('--model') ?? 'bert-mini';
 if (!isPresetName(presetArg)) throw new Error(`--model must be a preset name, got ${presetArg}`);
 const preset: PresetName = presetArg;

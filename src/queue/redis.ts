@@ -96,3 +96,13 @@ export class LuaScript {
     }
   }
 }
+
+/** Delete every key under `prefix` (BullMQ's and the store's): test and benchmark clean-up. */
+export async function deletePrefix(admin: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await admin.del(...keys);
+  } while (cursor !== '0');
+}

@@ -33,15 +33,7 @@ export function testSettings(prefix: string, over: Partial<BatchQueueSettings> =
   return { redisUrl: REDIS_URL, prefix, chunkSize: 4, resultsTtlSeconds: 600, attempts: 3, maxItems: 10_000, retryBackoffMs: 50, ...over };
 }
 
-/** Delete every key under `prefix` (BullMQ's and ours). */
-export async function deletePrefix(admin: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await admin.del(...keys);
-  } while (cursor !== '0');
-}
+export { deletePrefix } from '../../src/queue/redis.js';
 
 /** Kill the Redis connections of one test's clients only (named `${prefix}:...`), never anyone else's. */
 export async function killClientsOf(admin: Redis, prefix: string): Promise<number> {

@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deletePrefix } from '../../src/queue/redis.js';
 import { makeTinyModel, testConfig, writeTasks } from './helpers.js';
 
 let root: string;
@@ -51,8 +52,7 @@ afterAll(async () => {
   }
   const redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: true, maxRetriesPerRequest: 1 });
   await redis.connect();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
+  await deletePrefix(redis, prefix);
   await redis.quit();
   await rm(root, { recursive: true, force: true });
 });
