@@ -48,9 +48,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   const registry = new Registry();
   const metrics = createMetrics(registry, { perTaskTopK: config.metrics.perTaskTopK });
   const runtime = await startRuntime(config, logger, { observer: metrics.observer });
-  runtime.ctx.onLost(() => metrics.deviceLost());
-  metrics.bindMemory(runtime.runner);
-  metrics.bindScheduler(runtime.scheduler);
+  metrics.bindRuntime(runtime);
   // Never throws when Redis is down: batch routes answer 503 naming REDIS_URL, online inference goes on.
   const batches = BatchService.open(batchQueueSettings(config), logger);
   metrics.bindQueue(batches);

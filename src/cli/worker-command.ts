@@ -63,19 +63,11 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   const registry = new Registry();
   const metrics = createMetrics(registry, { perTaskTopK: config.metrics.perTaskTopK });
   const runtime = await startRuntime(config, logger, { observer: metrics.observer });
-  runtime.ctx.onLost(() => metrics.deviceLost());
-  metrics.bindMemory(runtime.runner);
-  metrics.bindScheduler(runtime.scheduler);
+  metrics.bindRuntime(runtime);
   // Workers have no API: /metrics and /healthz on their own port when configured (compose sets it).
   const endpoint = config.metrics.workerPort !== null ? await serveMetrics(registry, { host: config.server.host, port: config.metrics.workerPort }) : null;
   const sync = new WorkerTaskSync(runtime.registry, [config.server.tasksDir, config.server.uploadDir], logger);
-  const gateway = new InferenceGateway({
-    service: runtime.scheduler,
-    registry: runtime.registry,
-    tokenizer: runtime.tokenizer,
-    modelConfig: runtime.checkpoint.config,
-    maxInputsPerRequest: config.server.maxInputsPerRequest,
-  });
+  const gateway = InferenceGateway.forRuntime(runtime, config.server.maxInputsPerRequest);
   const settings = batchQueueSettings(config);
   const worker = BatchWorker.start({
     settings,

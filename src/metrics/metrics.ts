@@ -356,6 +356,17 @@ export class PetServeMetrics {
   }
 
   /**
+   * Bind a started engine stack (`startRuntime`'s result): device losses of its
+   * GPU context, its runner's memory, its scheduler's queue. Servers and workers
+   * alike call this once.
+   */
+  bindRuntime(runtime: { ctx: { onLost(listener: () => void): void }; runner: MemorySource; scheduler: SchedulerStatsSource }): void {
+    runtime.ctx.onLost(() => this.deviceLost());
+    this.bindMemory(runtime.runner);
+    this.bindScheduler(runtime.scheduler);
+  }
+
+  /**
    * Export GPU/host memory and task residency read from `source` at each
    * scrape. Binding again replaces the source (after a runner rebuild).
    */

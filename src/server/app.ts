@@ -58,13 +58,7 @@ export function createApp(deps: AppDeps): Express {
   const lifecycle = deps.lifecycle ?? new ServerLifecycle();
   const counters = new TaskRequestCounters((id) => runtime.registry.has(id));
   runtime.registry.onRemoved((id) => counters.forget(id));
-  const gateway = new InferenceGateway({
-    service: runtime.scheduler,
-    registry: runtime.registry,
-    tokenizer: runtime.tokenizer,
-    modelConfig: runtime.checkpoint.config,
-    maxInputsPerRequest: server.maxInputsPerRequest,
-  });
+  const gateway = InferenceGateway.forRuntime(runtime, server.maxInputsPerRequest);
   const admin = new TaskAdmin(runtime.registry, {
     uploadDir: server.uploadDir,
     registerRoot: server.registerRoot,

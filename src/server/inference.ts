@@ -22,9 +22,28 @@ export interface InferenceDeps {
   maxInputsPerRequest: number;
 }
 
+/** What a gateway needs from a started engine stack (`startRuntime`'s result fits). */
+export interface GatewayRuntime {
+  scheduler: InferenceService;
+  registry: TaskRegistry;
+  tokenizer: TextTokenizer | null;
+  checkpoint: { config: BertConfig };
+}
+
 export class InferenceGateway {
   /** Longest sequence accepted: the position table, or the tokenizer's declared limit if smaller. */
   readonly maxSequenceLength: number;
+
+  /** The gateway over a started runtime: HTTP routes, queue workers and benchmarks all build it so. */
+  static forRuntime(runtime: GatewayRuntime, maxInputsPerRequest: number): InferenceGateway {
+    return new InferenceGateway({
+      service: runtime.scheduler,
+      registry: runtime.registry,
+      tokenizer: runtime.tokenizer,
+      modelConfig: runtime.checkpoint.config,
+      maxInputsPerRequest,
+    });
+  }
 
   constructor(private readonly deps: InferenceDeps) {
     const declared = deps.tokenizer?.modelMaxLength ?? Number.POSITIVE_INFINITY;

@@ -106,8 +106,7 @@ export async function startLiveServer(tasks: LiveTask[], opts: { tightPoolFor?: 
   const registry = new Registry();
   const metrics = createMetrics(registry, { perTaskTopK: config.metrics.perTaskTopK });
   const runtime = await startRuntime(config, silentLogger, { observer: metrics.observer });
-  metrics.bindMemory(runtime.runner);
-  metrics.bindScheduler(runtime.scheduler);
+  metrics.bindRuntime(runtime);
   const status = createStatusRouter({
     metrics,
     memory: runtime.runner,
