@@ -112,7 +112,8 @@ class TensorSource {
   }
 }
 
-async function readJson(path: string): Promise<unknown> {
+/** Read a JSON file of a model directory; unreadable or malformed → CheckpointError naming the file. */
+export async function readCheckpointJson(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -128,7 +129,7 @@ async function readJson(path: string): Promise<unknown> {
 
 /** Load config.json + model.safetensors of a Hugging Face BERT checkpoint directory. */
 export async function loadCheckpoint(dir: string): Promise<BertCheckpoint> {
-  const config = parseBertConfig(await readJson(join(dir, 'config.json')), join(dir, 'config.json'));
+  const config = parseBertConfig(await readCheckpointJson(join(dir, 'config.json')), join(dir, 'config.json'));
   const weightsPath = join(dir, 'model.safetensors');
   try {
     await stat(weightsPath);

@@ -3,9 +3,9 @@
 // WordPiece and the [CLS] … [SEP] template all come from that file, so a
 // real Hugging Face checkpoint tokenizes exactly as transformers would).
 
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { readCheckpointJson } from '../model/checkpoint.js';
 import { CheckpointError } from '../util/errors.js';
 import { pathExists } from '../pet/formats/common.js';
 
@@ -77,19 +77,11 @@ export class TextTokenizer {
 }
 
 async function readJson(path: string): Promise<object> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new CheckpointError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  const value = await readCheckpointJson(path);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new CheckpointError(`${path} is not a valid JSON object: expected a JSON object`);
   }
-  try {
-    const value: unknown = JSON.parse(text);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('expected a JSON object');
-    return value;
-  } catch (err) {
-    throw new CheckpointError(`${path} is not a valid JSON object: ${(err as Error).message}`, { cause: err });
-  }
+  return value;
 }
 
 /**
