@@ -22,6 +22,33 @@ export interface PackedBatch {
   clsRows: Uint32Array;
 }
 
+/**
+ * Check one sequence against the model: non-empty, within max positions, ids in
+ * the vocabulary, token types (if given) of the same length and in range.
+ * `index` names the row in messages (`input_ids[3][7]`); without it a lone
+ * sequence is named `input_ids[7]` (the scheduler validates one request at a time).
+ */
+export function validateSequence(ids: readonly number[], types: readonly number[] | undefined, cfg: BertConfig, index?: number): void {
+  const row = index === undefined ? '' : `[${index}]`;
+  if (!Array.isArray(ids) || ids.length === 0) throw new InvalidInputError(`input_ids${row}: must be a non-empty array`);
+  if (ids.length > cfg.maxPositionEmbeddings) {
+    throw new InvalidInputError(`input_ids${row}: ${ids.length} tokens exceed the model's max_position_embeddings ${cfg.maxPositionEmbeddings}`);
+  }
+  if (types !== undefined && (!Array.isArray(types) || types.length !== ids.length)) {
+    throw new InvalidInputError(`token_type_ids${row}: length differs from input_ids${row}`);
+  }
+  for (let p = 0; p < ids.length; p++) {
+    const id = ids[p]!;
+    if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
+      throw new InvalidInputError(`input_ids${row}[${p}]: ${String(id)} is not a token id in 0..${cfg.vocabSize - 1}`);
+    }
+    const typ = types?.[p] ?? 0;
+    if (!Number.isInteger(typ) || typ < 0 || typ >= cfg.typeVocabSize) {
+      throw new InvalidInputError(`token_type_ids${row}[${p}]: ${String(typ)} is not in 0..${cfg.typeVocabSize - 1}`);
+    }
+  }
+}
+
 /** Validate ids against the model and lay the sequences end to end (no padding). */
 export function packBatch(batch: SequenceBatch, cfg: BertConfig): PackedBatch {
   const seqs = batch.inputIds;
@@ -31,15 +58,8 @@ export function packBatch(batch: SequenceBatch, cfg: BertConfig): PackedBatch {
     throw new InvalidInputError(`token_type_ids: ${types.length} rows for ${seqs.length} input_ids rows`);
   }
   const lengths = seqs.map((s, i) => {
-    if (!Array.isArray(s) || s.length === 0) throw new InvalidInputError(`input_ids[${i}]: must be a non-empty array`);
-    if (s.length > cfg.maxPositionEmbeddings) {
-      throw new InvalidInputError(
-        `input_ids[${i}]: ${s.length} tokens exceed the model's max_position_embeddings ${cfg.maxPositionEmbeddings}`,
-      );
-    }
-    if (types !== undefined && types[i]?.length !== s.length) {
-      throw new InvalidInputError(`token_type_ids[${i}]: length differs from input_ids[${i}]`);
-    }
+    if (types !== undefined && !Array.isArray(types[i])) throw new InvalidInputError(`token_type_ids[${i}]: length differs from input_ids[${i}]`);
+    validateSequence(s, types?.[i], cfg, i);
     return s.length;
   });
   const tokens = lengths.reduce((a, b) => a + b, 0);
@@ -49,16 +69,9 @@ export function packBatch(batch: SequenceBatch, cfg: BertConfig): PackedBatch {
   seqs.forEach((s, i) => {
     clsRows[i] = t;
     s.forEach((id: number, p: number) => {
-      if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
-        throw new InvalidInputError(`input_ids[${i}][${p}]: ${String(id)} is not a token id in 0..${cfg.vocabSize - 1}`);
-      }
-      const typ = types?.[i]?.[p] ?? 0;
-      if (!Number.isInteger(typ) || typ < 0 || typ >= cfg.typeVocabSize) {
-        throw new InvalidInputError(`token_type_ids[${i}][${p}]: ${String(typ)} is not in 0..${cfg.typeVocabSize - 1}`);
-      }
       tokenTable[t * 3] = id;
       tokenTable[t * 3 + 1] = p;
-      tokenTable[t * 3 + 2] = typ;
+      tokenTable[t * 3 + 2] = types?.[i]?.[p] ?? 0;
       t++;
     });
   });

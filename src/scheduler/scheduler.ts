@@ -1,5 +1,6 @@
 import type { PetServeConfig } from '../config/config.js';
 import type { PhaseTiming } from '../gpu/batch-encoder.js';
+import { validateSequence } from '../engine/batch-input.js';
 import type { ModelRunner, TaskRow, TaskRowResult } from '../engine/model-runner.js';
 import { UnknownTaskError } from '../pet/registry.js';
 import type { PetKind } from '../pet/types.js';
@@ -90,13 +91,12 @@ export class Scheduler implements InferenceService {
   submit(req: InferenceRequest): Promise<InferenceResult> {
     if (this.draining) return Promise.reject(new ShuttingDownError());
     let kind: PetKind | 'base';
+    let petScale: number;
     try {
-      kind = this.validate(req);
+      ({ kind, petScale } = this.validate(req));
     } catch (err) {
       return Promise.reject(err);
     }
-    const info = req.task !== null ? this.runner.registry?.get(req.task) : undefined;
-    const petScale = info ? (this.opts.cost.sizeScale?.(kind, info.packedFloats) ?? 1) : 1;
     const priority = req.priority ?? 'online';
     if (this.queue.length >= this.config.maxQueue) {
       const err = new OverloadError(
@@ -169,37 +169,19 @@ export class Scheduler implements InferenceService {
   }
 
   /** Bad requests fail at submit, alone, before they can poison a batch. */
-  private validate(req: InferenceRequest): PetKind | 'base' {
-    const cfg = this.runner.checkpoint.config;
+  /** Returns the request's PET kind and its size relative to the profiled PET of that kind (cost model). */
+  private validate(req: InferenceRequest): { kind: PetKind | 'base'; petScale: number } {
     let kind: PetKind | 'base' = 'base';
+    let petScale = 1;
     if (req.task !== null) {
       const info = this.runner.registry?.get(req.task);
       if (!info) throw new UnknownTaskError(req.task);
       kind = info.kind;
+      petScale = this.opts.cost.sizeScale?.(kind, info.packedFloats) ?? 1;
     }
-    const ids = req.inputIds;
-    if (!Array.isArray(ids) || ids.length === 0) throw new InvalidInputError('input_ids: must be a non-empty array');
-    if (ids.length > cfg.maxPositionEmbeddings) {
-      throw new InvalidInputError(`input_ids: ${ids.length} tokens exceed the model's max_position_embeddings ${cfg.maxPositionEmbeddings}`);
-    }
-    for (let p = 0; p < ids.length; p++) {
-      const id = ids[p]!;
-      if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
-        throw new InvalidInputError(`input_ids[${p}]: ${String(id)} is not a token id in 0..${cfg.vocabSize - 1}`);
-      }
-    }
-    const types = req.tokenTypeIds;
-    if (types !== undefined) {
-      if (!Array.isArray(types) || types.length !== ids.length) throw new InvalidInputError('token_type_ids: length differs from input_ids');
-      for (let p = 0; p < types.length; p++) {
-        const t = types[p]!;
-        if (!Number.isInteger(t) || t < 0 || t >= cfg.typeVocabSize) {
-          throw new InvalidInputError(`token_type_ids[${p}]: ${String(t)} is not in 0..${cfg.typeVocabSize - 1}`);
-        }
-      }
-    }
+    validateSequence(req.inputIds, req.tokenTypeIds, this.runner.checkpoint.config);
     if (req.sloMs !== undefined && !(req.sloMs > 0)) throw new InvalidInputError('deadline_ms: must be a positive number');
-    return kind;
+    return { kind, petScale };
   }
 
   private retryAfterSeconds(): number {
