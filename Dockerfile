@@ -22,14 +22,12 @@ RUN npm ci --no-audit --no-fund \
 
 # ---- runtime -----------------------------------------------------------------
 FROM node:20-bookworm-slim
-# Dawn refuses bookworm's own Mesa 22 lavapipe; Mesa from bookworm-backports
-# (25.x) works, as in scripts/setup-system.sh. libvulkan1 is the loader that
-# also finds a GPU driver's ICD when one is mounted.
-RUN printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-      > /etc/apt/sources.list.d/bookworm-backports.sources \
- && apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -t bookworm-backports mesa-vulkan-drivers libvulkan1 \
- && rm -rf /var/lib/apt/lists/*
+# Dawn refuses bookworm's own Mesa 22 lavapipe; scripts/setup-system.sh adds
+# bookworm-backports (Mesa 25) from the image's own apt source and installs the
+# loader (libvulkan1, which also finds a mounted GPU driver's ICD) and lavapipe.
+COPY scripts/setup-system.sh scripts/apt-sources.sh /tmp/setup/
+RUN bash /tmp/setup/setup-system.sh --vulkan-only \
+ && rm -rf /var/lib/apt/lists/* /tmp/setup
 
 ENV NODE_ENV=production \
     PETSERVE_HOST=0.0.0.0 \

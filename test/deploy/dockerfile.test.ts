@@ -29,10 +29,11 @@ describe('Dockerfile', () => {
     for (const s of stages) expect(s[0]).toMatch(/^FROM node:20-bookworm(-slim)?\b/);
   });
 
-  it('installs the Vulkan loader and lavapipe from bookworm-backports, as scripts/setup-system.sh does', () => {
+  it('installs the Vulkan driver with scripts/setup-system.sh --vulkan-only, naming no mirror', () => {
     const runtime = stages[1]!.join('\n');
-    expect(runtime).toMatch(/Suites: bookworm-backports/);
-    expect(runtime).toMatch(/apt-get install[^\n]*-t bookworm-backports[^\n]*mesa-vulkan-drivers[^\n]*libvulkan1/);
+    expect(runtime).toMatch(/COPY scripts\/setup-system\.sh scripts\/apt-sources\.sh /);
+    expect(runtime).toMatch(/setup-system\.sh --vulkan-only/);
+    expect(dockerfile).not.toMatch(/https?:\/\/(?!127\.0\.0\.1|localhost)/);
     expect(dockerfile).toMatch(/NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics/);
   });
 
