@@ -10,6 +10,7 @@ import { isTerminal } from '../queue/types.js';
 import { PetServeError } from '../util/errors.js';
 import { UsageError } from './exit-codes.js';
 import { parseIntOption } from './options.js';
+import { startProgress, type ProgressCounts } from './progress.js';
 
 /** The server answered with an error body; carries its code (exit code 2 for input errors, else 1). */
 export class BatchApiError extends PetServeError {
@@ -56,13 +57,25 @@ async function getBatch(base: string, id: string): Promise<BatchView> {
   return (await (await call(base, `/v1/batches/${encodeURIComponent(id)}`)).json()) as BatchView;
 }
 
+/** Polls until the batch finished, with progress on stderr (a live line on a terminal). */
 async function waitFinished(base: string, id: string, everyMs: number): Promise<BatchView> {
-  for (;;) {
-    const b = await getBatch(base, id);
-    if (b.finished_at !== null) return b;
-    process.stderr.write(`petserve: batch ${id} ${b.status}: ${b.counts.done + b.counts.failed + b.counts.cancelled}/${b.counts.total} settled\n`);
-    await new Promise((r) => setTimeout(r, everyMs));
+  let b = await getBatch(base, id);
+  const progress = startProgress({ label: `petserve: batch ${id}`, total: b.counts.total, initial: batchCounts(b) });
+  try {
+    while (b.finished_at === null) {
+      await new Promise((r) => setTimeout(r, everyMs));
+      b = await getBatch(base, id);
+      progress.update(batchCounts(b));
+    }
+    return b;
+  } finally {
+    progress.stop();
   }
+}
+
+function batchCounts(b: BatchView): ProgressCounts {
+  const note = b.counts.cancelled > 0 ? `${b.status}, ${b.counts.cancelled} cancelled` : b.status;
+  return { done: b.counts.done, failed: b.counts.failed, total: b.counts.total, note };
 }
 
 const print = (v: unknown): void => {

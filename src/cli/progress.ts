@@ -1,0 +1,242 @@
+/**
+ * Progress of long CLI work (batch waits, model generation, benchmarks,
+ * profiling), always on stderr: stdout holds only results.
+ *
+ * - live: one redrawn line (cli-progress) when both stderr and stdout are
+ *   terminals: someone is watching.
+ * - plain: when output is piped or logged, a plain line at the start, then at
+ *   most one every `plainIntervalMs` (also while nothing changes, so a log
+ *   shows the work is alive), and a last one at stop. No escape codes.
+ *
+ * Lower layers (model, scheduler) never import this: they take an
+ * `onProgress(done, total)` callback and the CLI command bridges the two.
+ */
+import cliProgress from 'cli-progress';
+
+export type ProgressMode = 'auto' | 'live' | 'plain' | 'off';
+
+/** Where progress is written: process.stderr, or a test double. */
+export interface ProgressStream {
+  write(chunk: string): boolean;
+  isTTY?: boolean | undefined;
+  columns?: number | undefined;
+}
+
+export interface ProgressOptions {
+  /** Names the work, e.g. `petserve: batch 7f3a` or `[bench] gemm`. */
+  label: string;
+  /** Units of work in all; 0 when not known yet (no ETA until update() gives one). */
+  total: number;
+  /**
+   * What had settled before watching began (a wait joined half-way): the
+   * rate and ETA count only what settles from here on. Default: nothing.
+   */
+  initial?: ProgressCounts;
+  /** What one unit is, for the rate: items (default), tensors, runs, ... */
+  unit?: string;
+  stream?: ProgressStream;
+  /** auto (default): live when `stream` and stdout are terminals, else plain. */
+  mode?: ProgressMode;
+  /** Plain mode: the shortest gap between two lines (default 2000 ms). */
+  plainIntervalMs?: number;
+  /** Clock in ms (tests pass a fake one). */
+  now?: () => number;
+}
+
+/** Absolute counts: what has settled so far. */
+export interface ProgressCounts {
+  /** Units finished successfully. */
+  done: number;
+  /** Units that failed; shown once any update carries it. */
+  failed?: number;
+  /** A new total, when it is learned or changes. */
+  total?: number;
+  /** Short free text after the counts, e.g. the batch status. */
+  note?: string;
+}
+
+export interface Progress {
+  update(counts: ProgressCounts): void;
+  /** done += by (default 1). */
+  increment(by?: number): void;
+  /** Draw the last state and release the line; later calls do nothing. */
+  stop(): void;
+}
+
+const DEFAULT_PLAIN_INTERVAL_MS = 2000;
+
+export function startProgress(opts: ProgressOptions): Progress {
+  const stream = opts.stream ?? process.stderr;
+  const mode = resolveMode(opts.mode ?? 'auto', stream);
+  const now = opts.now ?? Date.now;
+  const state = new ProgressState(opts.label, opts.total, opts.unit ?? 'items', now(), opts.initial);
+  if (mode === 'off') return progressOf(state, now, () => undefined, () => undefined);
+  if (mode === 'live') return liveProgress(state, stream, now);
+  return plainProgress(state, stream, now, opts.plainIntervalMs ?? DEFAULT_PLAIN_INTERVAL_MS);
+}
+
+function resolveMode(mode: ProgressMode, stream: ProgressStream): Exclude<ProgressMode, 'auto'> {
+  if (mode !== 'auto') return mode;
+  return stream.isTTY === true && process.stdout.isTTY === true ? 'live' : 'plain';
+}
+
+/** Counts, rate and ETA, shared by both renderings so they always agree. */
+class ProgressState {
+  done = 0;
+  failed: number | null = null;
+  note = '';
+  /** Settled when watching began: the rate counts only what settles after it. */
+  private readonly settledAtStart: number;
+
+  constructor(
+    readonly label: string,
+    public total: number,
+    readonly unit: string,
+    readonly startMs: number,
+    initial: ProgressCounts | undefined,
+  ) {
+    if (initial !== undefined) this.apply(initial);
+    this.settledAtStart = this.settled;
+  }
+
+  apply(c: ProgressCounts): void {
+    this.done = c.done;
+    if (c.failed !== undefined) this.failed = c.failed;
+    if (c.total !== undefined) this.total = c.total;
+    if (c.note !== undefined) this.note = c.note;
+  }
+
+  get settled(): number {
+    return this.done + (this.failed ?? 0);
+  }
+
+  /** Units per second since the start; null before any unit settled. */
+  ratePerS(nowMs: number): number | null {
+    const units = this.settled - this.settledAtStart;
+    const seconds = (nowMs - this.startMs) / 1000;
+    return units > 0 && seconds > 0 ? units / seconds : null;
+  }
+
+  etaS(nowMs: number): number | null {
+    const rate = this.ratePerS(nowMs);
+    if (rate === null || this.total <= 0) return null;
+    return Math.max(0, this.total - this.settled) / rate;
+  }
+
+  /** `12/40 (done 11, failed 1)` */
+  countsText(): string {
+    const of = this.total > 0 ? `/${this.total}` : '';
+    const failed = this.failed !== null ? ` (done ${this.done}, failed ${this.failed})` : '';
+    return `${this.settled}${of}${failed}`;
+  }
+
+  rateText(nowMs: number): string {
+    const rate = this.ratePerS(nowMs);
+    return `${rate === null ? '-' : formatRate(rate)} ${this.unit}/s`;
+  }
+
+  etaText(nowMs: number): string {
+    const eta = this.etaS(nowMs);
+    return eta === null ? '?' : formatSeconds(eta);
+  }
+
+  line(nowMs: number, finished: boolean): string {
+    const parts = [this.countsText(), this.rateText(nowMs)];
+    if (finished) parts.push(`finished in ${formatSeconds((nowMs - this.startMs) / 1000)}`);
+    else parts.push(`ETA ${this.etaText(nowMs)}`, `${formatSeconds((nowMs - this.startMs) / 1000)} elapsed`);
+    if (this.note !== '') parts.push(this.note);
+    return `${this.label}: ${parts.join(', ')}`;
+  }
+}
+
+function progressOf(state: ProgressState, now: () => number, render: () => void, finish: () => void): Progress {
+  let stopped = false;
+  return {
+    update(c) {
+      if (stopped) return;
+      state.apply(c);
+      render();
+    },
+    increment(by = 1) {
+      if (stopped) return;
+      state.apply({ done: state.done + by });
+      render();
+    },
+    stop() {
+      if (stopped) return;
+      stopped = true;
+      finish();
+    },
+  };
+}
+
+function plainProgress(state: ProgressState, stream: ProgressStream, now: () => number, intervalMs: number): Progress {
+  let lastLineMs = -Infinity;
+  const writeLine = (finished: boolean): void => {
+    const t = now();
+    lastLineMs = t;
+    stream.write(`${state.line(t, finished)}\n`);
+  };
+  const writeIfDue = (): void => {
+    if (now() - lastLineMs >= intervalMs) writeLine(false);
+  };
+  writeLine(false);
+  // Lines while no update comes (one long step); update() also checks, for
+  // work that holds the event loop between updates (model generation).
+  const heartbeat = setInterval(writeIfDue, intervalMs);
+  heartbeat.unref();
+  return progressOf(state, now, writeIfDue, () => {
+    clearInterval(heartbeat);
+    writeLine(true);
+  });
+}
+
+function liveProgress(state: ProgressState, stream: ProgressStream, now: () => number): Progress {
+  const bar = new cliProgress.SingleBar({
+    stream: stream as NodeJS.WritableStream,
+    format: '{label} [{bar}] {counts} | {rate} | {tail}{note}',
+    barsize: 24,
+    hideCursor: true,
+    // Not gracefulExit: its SIGINT handler would keep Ctrl-C from ending the process.
+    gracefulExit: false,
+  });
+  const payload = (finished = false): Record<string, string> => {
+    const t = now();
+    return {
+      label: state.label,
+      counts: state.countsText(),
+      rate: state.rateText(t),
+      tail: finished ? `finished in ${formatSeconds((t - state.startMs) / 1000)}` : `ETA ${state.etaText(t)}`,
+      note: state.note === '' ? '' : ` | ${state.note}`,
+    };
+  };
+  bar.start(state.total, state.settled, payload());
+  return progressOf(
+    state,
+    now,
+    () => {
+      bar.setTotal(state.total);
+      bar.update(state.settled, payload());
+    },
+    () => {
+      bar.setTotal(state.total);
+      bar.update(state.settled, payload(true));
+      bar.stop();
+    },
+  );
+}
+
+function formatRate(perS: number): string {
+  if (perS >= 100) return perS.toFixed(0);
+  if (perS >= 10) return perS.toFixed(1);
+  return perS.toFixed(2);
+}
+
+/** 42s, 3m05s, 1h02m */
+export function formatSeconds(s: number): string {
+  const total = Math.round(s);
+  if (total < 60) return `${total}s`;
+  const m = Math.floor(total / 60);
+  if (m < 60) return `${m}m${String(total % 60).padStart(2, '0')}s`;
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}

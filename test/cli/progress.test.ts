@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import { formatSeconds, startProgress, type ProgressStream } from '../../src/cli/progress.js';
+
+/** A stream double that records what is written; isTTY as given. */
+function recorder(isTTY: boolean): ProgressStream & { text: () => string } {
+  const chunks: string[] = [];
+  return {
+    isTTY,
+    columns: 120,
+    write(chunk: string) {
+      chunks.push(chunk);
+      return true;
+    },
+    text: () => chunks.join(''),
+  };
+}
+
+const ESC = '\x1b';
+
+describe('startProgress, plain mode (output not a terminal)', () => {
+  it('writes a first line, then at most one line per interval, and a last line at stop', () => {
+    let t = 0;
+    const stream = recorder(false);
+    const p = startProgress({ label: 'job', total: 100, initial: { done: 0, failed: 0 }, stream, plainIntervalMs: 1000, now: () => t, mode: 'plain' });
+    t = 400;
+    p.update({ done: 10, failed: 0 }); // not due: 400 ms after the first line
+    t = 1000;
+    p.update({ done: 20, failed: 1 }); // due
+    t = 1500;
+    p.update({ done: 30, failed: 1 }); // not due
+    t = 2000;
+    p.update({ done: 39, failed: 1 }); // due
+    t = 2500;
+    p.stop();
+    p.update({ done: 99 }); // after stop: ignored
+    p.stop();
+    const lines = stream.text().trimEnd().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[0]).toBe('job: 0/100 (done 0, failed 0), - items/s, ETA ?, 0s elapsed');
+    // 21 settled in 1 s; 79 left at 21/s.
+    expect(lines[1]).toBe('job: 21/100 (done 20, failed 1), 21.0 items/s, ETA 4s, 1s elapsed');
+    expect(lines[2]).toBe('job: 40/100 (done 39, failed 1), 20.0 items/s, ETA 3s, 2s elapsed');
+    expect(lines[3]).toBe('job: 40/100 (done 39, failed 1), 16.0 items/s, finished in 3s');
+    expect(stream.text()).not.toContain(ESC);
+  });
+
+  it('counts only what settles after the start, so a wait joined half-way has a true ETA', () => {
+    let t = 0;
+    const stream = recorder(false);
+    const p = startProgress({ label: 'b', total: 100, initial: { done: 50 }, unit: 'runs', stream, plainIntervalMs: 1000, now: () => t, mode: 'plain' });
+    t = 10_000;
+    p.update({ done: 60 });
+    p.stop();
+    // 10 runs in 10 s (not 60): 40 left -> 40 s.
+    expect(stream.text()).toContain('60/100, 1.00 runs/s, ETA 40s');
+  });
+
+  it('increment counts done units and a note follows the counts', () => {
+    let t = 0;
+    const stream = recorder(false);
+    const p = startProgress({ label: 'gen', total: 3, unit: 'tensors', stream, plainIntervalMs: 10, now: () => t, mode: 'plain' });
+    t = 1000;
+    p.increment();
+    t = 2000;
+    p.increment(2);
+    p.update({ done: 3, note: 'writing' });
+    p.stop();
+    expect(stream.text().trimEnd().split('\n')).toEqual([
+      'gen: 0/3, - tensors/s, ETA ?, 0s elapsed',
+      'gen: 1/3, 1.00 tensors/s, ETA 2s, 1s elapsed',
+      'gen: 3/3, 1.50 tensors/s, ETA 0s, 2s elapsed',
+      'gen: 3/3, 1.50 tensors/s, finished in 2s, writing',
+    ]);
+  });
+
+  it('auto mode is plain when the stream is not a terminal', () => {
+    const stream = recorder(false);
+    const p = startProgress({ label: 'x', total: 2, stream });
+    p.update({ done: 1 });
+    p.stop();
+    expect(stream.text()).not.toContain(ESC);
+    expect(stream.text().trimEnd().split('\n').at(-1)).toMatch(/^x: 1\/2, .*finished in/);
+  });
+
+  it('off mode writes nothing', () => {
+    const stream = recorder(false);
+    const p = startProgress({ label: 'x', total: 2, stream, mode: 'off' });
+    p.increment();
+    p.stop();
+    expect(stream.text()).toBe('');
+  });
+});
+
+describe('startProgress, live mode (a terminal)', () => {
+  it('redraws one line with counts, rate and ETA on the given stream only', () => {
+    let t = 0;
+    const stream = recorder(true);
+    const p = startProgress({ label: 'batch b1', total: 10, stream, now: () => t, mode: 'live' });
+    p.update({ done: 0, failed: 0 });
+    t = 2000;
+    p.update({ done: 3, failed: 1 });
+    p.stop();
+    const text = stream.text();
+    expect(text).toContain(ESC); // cursor control from cli-progress, not plain lines
+    expect(text).toContain('batch b1 [');
+    expect(text).toContain('4/10 (done 3, failed 1) | 2.00 items/s | finished in 2s');
+  });
+});
+
+describe('formatSeconds', () => {
+  it('reads as s, m:ss and h:mm', () => {
+    expect([formatSeconds(0), formatSeconds(59.4), formatSeconds(65), formatSeconds(3725)]).toEqual(['0s', '59s', '1m05s', '1h02m']);
+  });
+});
