@@ -8,7 +8,7 @@
 # same mirror and keyring as the system's own bookworm source (no host is named here).
 #
 # Also installs the tools the test suite shells out to when missing:
-# redis-server, promtool, chromium, docker-compose.
+# redis-server, promtool, chromium, docker-compose, haproxy.
 #
 # Usage: bash scripts/setup-system.sh [--vulkan-only]
 #   Run as root, or as a user with sudo: the script re-runs itself under sudo.
@@ -135,5 +135,15 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   apt_update
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
   log "installed docker-compose"
+fi
+# haproxy: test/deploy/haproxy.test.ts runs configs/haproxy/haproxy.cfg with it.
+if ! command -v haproxy >/dev/null 2>&1; then
+  apt_update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+  # Only the binary is wanted, not a running service.
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now haproxy >/dev/null 2>&1 || true
+  fi
+  log "installed haproxy ($(haproxy -v | head -n1))"
 fi
 log "done"
