@@ -45,7 +45,7 @@ try {
     registry.registerBundle(`t${i}`, generatePet({ model: base, kind: kinds[i % kinds.length]!, seed: 1000 + i }));
     for (let r = 0; r < 2; r++) rows.push({ task: `t${i}`, inputIds: Array.from({ length: 16 }, () => rng.int(0, base.config.vocabSize)) });
   }
-  const runner = await ModelRunner.create(ctx, base, { dtype: 'f32', logger: silentLogger, registry });
+  const runner = await ModelRunner.create(ctx, base, { dtype: 'f32', logger: silentLogger, registry, poolBytes: 256 << 20 });
   const sets = { pets: rows, base: rows.map((r) => ({ ...r, task: null })) };
   const perOp = { pets: new Map<string, number>(), base: new Map<string, number>() };
   for (const rs of Object.values(sets)) await runner.runTasks(rs, { logits: true });

@@ -1,6 +1,6 @@
 import { packedKeyRanges } from '../kernels/attention.js';
-import type { BertConfig } from '../model/bert-config.js';
-import type { PackedShape } from '../model/bert-graph.js';
+import type { BertConfig } from '../model/families/bert.js';
+import type { PackedShape } from '../model/families/types.js';
 import { InvalidInputError } from '../util/errors.js';
 
 /** Sequences of one batch as the caller gives them (ragged). */

@@ -140,26 +140,48 @@ export class BatchEncoder {
     return this.readbackRanges.length - 1;
   }
 
+  /** Encode the batch into one command encoder, submit it once, and map the readbacks (and timestamps). */
   async submit(): Promise<BatchResult> {
     const ctx = this.res.ctx;
     if (ctx.isLost || ctx.generation !== this.res.generation) throw new DeviceLostError('GPU device lost before submit');
     const device = ctx.device;
-
-    // One uniform upload for the whole batch.
-    const uniformBuffer = this.uniformCursor > 0 ? this.res.uniforms.get(this.uniformCursor) : null;
-    if (uniformBuffer) {
-      const all = new Uint8Array(this.uniformCursor);
-      let off = 0;
-      for (const b of this.uniformBytes) {
-        all.set(b, off);
-        off += alignUp(b.byteLength, UNIFORM_ALIGN);
-      }
-      device.queue.writeBuffer(uniformBuffer, 0, all);
-    }
-
+    const uniformBuffer = this.uploadUniforms(device);
     const profile = this.opts.profile !== undefined && this.opts.profile !== false && ctx.capabilities.timestampQuery;
-    if (profile && this.opts.profile === 'dispatches') {
-      // Every dispatch its own timed pass, named by its label (for op-level profiles).
+    const phaseNames = profile ? this.timedPhases() : [];
+    const querySet = profile ? device.createQuerySet({ type: 'timestamp', count: phaseNames.length * 2 }) : null;
+
+    const encoder = device.createCommandEncoder({ label: this.opts.label ?? 'batch' });
+    this.encodeOps(encoder, uniformBuffer, querySet);
+    const readTotal = this.stagingCursor + (querySet ? phaseNames.length * 16 : 0);
+    const staging = readTotal > 0 ? this.res.staging.get(readTotal) : null;
+    const resolveBuffer = this.encodeReadbacks(encoder, staging, querySet, phaseNames.length);
+    device.queue.submit([encoder.finish()]);
+
+    try {
+      return await this.readBack(staging, readTotal, querySet ? phaseNames : null);
+    } finally {
+      querySet?.destroy();
+      resolveBuffer?.destroy();
+    }
+  }
+
+  /** One uniform upload for the whole batch. */
+  private uploadUniforms(device: GPUDevice): GPUBuffer | null {
+    if (this.uniformCursor === 0) return null;
+    const uniformBuffer = this.res.uniforms.get(this.uniformCursor);
+    const all = new Uint8Array(this.uniformCursor);
+    let off = 0;
+    for (const b of this.uniformBytes) {
+      all.set(b, off);
+      off += alignUp(b.byteLength, UNIFORM_ALIGN);
+    }
+    device.queue.writeBuffer(uniformBuffer, 0, all);
+    return uniformBuffer;
+  }
+
+  /** Phases to time (each its own pass): as recorded, or one per dispatch named by its label. */
+  private timedPhases(): string[] {
+    if (this.opts.profile === 'dispatches') {
       const split: Op[] = [];
       for (const op of this.ops) {
         if (op.kind === 'phase') continue;
@@ -168,12 +190,16 @@ export class BatchEncoder {
       }
       this.ops.splice(0, this.ops.length, ...split);
     }
-    if (profile && this.ops[0]?.kind !== 'phase') this.ops.unshift({ kind: 'phase', name: 'batch' });
+    if (this.ops[0]?.kind !== 'phase') this.ops.unshift({ kind: 'phase', name: 'batch' });
     const phaseNames: string[] = [];
     for (const op of this.ops) if (op.kind === 'phase') phaseNames.push(op.name);
-    const querySet = profile ? device.createQuerySet({ type: 'timestamp', count: phaseNames.length * 2 }) : null;
+    return phaseNames;
+  }
 
-    const encoder = device.createCommandEncoder({ label: this.opts.label ?? 'batch' });
+  /** All recorded ops: dispatches in one compute pass (one per phase when timed), copies between passes. */
+  private encodeOps(encoder: GPUCommandEncoder, uniformBuffer: GPUBuffer | null, querySet: GPUQuerySet | null): void {
+    const ctx = this.res.ctx;
+    const device = ctx.device;
     let pass: GPUComputePassEncoder | null = null;
     let phaseIndex = -1;
     let phaseBegun = false;
@@ -195,7 +221,7 @@ export class BatchEncoder {
 
     for (const op of this.ops) {
       if (op.kind === 'phase') {
-        if (profile) {
+        if (querySet) {
           endPass();
           phaseIndex += 1;
           phaseBegun = false;
@@ -224,39 +250,44 @@ export class BatchEncoder {
       pass.dispatchWorkgroups(...op.workgroups);
     }
     endPass();
+  }
 
-    const readTotal = this.stagingCursor + (querySet ? phaseNames.length * 16 : 0);
-    const staging = readTotal > 0 ? this.res.staging.get(readTotal) : null;
+  /** Copies of the readback ranges (and resolved timestamps, after them) into staging; returns the resolve buffer. */
+  private encodeReadbacks(
+    encoder: GPUCommandEncoder,
+    staging: GPUBuffer | null,
+    querySet: GPUQuerySet | null,
+    phaseCount: number,
+  ): GPUBuffer | null {
     for (const r of this.readbackRanges) {
       encoder.copyBufferToBuffer(r.src, r.offset, staging!, r.stagingOffset, r.bytes);
     }
-    let resolveBuffer: GPUBuffer | null = null;
-    if (querySet) {
-      resolveBuffer = device.createBuffer({
-        size: phaseNames.length * 16,
-        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-      });
-      encoder.resolveQuerySet(querySet, 0, phaseNames.length * 2, resolveBuffer, 0);
-      encoder.copyBufferToBuffer(resolveBuffer, 0, staging!, this.stagingCursor, phaseNames.length * 16);
-    }
-    device.queue.submit([encoder.finish()]);
+    if (!querySet) return null;
+    const resolveBuffer = this.res.ctx.device.createBuffer({
+      size: phaseCount * 16,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    encoder.resolveQuerySet(querySet, 0, phaseCount * 2, resolveBuffer, 0);
+    encoder.copyBufferToBuffer(resolveBuffer, 0, staging!, this.stagingCursor, phaseCount * 16);
+    return resolveBuffer;
+  }
 
-    const readbacks: ArrayBuffer[] = [];
-    let phases: PhaseTiming[] | null = null;
-    if (staging) {
-      await raceDeviceLoss(ctx, staging.mapAsync(GPUMapMode.READ, 0, readTotal));
-      const mapped = staging.getMappedRange(0, readTotal);
-      for (const r of this.readbackRanges) readbacks.push(mapped.slice(r.stagingOffset, r.stagingOffset + r.bytes));
-      if (querySet) {
-        const ts = new BigUint64Array(mapped.slice(this.stagingCursor, this.stagingCursor + phaseNames.length * 16));
-        phases = phaseNames.map((name, i) => ({ name, ms: Number((ts[2 * i + 1] ?? 0n) - (ts[2 * i] ?? 0n)) / 1e6 }));
-      }
-      staging.unmap();
-    } else {
-      await raceDeviceLoss(ctx, device.queue.onSubmittedWorkDone());
+  /** Wait for the batch, then copy every readback (and the phase times) out of the mapped staging buffer. */
+  private async readBack(staging: GPUBuffer | null, readTotal: number, phaseNames: string[] | null): Promise<BatchResult> {
+    const ctx = this.res.ctx;
+    if (!staging) {
+      await raceDeviceLoss(ctx, ctx.device.queue.onSubmittedWorkDone());
+      return { readbacks: [], phases: null };
     }
-    querySet?.destroy();
-    resolveBuffer?.destroy();
+    await raceDeviceLoss(ctx, staging.mapAsync(GPUMapMode.READ, 0, readTotal));
+    const mapped = staging.getMappedRange(0, readTotal);
+    const readbacks = this.readbackRanges.map((r) => mapped.slice(r.stagingOffset, r.stagingOffset + r.bytes));
+    let phases: PhaseTiming[] | null = null;
+    if (phaseNames) {
+      const ts = new BigUint64Array(mapped.slice(this.stagingCursor, this.stagingCursor + phaseNames.length * 16));
+      phases = phaseNames.map((name, i) => ({ name, ms: Number((ts[2 * i + 1] ?? 0n) - (ts[2 * i] ?? 0n)) / 1e6 }));
+    }
+    staging.unmap();
     return { readbacks, phases };
   }
 }

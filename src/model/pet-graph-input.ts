@@ -1,43 +1,30 @@
 import type { BufferRange } from '../gpu/batch-encoder.js';
 import type { SegmentTables } from '../kernels/segmented.js';
-import type { BertConfig } from './bert-config.js';
+import type { BertGemm } from './families/bert/sites.js';
 
 /**
- * What the BERT graph needs to run PET work inside a batch. The graph knows
+ * What a family's graph needs to run PET work inside a batch. The graph knows
  * *slots* (a per-row index into per-site tables) and *segment tables*; it
  * never sees tasks or PET kinds (those live in src/pet and src/engine).
  */
 
-/** The GEMMs of the base graph (query/key/value run as one fused `qkv` GEMM). */
-export type GemmSite = 'qkv' | 'attention_output' | 'intermediate' | 'output' | 'pooler';
-export type LayerGemmSite = Exclude<GemmSite, 'pooler'>;
-
-/** Slot-table sites per layer: 4 GEMMs, 2 LayerNorms, the attention context. */
-export const SITES_PER_LAYER = 7;
-const LAYER_SITE_INDEX = {
-  qkv: 0,
-  attention_output: 1,
-  intermediate: 2,
-  output: 3,
-  attention_layernorm: 4,
-  output_layernorm: 5,
-  context: 6,
-} as const;
-export type SlotSite = keyof typeof LAYER_SITE_INDEX | 'pooler' | 'embeddings';
-
-/** Index of a site in the slot table ([site][slot][4 u32]). */
-export function slotSiteIndex(cfg: BertConfig, layer: number, site: SlotSite): number {
-  if (site === 'pooler') return SITES_PER_LAYER * cfg.numHiddenLayers;
-  if (site === 'embeddings') return SITES_PER_LAYER * cfg.numHiddenLayers + 1;
-  return SITES_PER_LAYER * layer + LAYER_SITE_INDEX[site];
-}
-
-export function slotSiteCount(cfg: BertConfig): number {
-  return SITES_PER_LAYER * cfg.numHiddenLayers + 2;
+/**
+ * `${layer}:${site}`: the one spelling of a (layer, site) map key (sites of no
+ * layer, the pooler and the embeddings, use layer -1). Build keys with siteKey
+ * and read them back with parseSiteKey, never by hand.
+ */
+export type SiteKey<S extends string = string> = `${number}:${S}`;
+export const siteKey = <S extends string>(layer: number, site: S): SiteKey<S> => `${layer}:${site}`;
+export function parseSiteKey<S extends string>(key: SiteKey<S> | string): { layer: number; site: S } {
+  const colon = key.indexOf(':');
+  return { layer: Number(key.slice(0, colon)), site: key.slice(colon + 1) as S };
 }
 
 /** PET work at one GEMM site of one layer (null parts = none in this batch). */
 export interface SiteDeltaWork {
+  layer: number;
+  /** The family's GEMM at this site. */
+  gemm: string;
   /** Low-rank shrink (X·Aᵀ → U) and expand (delta += s·U·Bᵀ). */
   shrink: SegmentTables | null;
   expand: SegmentTables | null;
@@ -56,7 +43,7 @@ export interface SiteDeltaWork {
  */
 export interface OperatorDecisions {
   /**
-   * Per slot-table site (slotSiteIndex): 1 if some row of the batch has work
+   * Per slot-table site (the family's slotSiteIndex): 1 if some row of the batch has work
    * there. Sites with 0 run the plain shared kernel (no slot lookups, no delta
    * epilogue); null = all sites task-aware.
    */
@@ -69,14 +56,12 @@ export interface OperatorDecisions {
   interleaveSparse: boolean;
 }
 
-export const siteKey = (layer: number, gemm: GemmSite): string => `${layer}:${gemm}`;
-
 export interface PetGraphInput {
   numSlots: number;
   /** u32 [tokens] / [sequences]: slot of each row. */
   tokenSlot: GPUBuffer;
   seqSlot: GPUBuffer;
-  /** u32 [site][slot][4]. */
+  /** u32 [site][slot][SLOT_RECORD_WORDS] (kernels/slot-record.ts). */
   slotTable: GPUBuffer;
   /** The PET pool (floats in the serving dtype + u32 words). */
   pool: GPUBuffer;
@@ -86,7 +71,7 @@ export interface PetGraphInput {
   deltaRows: number;
   /** Low-rank / adapter intermediate scratch. */
   scratch: GPUBuffer;
-  sites: ReadonlyMap<string, SiteDeltaWork>;
+  sites: ReadonlyMap<SiteKey, SiteDeltaWork>;
   /** Sequences [0, baseHeadRows) use the base classifier; task heads follow in one segmented GEMM. */
   baseHeadRows: number;
   taskHeads: SegmentTables | null;
@@ -97,3 +82,10 @@ export interface PetGraphInput {
   /** Uploaded segment tables (records and tiles) by table. */
   ranges(t: SegmentTables): { records: BufferRange; tiles: BufferRange };
 }
+
+/**
+ * BERT's GEMM names as src/pet still spells them; PET kinds move to the
+ * family's site table (families/bert/sites.ts, `family.sites`) and then this goes.
+ */
+export type GemmSite = BertGemm | 'pooler';
+export type LayerGemmSite = BertGemm;

@@ -1,6 +1,6 @@
 import type { OperatorPlanner } from '../engine/model-runner.js';
 import type { PetPlan } from '../engine/pet-plan.js';
-import { NONE, type SegmentTables } from '../kernels/segmented.js';
+import type { SegmentTables } from '../kernels/segmented.js';
 import type { BertConfig } from '../model/bert-config.js';
 import type { OperatorDecisions } from '../model/pet-graph-input.js';
 
@@ -62,17 +62,9 @@ export function analysePetOps(plan: PetPlan, dtypeBytes: number): PetOpEstimate[
 
 /** 1 per slot-table site some task slot of the batch has an epilogue entry or delta flag at. */
 export function activeSlotSites(plan: PetPlan): Uint8Array {
-  const S = plan.numSlots;
-  const sites = plan.slotTable.length / (S * 4);
-  const active = new Uint8Array(sites);
-  for (let site = 0; site < sites; site++) {
-    // Slot 0 is the base model: never any entry.
-    for (let slot = 1; slot < S && active[site] === 0; slot++) {
-      const r = (site * S + slot) * 4;
-      const t = plan.slotTable;
-      if (t[r] !== NONE || t[r + 1] !== NONE || t[r + 2] !== NONE || t[r + 3] !== 0) active[site] = 1;
-    }
-  }
+  const table = plan.slotTable;
+  const active = new Uint8Array(table.numSites);
+  for (let site = 0; site < table.numSites; site++) active[site] = table.siteHasEntries(site) ? 1 : 0;
   return active;
 }
 

@@ -145,7 +145,7 @@ describe('mixed batches', () => {
   });
 
   it('one dispatch per task (the benchmark baseline) gives the same answers as segmented dispatch', async () => {
-    const perTask = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry, perTaskDispatch: true });
+    const perTask = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry, poolBytes: 256 << 20, perTaskDispatch: true });
     try {
       const rows: TaskRow[] = TASKS.map((t) => randomRow(t.id));
       const a = await runner.runTasks(rows, { logits: true, pooled: true });

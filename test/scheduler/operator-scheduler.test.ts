@@ -6,7 +6,6 @@ import { ModelRunner, type TaskRow } from '../../src/engine/model-runner.js';
 import { buildPetPlan } from '../../src/engine/pet-plan.js';
 import { loadCheckpoint, type BertCheckpoint } from '../../src/model/checkpoint.js';
 import { initModel } from '../../src/model/init-model.js';
-import { slotSiteIndex } from '../../src/model/pet-graph-input.js';
 import { writePetBundle } from '../../src/pet/formats/bundle.js';
 import type { ResidentPet } from '../../src/pet/gpu-pool.js';
 import { generatePet } from '../../src/pet/init-pet.js';
@@ -60,7 +59,7 @@ beforeAll(async () => {
     await registry.register(t.id, dir);
     refs.set(t.id, loadRefTask(baseDir, dir));
   }
-  runner = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry });
+  runner = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry, poolBytes: 256 << 20 });
 });
 
 afterAll(async () => {
@@ -81,9 +80,9 @@ describe('operator scheduler', () => {
     const sites = bundle.pet.sites as { layer: number; site: string }[];
     sites.splice(0, Infinity, ...sites.filter((s) => s.site === 'query' && s.layer === 1));
     const resident: ResidentPet = { taskId: 'x', packed: packPet(bundle, base), floatBase: 0, wordBase: 0, bytes: 0, firstPage: 0, pageCount: 0, pins: 0, lastUsed: 0 };
-    const plan = buildPetPlan(base.config, [{ task: resident, inputIds: [1, 2, 3] }, { task: null, inputIds: [4, 5] }], 2);
+    const plan = buildPetPlan(base.config, base.family, [{ task: resident, inputIds: [1, 2, 3] }, { task: null, inputIds: [4, 5] }], 2);
     const active = activeSlotSites(plan);
-    expect(active[slotSiteIndex(base.config, 1, 'qkv')]).toBe(1);
+    expect(active[base.family.sites.slotSiteIndex(base.config, 1, 'qkv')]).toBe(1);
     // Its head lives in the task-head GEMM, not in the slot table; everything else is plain.
     expect([...active].reduce((a, b) => a + b, 0)).toBe(1);
     const ops = analysePetOps(plan, 4);

@@ -48,7 +48,7 @@ beforeAll(async () => {
   TASKS.forEach((t, i) =>
     registry.registerBundle(t.id, generatePet({ model: base, kind: t.kind, seed: 50 + i, ...(t.id === 'lora-embed' ? { numLabels: 0 } : {}) })),
   );
-  runner = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry });
+  runner = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry, poolBytes: 256 << 20 });
   const key = { adapter: gpu.ctx.capabilities.adapterName, model: base.config, dtype: 'f32', engineVersion: 'test' };
   cost = await loadOrProfileCostModel(runner, key, join(root, 'cache'), { logger: silentLogger, maxTokens: 256, reps: 1 });
 });

@@ -1,7 +1,9 @@
-import { uploadStorage } from '../gpu/buffers.js';
-import type { Dtype } from '../kernels/types.js';
-import { f32ArrayToF16 } from '../util/f16.js';
-import type { BertWeights, LayerNormWeights, LinearWeights } from './checkpoint.js';
+import { uploadStorage } from '../../../gpu/buffers.js';
+import type { Dtype } from '../../../kernels/types.js';
+import { f32ArrayToF16 } from '../../../util/f16.js';
+import type { LayerNormWeights, LinearWeights } from '../../tensor-source.js';
+import type { GpuModelWeights } from '../types.js';
+import type { BertWeights } from './weights.js';
 
 export interface GpuLinear {
   weight: GPUBuffer;
@@ -22,8 +24,7 @@ export interface GpuEncoderLayer {
   output: GpuLinear;
   outputLayerNorm: GpuLayerNorm;
 }
-export interface GpuBertWeights {
-  dtype: Dtype;
+export interface GpuBertWeights extends GpuModelWeights {
   wordEmbeddings: GPUBuffer;
   positionEmbeddings: GPUBuffer;
   tokenTypeEmbeddings: GPUBuffer;
@@ -31,9 +32,6 @@ export interface GpuBertWeights {
   layers: GpuEncoderLayer[];
   pooler: GpuLinear;
   classifier: GpuLinear | null;
-  /** Bytes of GPU memory the base model holds. */
-  bytes: number;
-  destroy(): void;
 }
 
 function concat(parts: Float32Array[]): Float32Array {

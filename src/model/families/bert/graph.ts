@@ -1,25 +1,20 @@
-import type { BatchEncoder } from '../gpu/batch-encoder.js';
-import type { ActivationArena } from '../gpu/buffers.js';
-import { attention } from '../kernels/attention.js';
-import { embeddingSum } from '../kernels/embedding.js';
-import { gemm, type GemmArgs, type GemmVariant } from '../kernels/gemm.js';
-import { gatherRows, layerNorm, type SlotLookup } from '../kernels/row-ops.js';
-import { segGemm, segSparse, type SegmentTables } from '../kernels/segmented.js';
-import { bytesPerElement } from '../kernels/types.js';
-import type { BertConfig } from './bert-config.js';
+import type { BatchEncoder } from '../../../gpu/batch-encoder.js';
+import type { ActivationArena } from '../../../gpu/buffers.js';
+import { attention } from '../../../kernels/attention.js';
+import { embeddingSum } from '../../../kernels/embedding.js';
+import { gemm, type GemmArgs, type GemmVariant } from '../../../kernels/gemm.js';
+import { gatherRows, layerNorm, type SlotLookup } from '../../../kernels/row-ops.js';
+import { segGemm, segSparse, type SegmentTables } from '../../../kernels/segmented.js';
+import { slotSiteBase } from '../../../kernels/slot-record.js';
+import { bytesPerElement } from '../../../kernels/types.js';
+import { siteKey, type PetGraphInput } from '../../pet-graph-input.js';
+import type { GraphBuffers, PackedShape } from '../types.js';
+import type { BertConfig } from './config.js';
 import type { GpuBertWeights } from './gpu-weights.js';
-import { siteKey, slotSiteIndex, type LayerGemmSite, type PetGraphInput, type SlotSite } from './pet-graph-input.js';
-
-/** Shape of one packed batch: `tokens` rows of `sequences` ragged sequences laid end to end. */
-export interface PackedShape {
-  tokens: number;
-  sequences: number;
-  /** Longest sequence (bounds attention's key count). */
-  maxLength: number;
-}
+import { bertSites, type BertGemm, type BertSlotSite } from './sites.js';
 
 /** Activation buffers of one batch, taken from the arena (reused across batches). */
-export interface BatchBuffers {
+export interface BatchBuffers extends GraphBuffers {
   tokenTable: GPUBuffer; // u32 [tokens, 3]
   keyRange: GPUBuffer; // u32 [tokens, 2]
   clsRows: GPUBuffer; // u32 [sequences]
@@ -85,16 +80,15 @@ export function recordBertForward(
   const dt = w.dtype;
   const T = s.tokens;
   const H = cfg.hiddenSize;
-  const I = cfg.intermediateSize;
   const heads = cfg.numAttentionHeads;
   const eps = cfg.layerNormEps;
   const active = pet?.operators?.activeSlotSites ?? null;
-  const slots = (rowSlot: GPUBuffer, layer: number, site: SlotSite): SlotLookup | null => {
+  const slots = (rowSlot: GPUBuffer, layer: number, site: BertSlotSite): SlotLookup | null => {
     if (!pet) return null;
-    const index = slotSiteIndex(cfg, layer, site);
+    const index = bertSites.slotSiteIndex(cfg, layer, site);
     // No row of this batch has work here: the plain kernel, without per-row slot lookups.
     if (active && active[index] === 0) return null;
-    return { rowSlot, slotTable: pet.slotTable, pool: pet.pool, siteBase: index * pet.numSlots * 4 };
+    return { rowSlot, slotTable: pet.slotTable, pool: pet.pool, siteBase: slotSiteBase(index, pet.numSlots) };
   };
   const interleave = pet?.operators?.interleaveSparse === true;
   const tables = (t: SegmentTables, inp: GPUBuffer, out: GPUBuffer) => ({ ...pet!.ranges(t), inp, out, pool: pet!.pool });
@@ -105,7 +99,9 @@ export function recordBertForward(
    * epilogue, then adapters on its output. Returns whether adapters ran (then the
    * residual was NOT fused and the LayerNorm must add it).
    */
-  const linear = (layer: number, site: LayerGemmSite, a: GemmArgs, label: string): boolean => {
+  const linear = (layer: number, site: BertGemm, args: Omit<GemmArgs, 'M' | 'N' | 'K'>, label: string): boolean => {
+    const shape = bertSites.gemmShape(cfg, site);
+    const a: GemmArgs = { ...args, M: T, N: shape.N, K: shape.K };
     const work = pet?.sites.get(siteKey(layer, site));
     const adapters = !!work?.adapterDown;
     if (pet && work && (work.shrink || work.sparse)) {
@@ -128,7 +124,7 @@ export function recordBertForward(
         residual: adapters ? null : a.residual,
         tasks:
           lookup && pet
-            ? { ...lookup, delta: pet.delta, deltaRow0: pet.deltaRow0, deltaLd: a.N, deltaBlock: site === 'qkv' ? H : a.N }
+            ? { ...lookup, delta: pet.delta, deltaRow0: pet.deltaRow0, deltaLd: a.N, deltaBlock: shape.deltaBlock }
             : null,
       },
       label,
@@ -161,7 +157,7 @@ export function recordBertForward(
   w.layers.forEach((l, i) => {
     enc.phase(`layer${i}`);
     const tok = pet?.tokenSlot as GPUBuffer;
-    linear(i, 'qkv', { x: b.hidden, w: l.qkv.weight, bias: l.qkv.bias, y: b.qkv, M: T, N: 3 * H, K: H }, `l${i}.qkv`);
+    linear(i, 'qkv', { x: b.hidden, w: l.qkv.weight, bias: l.qkv.bias, y: b.qkv }, `l${i}.qkv`);
     attention(
       enc,
       dt,
@@ -171,7 +167,7 @@ export function recordBertForward(
     const attnAdapters = linear(
       i,
       'attention_output',
-      { x: b.context, w: l.attentionOutput.weight, bias: l.attentionOutput.bias, residual: b.hidden, y: b.scratch, M: T, N: H, K: H },
+      { x: b.context, w: l.attentionOutput.weight, bias: l.attentionOutput.bias, residual: b.hidden, y: b.scratch },
       `l${i}.attn_out`,
     );
     layerNorm(
@@ -183,13 +179,13 @@ export function recordBertForward(
     linear(
       i,
       'intermediate',
-      { x: b.hiddenMid, w: l.intermediate.weight, bias: l.intermediate.bias, y: b.intermediate, M: T, N: I, K: H, act: 'gelu' },
+      { x: b.hiddenMid, w: l.intermediate.weight, bias: l.intermediate.bias, y: b.intermediate, act: 'gelu' },
       `l${i}.intermediate`,
     );
     const outAdapters = linear(
       i,
       'output',
-      { x: b.intermediate, w: l.output.weight, bias: l.output.bias, residual: b.hiddenMid, y: b.scratch, M: T, N: H, K: I },
+      { x: b.intermediate, w: l.output.weight, bias: l.output.bias, residual: b.hiddenMid, y: b.scratch },
       `l${i}.output`,
     );
     layerNorm(
