@@ -72,7 +72,7 @@ function spawnWorker(configFile: string): WorkerProc {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PETSERVE_') && k !== 'REDIS_URL') env[k] = v;
   if (process.env['PETSERVE_GPU_ADAPTER']) env['PETSERVE_GPU_ADAPTER'] = process.env['PETSERVE_GPU_ADAPTER'];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/worker-command.ts', '--config', configFile], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/run-from-source.ts', 'worker', '--config', configFile], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const ready = new Promise<void>((resolve, reject) => {

@@ -1,4 +1,3 @@
-import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { loadConfig, type PetServeConfig } from '../config/config.js';
 import { Registry } from 'prom-client';
@@ -112,13 +111,4 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   await runtime.close();
   await endpoint?.close();
   logger.info({ ...worker.stats() }, 'batch worker stopped');
-}
-
-// Tests and benchmarks start worker processes from source, without building dist/:
-//   node --import tsx src/cli/worker-command.ts [worker flags]
-// Not a top-level await: main.js imports this module, so awaiting main.js here would deadlock the import cycle.
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  void import('./main.js').then(async ({ main }) => {
-    process.exitCode = await main([process.argv[0]!, 'petserve', 'worker', ...process.argv.slice(2)]);
-  });
 }

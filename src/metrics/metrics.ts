@@ -3,7 +3,7 @@ import type { MemoryReport, TaskMemory } from '../engine/model-runner.js';
 import { PET_KINDS, type PetKind } from '../pet/types.js';
 import type { BatchReport, RequestReport, SchedulerObserver, SchedulerStats } from '../scheduler/types.js';
 import { PetOverheadWindow, type PetOverhead } from './pet-overhead.js';
-import { readQueueStats, type QueueReading } from './queue-read.js';
+import { readQueueStats, type QueueReading, type QueueStatsSource } from './queue-read.js';
 import { RollingWindow, type RollingWindowOptions } from './rolling-window.js';
 import { TaskRequestCounts } from './task-counts.js';
 
@@ -26,19 +26,11 @@ export interface MemorySource {
   readonly registry?: { memory(): { hostCachedBytes: number; hostTotalBytes: number } } | null;
 }
 
+export type { QueueStatsSource } from './queue-read.js';
+
 /** What the scheduler collectors read (the scheduler's `InferenceService` fits). */
 export interface SchedulerStatsSource {
   stats(): SchedulerStats;
-}
-
-/**
- * What the queue collectors read; the BullMQ side implements it (job counts
- * from `Queue.getJobCounts()`, workers from `Queue.getWorkersCount()`), so this
- * module does not depend on the queue code.
- */
-export interface QueueStatsSource {
-  jobCounts(): Promise<Record<string, number>>;
-  workers(): Promise<number>;
 }
 
 export interface MetricsOptions {

@@ -1,4 +1,12 @@
-import type { QueueStatsSource } from './metrics.js';
+/**
+ * What the queue collectors read; the BullMQ side implements it (job counts
+ * from `Queue.getJobCounts()`, workers from `Queue.getWorkersCount()`), so
+ * metrics do not depend on the queue code.
+ */
+export interface QueueStatsSource {
+  jobCounts(): Promise<Record<string, number>>;
+  workers(): Promise<number>;
+}
 
 export interface QueueReading {
   counts: Record<string, number>;

@@ -1,9 +1,9 @@
 import { PetServeError } from '../util/errors.js';
 
 /**
- * Errors of the offline batch queue. Each has a stable code; the batch routes
- * map codes to HTTP status (src/server/routes/batches.ts, BATCH_ERROR_STATUS),
- * the CLI to exit codes.
+ * Errors of the offline batch queue. Each has a stable code; src/server/errors.ts
+ * maps codes to HTTP status (one map for all layers), src/cli/exit-codes.ts to
+ * exit codes.
  */
 
 /** Redis cannot be reached (or dropped the connection): the batch API is unavailable, online inference is not affected. */

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { readCheckpointJson } from '../model/checkpoint.js';
 import { CheckpointError } from '../util/errors.js';
-import { pathExists } from '../pet/formats/common.js';
+import { pathExists } from '../util/fs.js';
 
 export interface EncodedText {
   inputIds: number[];

@@ -1,7 +1,7 @@
 /**
  * Typed errors. Every failure a user can cause or meet has its own class and a
- * stable `code`; the CLI and (later) the HTTP layer map codes to exit codes /
- * status codes in one place.
+ * stable `code`. Codes are mapped in one place each: to HTTP status in
+ * src/server/errors.ts, to process exit codes in src/cli/exit-codes.ts.
  */
 export class PetServeError extends Error {
   constructor(

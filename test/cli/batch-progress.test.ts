@@ -59,8 +59,8 @@ describe('petserve batch submit --wait', () => {
   it('with stdout not a terminal: plain progress lines on stderr, only the finished batch on stdout', async () => {
     const file = join(root, 'items.jsonl');
     await writeFile(file, '{"task":"t","input_ids":[101,102]}\n');
-    const r = await runCli('batch', '--url', url, 'submit', file, '--wait', '--poll-ms', '1');
-    expect(r.code).toBe(0);
+    const r = await runCli('batch', '--url', url, 'submit', file, '--wait', '--poll-ms', '100');
+    expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as BatchView;
     expect(out).toMatchObject({ id: 'b-test', status: 'completed', counts: { done: 9, failed: 1 } });
     const lines = r.stderr.trimEnd().split('\n');

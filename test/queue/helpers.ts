@@ -161,7 +161,7 @@ export function spawnWorkerProcess(configFile: string, flags: string[] = []): Wo
   // Only the GPU choice comes from the caller's environment; everything else is in the config file.
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PETSERVE_') && k !== 'REDIS_URL') env[k] = v;
   if (process.env['PETSERVE_GPU_ADAPTER']) env['PETSERVE_GPU_ADAPTER'] = process.env['PETSERVE_GPU_ADAPTER'];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/worker-command.ts', '--config', configFile, ...flags], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/run-from-source.ts', 'worker', '--config', configFile, ...flags], {
     cwd: process.cwd(),
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
