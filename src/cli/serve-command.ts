@@ -8,8 +8,9 @@ import { BatchService } from '../queue/producer.js';
 import { batchQueueSettings } from '../queue/settings.js';
 import { createApp } from '../server/app.js';
 import { batchOpenApiPaths, createBatchRouter } from '../server/routes/batches.js';
-import { createStatusRouter } from '../server/routes/status.js';
-import { listen, ServerLifecycle, type HttpServerHandle } from '../server/lifecycle.js';
+import { createStatusRouter, statusOpenApiPaths } from '../server/routes/status.js';
+import { listen, ServerLifecycle, SHUTDOWN_ANSWER_GRACE_MS, type HttpServerHandle } from '../server/lifecycle.js';
+import { removeStaleUploads } from '../server/task-admin.js';
 import { createLogger, type Logger } from '../util/logger.js';
 import { parseIntOption } from './options.js';
 
@@ -47,6 +48,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   // One prom-client registry per process; the scheduler reports into it through the observer.
   const registry = new Registry();
   const metrics = createMetrics(registry, { perTaskTopK: config.metrics.perTaskTopK });
+  await removeStaleUploads(config.server.uploadDir, logger);
   const runtime = await startRuntime(config, logger, { observer: metrics.observer });
   metrics.bindRuntime(runtime);
   // Never throws when Redis is down: batch routes answer 503 naming REDIS_URL, online inference goes on.
@@ -75,10 +77,17 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
       lifecycle,
       middleware: [httpMetricsMiddleware(metrics, { tasks: runtime.registry })],
       routers: [status, createBatchRouter({ batches, maxUploadBytes: config.server.maxUploadBytes })],
-      openApiPaths: batchOpenApiPaths(),
+      openApiPaths: { ...batchOpenApiPaths(), ...statusOpenApiPaths() },
       readinessParts: () => ({ batches: batches.health() }),
     });
-    http = await listen(app, { host: config.server.host, port: config.server.port, lifecycle, logger });
+    http = await listen(app, {
+      host: config.server.host,
+      port: config.server.port,
+      lifecycle,
+      logger,
+      timeouts: { requestTimeoutMs: config.server.requestTimeoutMs, headersTimeoutMs: config.server.headersTimeoutMs },
+      keysRequired: config.server.apiKeys.length > 0,
+    });
   } catch (err) {
     await batches.close();
     await runtime.close();
@@ -102,13 +111,36 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
 }
 
 /**
+ * How long after server.shutdownTimeoutMs the GPU release may take (the batch
+ * on the device at the bound finishes first) before it is abandoned and the
+ * process exits anyway. With SHUTDOWN_ANSWER_GRACE_MS this is the whole
+ * overshoot: the process is gone within shutdownTimeoutMs + SHUTDOWN_EXIT_BOUND_MS.
+ */
+export const GPU_RELEASE_WAIT_MS = 2000;
+export const SHUTDOWN_EXIT_BOUND_MS = SHUTDOWN_ANSWER_GRACE_MS + GPU_RELEASE_WAIT_MS + 500;
+
+/**
  * Stop accepting connections, let in-flight requests finish and the scheduler
- * drain (both bounded by `timeoutMs`), then release the GPU.
+ * drain (both bounded by `timeoutMs`); at the bound, queued requests get 503
+ * SHUTTING_DOWN. Then release the GPU after the running batch, or abandon it
+ * after GPU_RELEASE_WAIT_MS; a last timer ends the process at
+ * timeoutMs + SHUTDOWN_EXIT_BOUND_MS whatever still holds it.
  */
 async function shutdown(http: HttpServerHandle, runtime: Runtime, timeoutMs: number, logger: Logger, signal: string): Promise<void> {
   const started = Date.now();
   logger.info({ signal, inFlight: http.inFlight(), timeoutMs }, 'shutting down: no new connections, finishing in-flight requests');
-  const [cut] = await Promise.all([http.close(timeoutMs), runtime.scheduler.drain(timeoutMs)]);
-  await runtime.close();
-  logger.info({ ms: Date.now() - started, cutRequests: cut }, 'shutdown complete');
+  setTimeout(() => {
+    logger.error({ ms: Date.now() - started, boundMs: timeoutMs + SHUTDOWN_EXIT_BOUND_MS }, 'shutdown bound reached: exiting now');
+    process.exit(process.exitCode ?? 0);
+  }, timeoutMs + SHUTDOWN_EXIT_BOUND_MS).unref();
+  const [answered] = await Promise.all([http.close(timeoutMs), runtime.scheduler.drain(timeoutMs)]);
+  let timer: NodeJS.Timeout | undefined;
+  const released = await Promise.race([
+    runtime.close().then(() => true),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), GPU_RELEASE_WAIT_MS))),
+  ]);
+  clearTimeout(timer);
+  if (!released) logger.warn({ waitedMs: GPU_RELEASE_WAIT_MS }, 'GPU release abandoned: a batch is still running on the device');
+  logger.info({ ms: Date.now() - started, cutRequests: answered, gpuReleased: released }, 'shutdown complete');
+  if (!released) process.exit(process.exitCode ?? 0);
 }

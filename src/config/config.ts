@@ -6,6 +6,12 @@ import { ConfigError } from '../util/errors.js';
 /** A boolean that also accepts 'true'/'false' strings (environment variables). */
 const envBoolean = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
 
+/** Keys as a YAML list or, from the environment, one comma-separated string. */
+const keyList = z.preprocess(
+  (v) => (typeof v === 'string' ? v.split(',').map((k) => k.trim()).filter((k) => k !== '') : v),
+  z.array(z.string().min(16, 'an API key needs at least 16 characters')),
+);
+
 /**
  * The one typed configuration of PetServe. Sources, later wins:
  * schema defaults → YAML file (--config) → environment (PETSERVE_*) → CLI flags.
@@ -85,6 +91,20 @@ export const configSchema = z.strictObject({
       corsOrigins: z.array(z.string()).default([]),
       /** On SIGTERM/SIGINT, how long in-flight requests may take before exit. */
       shutdownTimeoutMs: z.coerce.number().int().positive().default(30000),
+      /**
+       * Data-plane API keys (Bearer). When any is set, predict, V2 infer and
+       * model metadata, batches and status need one; a batch belongs to the key
+       * that created it. Empty = no keys (then keep the server on 127.0.0.1).
+       */
+      apiKeys: keyList.default([]),
+      /** GET /metrics without a key even when apiKeys are set (Prometheus scrapes without credentials). */
+      publicMetrics: envBoolean.default(true),
+      /** GET /v1/status shows per-task rows (ids, kinds, sizes, request counts) to anyone, without a key or the admin token. */
+      publicStatus: envBoolean.default(false),
+      /** A request whose body has not fully arrived this long after it began is answered 408 and closed. */
+      requestTimeoutMs: z.coerce.number().int().positive().default(60_000),
+      /** A client that has not sent all its headers this long after connecting is answered 408 and closed. */
+      headersTimeoutMs: z.coerce.number().int().positive().default(20_000),
     })
     .prefault({}),
   redis: z
@@ -144,6 +164,9 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_HOST: ['server', 'host'],
   PETSERVE_PORT: ['server', 'port'],
   PETSERVE_ADMIN_TOKEN: ['server', 'adminToken'],
+  PETSERVE_API_KEYS: ['server', 'apiKeys'],
+  PETSERVE_PUBLIC_METRICS: ['server', 'publicMetrics'],
+  PETSERVE_PUBLIC_STATUS: ['server', 'publicStatus'],
   PETSERVE_TASKS_DIR: ['server', 'tasksDir'],
   PETSERVE_REGISTER_ROOT: ['server', 'registerRoot'],
   REDIS_URL: ['redis', 'url'],

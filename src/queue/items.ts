@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { InvalidInputError } from '../util/errors.js';
+import { jsonSyntaxWhere } from '../util/json-syntax.js';
 import type { ParsedItem, StoredItem } from './types.js';
 
 /**
@@ -85,7 +86,7 @@ export async function parseJsonlItems(text: string): Promise<ParsedItem[]> {
     try {
       value = JSON.parse(line);
     } catch (err) {
-      out.push({ ok: false, rejected: { i: index, error: { code: 'INVALID_INPUT', message: `${where}: not valid JSON (${(err as Error).message})` } } });
+      out.push({ ok: false, rejected: { i: index, error: { code: 'INVALID_INPUT', message: `${where}: not valid JSON (${jsonSyntaxWhere((err as Error).message)})` } } });
       continue;
     }
     out.push(parseItem(value, index, where));

@@ -4,10 +4,10 @@ import type { Redis } from 'ioredis';
 import { PetServeError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { BatchFinishedError, BatchNotFoundError, BatchTooLargeError, IdempotencyConflictError, RedisUnavailableError, describeError } from './errors.js';
-import { createRedis, redactRedisUrl, waitForRedis } from './redis.js';
+import { createRedis, isConnected, redactRedisUrl, waitForRedis } from './redis.js';
 import { cancelChunkItems, errorLine } from './result-lines.js';
 import { chunkJobId, CHUNK_QUEUE_NAME, type BatchQueueSettings } from './settings.js';
-import { BatchStore, type ResultWrite } from './store.js';
+import { BatchStore, type BatchMeta, type ResultWrite } from './store.js';
 import type { BatchView, ChunkJobData, ParsedItem, StoredItem } from './types.js';
 
 /** What /v2/health/ready and the status page report about the batch queue. */
@@ -32,6 +32,21 @@ const RESULT_PAGE = 500;
 const JOBS_PER_ADD = 500;
 /** Concurrent job removals while cancelling. */
 const CANCEL_CONCURRENCY = 16;
+/**
+ * How long a read waits for a dropped connection to come back before it
+ * answers 503. ioredis reconnects within ~100-400 ms after Redis drops a
+ * client; a read (status, list, results) is safe to retry, so it rides out
+ * that blip instead of failing. Writes (submit, cancel) still fail fast: the
+ * client decides whether to retry them (with an Idempotency-Key).
+ */
+const READ_RECONNECT_WAIT_MS = 2000;
+
+/**
+ * Whose batches a call may see: the owner id of the caller's API key, or
+ * undefined when the server runs without keys (all batches are shared).
+ * A batch owned by another key is answered as not found, never as forbidden.
+ */
+export type BatchOwner = string | undefined;
 
 /**
  * The producer side of offline batches, used by the HTTP routes: stores a
@@ -71,7 +86,7 @@ export class BatchService {
   }
 
   ready(): boolean {
-    return !this.closed && this.client.status === 'ready';
+    return !this.closed && isConnected(this.client);
   }
 
   health(): BatchQueueHealth {
@@ -94,13 +109,40 @@ export class BatchService {
     try {
       return await fn();
     } catch (err) {
-      // Our own errors and Redis' answers to a command (ReplyError) are not connectivity problems.
-      if (err instanceof PetServeError || (err instanceof Error && err.name === 'ReplyError')) throw err;
-      throw new RedisUnavailableError(redactRedisUrl(this.settings.redisUrl), describeError(err), { cause: err });
+      throw this.connectionError(err);
     }
   }
 
-  async submit(items: readonly ParsedItem[], idempotencyKey?: string): Promise<SubmitResult> {
+  /**
+   * A read: like guard, but a dropped connection is waited for (up to
+   * READ_RECONNECT_WAIT_MS) and the read tried once more. Without this, a read
+   * that lands between Redis closing the socket and ioredis noticing (status
+   * still 'ready', "Stream isn't writeable") fails though Redis is fine.
+   */
+  private async read<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed) return this.guard(fn);
+    try {
+      if (!this.ready()) await waitForRedis(this.client, READ_RECONNECT_WAIT_MS);
+      return await fn();
+    } catch (err) {
+      const failure = this.connectionError(err);
+      if (!(failure instanceof RedisUnavailableError) || this.closed) throw failure;
+      try {
+        await waitForRedis(this.client, READ_RECONNECT_WAIT_MS);
+      } catch {
+        throw failure;
+      }
+      return this.guard(fn);
+    }
+  }
+
+  /** Our own errors and Redis' answers to a command (ReplyError) pass; anything else is a connectivity failure. */
+  private connectionError(err: unknown): Error {
+    if (err instanceof PetServeError || (err instanceof Error && err.name === 'ReplyError')) return err;
+    return new RedisUnavailableError(redactRedisUrl(this.settings.redisUrl), describeError(err), { cause: err });
+  }
+
+  async submit(items: readonly ParsedItem[], idempotencyKey?: string, owner?: BatchOwner): Promise<SubmitResult> {
     const { chunkSize, maxItems } = this.settings;
     if (items.length > maxItems) throw new BatchTooLargeError(items.length, maxItems);
     const chunks = new Map<number, StoredItem[]>();
@@ -123,7 +165,7 @@ export class BatchService {
     return this.guard(async () => {
       if (idempotencyKey !== undefined) {
         // Fast path: a replay does not store a second copy of the items.
-        const existing = await this.store.client.get(this.store.idempotencyKey(idempotencyKey));
+        const existing = await this.store.client.get(this.store.idempotencyKey(idempotencyKey, owner));
         if (existing !== null) {
           const replay = await this.replay(existing, itemsDigest);
           if (replay) return replay;
@@ -131,21 +173,21 @@ export class BatchService {
       }
       const id = `batch_${randomBytes(12).toString('hex')}`;
       try {
-        await this.store.create({ id, total: items.length, chunkSize, chunks, digest: itemsDigest, idempotencyKey, createdAt: new Date().toISOString() });
+        await this.store.create({ id, total: items.length, chunkSize, chunks, digest: itemsDigest, idempotencyKey, createdAt: new Date().toISOString(), owner });
         if (idempotencyKey !== undefined) {
-          const owner = await this.store.claimIdempotencyKey(idempotencyKey, id);
-          if (owner !== id) {
-            const replay = await this.replay(owner, itemsDigest).catch(async (err: unknown) => {
-              await this.store.delete(id, chunks.keys());
+          const boundTo = await this.store.claimIdempotencyKey(idempotencyKey, id, owner);
+          if (boundTo !== id) {
+            const replay = await this.replay(boundTo, itemsDigest).catch(async (err: unknown) => {
+              await this.store.delete(id, chunks.keys(), owner);
               throw err;
             });
             if (replay) {
               // A concurrent submit with the same key won; ours never becomes visible.
-              await this.store.delete(id, chunks.keys());
+              await this.store.delete(id, chunks.keys(), owner);
               return replay;
             }
             // The key outlived its batch (expired records): it is ours now.
-            await this.store.takeIdempotencyKey(idempotencyKey, id);
+            await this.store.takeIdempotencyKey(idempotencyKey, id, owner);
           }
         }
         if (rejected.length > 0) await this.store.writeResults(id, rejected);
@@ -153,12 +195,12 @@ export class BatchService {
         for (let at = 0; at < jobs.length; at += JOBS_PER_ADD) await this.queue.addBulk(jobs.slice(at, at + JOBS_PER_ADD));
       } catch (err) {
         // Without all its jobs the batch would never finish: remove it (jobs already added find no batch and end).
-        await this.store.delete(id, chunks.keys()).catch(() => undefined);
-        if (idempotencyKey !== undefined) await this.store.releaseIdempotencyKey(idempotencyKey, id).catch(() => undefined);
+        await this.store.delete(id, chunks.keys(), owner).catch(() => undefined);
+        if (idempotencyKey !== undefined) await this.store.releaseIdempotencyKey(idempotencyKey, id, owner).catch(() => undefined);
         throw err;
       }
       this.logger.info({ batch: id, items: items.length, rejected: rejected.length, chunks: chunks.size }, 'batch queued');
-      return { batch: await this.view(id), created: true };
+      return { batch: await this.view(id, owner), created: true };
     });
   }
 
@@ -170,18 +212,24 @@ export class BatchService {
     return { batch: meta.view, created: false };
   }
 
-  private async view(id: string): Promise<BatchView> {
+  /** A batch's record as `owner` may see it: another key's batch does not exist for it. */
+  private async visibleMeta(id: string, owner: BatchOwner): Promise<BatchMeta> {
     const meta = await this.store.meta(id);
-    if (!meta) throw new BatchNotFoundError(id);
-    return meta.view;
+    if (!meta || (owner !== undefined && meta.owner !== owner)) throw new BatchNotFoundError(id);
+    return meta;
   }
 
-  get(id: string): Promise<BatchView> {
-    return this.guard(() => this.view(id));
+  private async view(id: string, owner: BatchOwner): Promise<BatchView> {
+    return (await this.visibleMeta(id, owner)).view;
   }
 
-  list(offset: number, limit: number): Promise<{ total: number; batches: BatchView[] }> {
-    return this.guard(() => this.store.list(offset, limit));
+  get(id: string, owner?: BatchOwner): Promise<BatchView> {
+    return this.read(() => this.view(id, owner));
+  }
+
+  /** Newest first: `owner`'s batches, or every batch without keys. */
+  list(offset: number, limit: number, owner?: BatchOwner): Promise<{ total: number; batches: BatchView[] }> {
+    return this.read(() => this.store.list(offset, limit, owner));
   }
 
   /**
@@ -190,8 +238,9 @@ export class BatchService {
    * finishes; a chunk a worker picks up later sees the status and cancels
    * itself. Cancelling a cancelled batch answers its status again.
    */
-  cancel(id: string): Promise<BatchView> {
+  cancel(id: string, owner?: BatchOwner): Promise<BatchView> {
     return this.guard(async () => {
+      await this.visibleMeta(id, owner);
       const before = await this.store.cancel(id);
       if (before === null) throw new BatchNotFoundError(id);
       if (before === 'completed' || before === 'failed') throw new BatchFinishedError(id, before);
@@ -206,7 +255,7 @@ export class BatchService {
       };
       await Promise.all(Array.from({ length: CANCEL_CONCURRENCY }, removeNext));
       this.logger.info({ batch: id }, 'batch cancelled');
-      return this.view(id);
+      return this.view(id, owner);
     });
   }
 
@@ -215,12 +264,12 @@ export class BatchService {
    * that have settled, in item order, page by page. Checks the batch exists
    * before the first page so a route can still answer 404.
    */
-  async results(id: string, offset = 0, limit?: number): Promise<{ batch: BatchView; end: number; pages: AsyncIterable<string[]> }> {
-    const batch = await this.get(id);
+  async results(id: string, offset = 0, limit?: number, owner?: BatchOwner): Promise<{ batch: BatchView; end: number; pages: AsyncIterable<string[]> }> {
+    const batch = await this.get(id, owner);
     const end = Math.min(batch.counts.total, limit === undefined ? Number.POSITIVE_INFINITY : offset + limit);
     const pages = async function* (this: BatchService): AsyncGenerator<string[]> {
       for (let from = offset; from < end; from += RESULT_PAGE) {
-        yield await this.guard(() => this.store.resultLines(id, from, Math.min(end, from + RESULT_PAGE)));
+        yield await this.read(() => this.store.resultLines(id, from, Math.min(end, from + RESULT_PAGE)));
       }
     }.call(this);
     return { batch, end, pages };
@@ -228,12 +277,12 @@ export class BatchService {
 
   /** Chunk jobs by BullMQ state (waiting, active, delayed, failed, completed), for metrics and the status page. */
   jobCounts(): Promise<Record<string, number>> {
-    return this.guard(() => this.queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'));
+    return this.read(() => this.queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'));
   }
 
   /** Worker processes connected to the queue (BullMQ names each one's blocking connection). */
   workers(): Promise<number> {
-    return this.guard(() => this.queue.getWorkersCount());
+    return this.read(() => this.queue.getWorkersCount());
   }
 
   async close(): Promise<void> {

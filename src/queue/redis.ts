@@ -61,9 +61,20 @@ export function redactRedisUrl(url: string): string {
   }
 }
 
-/** Resolve once the client is connected, or reject after `timeoutMs`. */
+/**
+ * The client can send a command now. Its status stays 'ready' for a moment
+ * after Redis has closed the socket (until ioredis handles the close), so the
+ * socket is checked as well: a command sent then fails with "Stream isn't
+ * writeable" although a reconnect is only milliseconds away.
+ */
+export function isConnected(client: Redis): boolean {
+  const stream = (client as unknown as { stream?: { writable?: boolean; writableEnded?: boolean } }).stream;
+  return client.status === 'ready' && stream?.writable === true && stream.writableEnded !== true;
+}
+
+/** Resolve once the client is connected (see isConnected), or reject after `timeoutMs`. */
 export async function waitForRedis(client: Redis, timeoutMs: number): Promise<void> {
-  if (client.status === 'ready') return;
+  if (isConnected(client)) return;
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       client.off('ready', onReady);

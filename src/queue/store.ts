@@ -11,7 +11,8 @@ import type { BatchStatus, BatchView, StoredItem } from './types.js';
  *   {prefix}:batch:{id}:chunk:{n}      string: JSON array of chunk n's valid items
  *   {prefix}:batch:{id}:results        hash: item index → result line (JSON)
  *   {prefix}:batch-index               zset: batch ids by creation time (listing)
- *   {prefix}:batch-idem:{sha256(key)}  string: batch id of an idempotency key
+ *   {prefix}:batch-index:{owner}       zset: the same, of one API key's batches (server.apiKeys)
+ *   {prefix}:batch-idem:{sha256(owner, key)}  string: batch id of an idempotency key
  *
  * Results are written with HSETNX and counted in the same script, so a chunk
  * that runs twice (retry, stalled job picked up by another worker, a write
@@ -104,12 +105,15 @@ const META_FIELDS = [
   'idem',
   'digest',
   'chunkSize',
+  'owner',
 ] as const;
 
 export interface BatchMeta {
   view: BatchView;
   digest: string;
   chunkSize: number;
+  /** Owner id of the API key that created it; null when created without keys. */
+  owner: string | null;
 }
 
 export interface NewBatch {
@@ -121,6 +125,7 @@ export interface NewBatch {
   digest: string;
   idempotencyKey: string | undefined;
   createdAt: string;
+  owner: string | undefined;
 }
 
 /** Chunks written per pipeline round trip when a batch is stored (bounds one request's size). */
@@ -145,9 +150,13 @@ export class BatchStore {
   get indexKey(): string {
     return `${this.prefix}:batch-index`;
   }
-  idempotencyKey(key: string): string {
-    // Hashed: client keys may be long or hold any characters.
-    return `${this.prefix}:batch-idem:${createHash('sha256').update(key).digest('hex')}`;
+  /** One owner's listing; without an owner, the index of every batch. */
+  indexOf(owner: string | undefined): string {
+    return owner === undefined ? this.indexKey : `${this.indexKey}:${owner}`;
+  }
+  idempotencyKey(key: string, owner: string | undefined): string {
+    // Hashed: client keys may be long or hold any characters. Per owner: one key's client cannot replay another's batch.
+    return `${this.prefix}:batch-idem:${createHash('sha256').update(owner ?? '').update('\n').update(key).digest('hex')}`;
   }
 
   /** Store a new batch's record and items (not yet visible to workers: no jobs exist). */
@@ -167,9 +176,11 @@ export class BatchStore {
         createdAt: b.createdAt,
         digest: b.digest,
         ...(b.idempotencyKey !== undefined ? { idem: b.idempotencyKey } : {}),
+        ...(b.owner !== undefined ? { owner: b.owner } : {}),
       })
       .expire(meta, this.ttlSeconds)
       .zadd(this.indexKey, Date.parse(b.createdAt), b.id)
+      .zadd(this.indexOf(b.owner), Date.parse(b.createdAt), b.id)
       .exec();
     throwPipelineError(created);
     const entries = [...b.chunks];
@@ -181,28 +192,28 @@ export class BatchStore {
   }
 
   /** Remove a batch entirely (a submit that lost an idempotency race or could not queue its jobs). */
-  async delete(id: string, chunks: Iterable<number>): Promise<void> {
+  async delete(id: string, chunks: Iterable<number>, owner: string | undefined): Promise<void> {
     const keys = [this.metaKey(id), this.resultsKey(id), ...[...chunks].map((n) => this.chunkKey(id, n))];
-    await this.client.multi().del(...keys).zrem(this.indexKey, id).exec();
+    await this.client.multi().del(...keys).zrem(this.indexKey, id).zrem(this.indexOf(owner), id).exec();
   }
 
   /** Bind an idempotency key to `id`; returns the id it is bound to (ours, or an earlier batch's). */
-  async claimIdempotencyKey(key: string, id: string): Promise<string> {
-    const k = this.idempotencyKey(key);
+  async claimIdempotencyKey(key: string, id: string, owner: string | undefined): Promise<string> {
+    const k = this.idempotencyKey(key, owner);
     const set = await this.client.set(k, id, 'EX', this.ttlSeconds, 'NX');
     if (set === 'OK') return id;
     const existing = await this.client.get(k);
     // Expired between the two calls: claim again.
-    return existing ?? this.claimIdempotencyKey(key, id);
+    return existing ?? this.claimIdempotencyKey(key, id, owner);
   }
 
   /** Bind an idempotency key to `id` whatever it pointed to (its batch expired). */
-  async takeIdempotencyKey(key: string, id: string): Promise<void> {
-    await this.client.set(this.idempotencyKey(key), id, 'EX', this.ttlSeconds);
+  async takeIdempotencyKey(key: string, id: string, owner: string | undefined): Promise<void> {
+    await this.client.set(this.idempotencyKey(key, owner), id, 'EX', this.ttlSeconds);
   }
 
-  async releaseIdempotencyKey(key: string, id: string): Promise<void> {
-    const k = this.idempotencyKey(key);
+  async releaseIdempotencyKey(key: string, id: string, owner: string | undefined): Promise<void> {
+    const k = this.idempotencyKey(key, owner);
     if ((await this.client.get(k)) === id) await this.client.del(k);
   }
 
@@ -218,6 +229,7 @@ export class BatchStore {
     return {
       digest: f.digest ?? '',
       chunkSize: Number(f.chunkSize ?? 1),
+      owner: f.owner,
       view: {
         id,
         object: 'batch',
@@ -234,13 +246,14 @@ export class BatchStore {
     };
   }
 
-  /** Newest first; ids whose records expired are dropped from the index on the way. */
-  async list(offset: number, limit: number): Promise<{ total: number; batches: BatchView[] }> {
-    const ids = await this.client.zrevrange(this.indexKey, offset, offset + limit - 1);
+  /** Newest first (one owner's, or all); ids whose records expired are dropped from the index on the way. */
+  async list(offset: number, limit: number, owner: string | undefined): Promise<{ total: number; batches: BatchView[] }> {
+    const index = this.indexOf(owner);
+    const ids = await this.client.zrevrange(index, offset, offset + limit - 1);
     const metas = await Promise.all(ids.map((id) => this.meta(id)));
     const gone = ids.filter((_, i) => metas[i] === null);
-    if (gone.length > 0) await this.client.zrem(this.indexKey, ...gone);
-    const total = await this.client.zcard(this.indexKey);
+    if (gone.length > 0) await this.client.zrem(index, ...gone);
+    const total = await this.client.zcard(index);
     return { total, batches: metas.filter((m): m is BatchMeta => m !== null).map((m) => m.view) };
   }
 

@@ -2,6 +2,7 @@
 // handler. Everything the routes need comes in through AppDeps; nothing here
 // touches the GPU or reads the environment.
 
+import { basename } from 'node:path';
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import helmet from 'helmet';
 import type { Registry } from 'prom-client';
@@ -12,13 +13,15 @@ import type { TaskRegistry } from '../pet/registry.js';
 import type { InferenceService } from '../scheduler/types.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import type { Logger } from '../util/logger.js';
-import { RouteNotFoundError, toHttpFailure } from './errors.js';
+import { RouteNotFoundError, toHttpFailure, UnauthorizedError } from './errors.js';
 import { InferenceGateway } from './inference.js';
 import { ServerLifecycle } from './lifecycle.js';
-import { corsFor } from './middleware/cors.js';
+import { ApiKeys, bearerToken } from './middleware/api-keys.js';
+import { corsFor, refuseForeignOrigins } from './middleware/cors.js';
 import { requestContext } from './middleware/request-context.js';
 import { buildOpenApiDocument } from './openapi.js';
 import type { ErrorBody } from './protocol/v1.js';
+import { openAiOpenApiPaths, openAiRouter } from './routes/openai.js';
 import { predictRouter } from './routes/predict.js';
 import { taskRouter } from './routes/tasks.js';
 import { v2Router } from './routes/v2.js';
@@ -52,6 +55,28 @@ export interface AppDeps {
   readinessParts?: () => Record<string, unknown>;
 }
 
+/**
+ * Routes anyone may call, even with server.apiKeys set; every other route in
+ * /openapi.json is guarded by an API key (data plane) or the admin token
+ * (task management). test/server/auth.test.ts holds the document to this list.
+ */
+export const PUBLIC_ROUTES: readonly string[] = [
+  'GET /',
+  'GET /status/assets/{file}',
+  'GET /openapi.json',
+  'GET /v2',
+  'GET /v2/health/live',
+  'GET /v2/health/ready',
+  // Public unless server.publicMetrics is false.
+  'GET /metrics',
+];
+
+/** Path prefixes of the data plane, guarded by server.apiKeys (the admin routes have their own token). */
+const KEYED_PATHS = ['/v1/tasks/:task/predict', '/v2/models', '/v1/batches'];
+
+/** Whether this request may see per-task rows in GET /v1/status (set by the app for the status route). */
+export const STATUS_DETAIL_LOCAL = 'statusDetail';
+
 export function createApp(deps: AppDeps): Express {
   const { runtime, config, logger } = deps;
   const server = config.server;
@@ -66,16 +91,42 @@ export function createApp(deps: AppDeps): Express {
     logger,
   });
   const openApi = buildOpenApiDocument();
+  Object.assign(openApi['paths'] as Record<string, unknown>, openAiOpenApiPaths);
   if (deps.openApiPaths) Object.assign(openApi['paths'] as Record<string, unknown>, deps.openApiPaths);
+
+  const keys = new ApiKeys(server.apiKeys, server.adminToken);
 
   const app = express();
   app.disable('x-powered-by');
   app.use(requestContext(logger));
   app.use(helmet());
   app.use(corsFor(server.corsOrigins));
+  app.use(refuseForeignOrigins(server.corsOrigins));
   for (const m of deps.middleware ?? []) app.use(m);
+  app.use(KEYED_PATHS, keys.require());
+  // Status: aggregate figures for anyone (without keys), per-task rows only for a key, the admin token, or server.publicStatus.
+  app.use('/v1/status', (req: Request, res: Response, next: NextFunction) => {
+    const token = bearerToken(req);
+    const trusted = keys.isAdmin(token) || keys.ownerOf(token) !== null;
+    if (keys.enabled && !trusted && !server.publicStatus) {
+      throw new UnauthorizedError('GET /v1/status needs an API key or the admin token (or server.publicStatus: true)', 'petserve');
+    }
+    res.locals[STATUS_DETAIL_LOCAL] = trusted || server.publicStatus;
+    next();
+  });
 
   app.use(predictRouter({ gateway, counters, maxBodyBytes: server.maxBodyBytes }));
+  app.use(
+    openAiRouter({
+      gateway,
+      registry: runtime.registry,
+      counters,
+      baseModelId: basename(runtime.checkpoint.dir),
+      baseCreated: Math.floor(Date.now() / 1000),
+      maxBodyBytes: server.maxBodyBytes,
+      requireKey: keys.require(),
+    }),
+  );
   app.use(v2Router({ gateway, counters, lifecycle, maxBodyBytes: server.maxBodyBytes, readinessParts: deps.readinessParts }));
   app.use(
     taskRouter({
@@ -88,6 +139,7 @@ export function createApp(deps: AppDeps): Express {
       maxUploadBytes: server.maxUploadBytes,
     }),
   );
+  if (!server.publicMetrics) app.use('/metrics', keys.require());
   app.get('/metrics', async (_req, res) => {
     res.set('Content-Type', deps.metricsRegistry.contentType).send(await deps.metricsRegistry.metrics());
   });
@@ -99,10 +151,17 @@ export function createApp(deps: AppDeps): Express {
   app.use((req: Request) => {
     throw new RouteNotFoundError(req.method, req.path);
   });
-  app.use((err: unknown, req: Request, res: Response, next: NextFunction) => {
-    if (res.headersSent) return next(err);
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const log = req.log ?? logger;
+    if (res.headersSent) {
+      // Answered already (503 at the shutdown bound) or a stream that failed midway: end it, never write twice.
+      if (!res.writableEnded) res.destroy();
+      log.debug({ err: String(err) }, 'error after the response was sent');
+      return;
+    }
     const failure = toHttpFailure(err);
-    if (failure.unexpected) (req.log ?? logger).error({ err }, 'unexpected error');
+    if (failure.unexpected) log.error({ err }, 'unexpected error');
+    else if (failure.code === 'CLIENT_ABORTED') log.info('client closed the connection before its request was complete');
     const body: ErrorBody = { error: { code: failure.code, message: failure.message } };
     res.set(failure.headers).status(failure.status).json(body);
   });

@@ -5,6 +5,7 @@
 import { MulterError } from 'multer';
 import { OverloadError } from '../scheduler/types.js';
 import { PetServeError } from '../util/errors.js';
+import { jsonSyntaxWhere } from '../util/json-syntax.js';
 
 /** The request does not match the route's schema (wrong types, missing or unknown fields). */
 export class RequestValidationError extends PetServeError {
@@ -13,10 +14,38 @@ export class RequestValidationError extends PetServeError {
   }
 }
 
-/** The body is not valid JSON. */
+/** The body is not valid JSON. The message gives a position only: parser messages quote the body. */
 export class MalformedJsonError extends PetServeError {
-  constructor(detail: string) {
-    super('MALFORMED_JSON', `request body is not valid JSON: ${detail}`);
+  constructor(parserMessage: string) {
+    super('MALFORMED_JSON', `request body is not valid JSON (${jsonSyntaxWhere(parserMessage)})`);
+  }
+}
+
+/** A multipart/form-data body that cannot be read (truncated, garbled, wrong or missing boundary). */
+export class MalformedMultipartError extends PetServeError {
+  constructor() {
+    super('MALFORMED_MULTIPART', 'multipart/form-data body cannot be read: it is truncated, malformed or its boundary does not match the Content-Type');
+  }
+}
+
+/** The client closed the connection before its request body arrived (nobody reads the answer; logged at info). */
+export class ClientAbortedError extends PetServeError {
+  constructor() {
+    super('CLIENT_ABORTED', 'the client closed the connection before the request body was complete');
+  }
+}
+
+/** The request body (or headers) did not arrive within server.requestTimeoutMs (server.headersTimeoutMs). */
+export class RequestTimeoutError extends PetServeError {
+  constructor(message: string) {
+    super('REQUEST_TIMEOUT', message);
+  }
+}
+
+/** A browser request from an origin not in server.corsOrigins, on a route with side effects. */
+export class OriginForbiddenError extends PetServeError {
+  constructor() {
+    super('ORIGIN_FORBIDDEN', 'requests from this Origin are refused on routes with side effects (server.corsOrigins)');
   }
 }
 
@@ -36,8 +65,9 @@ export class TooManyInputsError extends PetServeError {
 
 /** A sequence is longer than the model takes and truncation was not asked for. */
 export class SequenceTooLongError extends PetServeError {
-  constructor(field: string, length: number, max: number) {
-    super('SEQUENCE_TOO_LONG', `${field}: ${length} tokens, the model takes at most ${max}; send options.truncate: true to cut it`);
+  /** `limit`: where `max` comes from (max_position_embeddings, model_max_length). */
+  constructor(field: string, length: number, max: number, limit: string) {
+    super('SEQUENCE_TOO_LONG', `${field}: ${length} tokens, at most ${max} are taken (${limit}); send options.truncate: true to cut it`);
   }
 }
 
@@ -47,9 +77,12 @@ export class UnsupportedMediaTypeError extends PetServeError {
   }
 }
 
-/** Missing or wrong admin bearer token. */
+/** Missing or wrong bearer token (admin token or API key; `realm` says which). */
 export class UnauthorizedError extends PetServeError {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly realm: 'petserve-admin' | 'petserve' = 'petserve-admin',
+  ) {
     super('UNAUTHORIZED', message);
   }
 }
@@ -76,8 +109,8 @@ export class TextInputUnsupportedError extends PetServeError {
 
 /** An uploaded task archive is malformed, unsafe (traversal, links) or too large when unpacked. */
 export class ArchiveError extends PetServeError {
-  constructor(message: string) {
-    super('ARCHIVE_INVALID', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ARCHIVE_INVALID', message, options);
   }
 }
 
@@ -91,8 +124,12 @@ export class PathOutsideRootError extends PetServeError {
 const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   INVALID_REQUEST: 400,
   MALFORMED_JSON: 400,
+  MALFORMED_MULTIPART: 400,
+  CLIENT_ABORTED: 400,
   UNAUTHORIZED: 401,
   DISABLED: 403,
+  ORIGIN_FORBIDDEN: 403,
+  REQUEST_TIMEOUT: 408,
   NOT_FOUND: 404,
   TASK_NOT_FOUND: 404,
   TASK_EXISTS: 409,
@@ -107,6 +144,7 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   PATH_OUTSIDE_ROOT: 422,
   TEXT_INPUT_UNSUPPORTED: 422,
   OVERLOADED: 429,
+  DEADLINE_UNREACHABLE: 429,
   // Offline batches (src/queue).
   BATCH_NOT_FOUND: 404,
   BATCH_FINISHED: 409,
@@ -140,9 +178,17 @@ function isBodyParserError(err: unknown): err is BodyParserError {
   return typeof err === 'object' && err !== null && typeof (err as { type?: unknown }).type === 'string' && 'status' in err;
 }
 
+/** A request stream that failed because the client went away (ECONNRESET / 'aborted'). */
+export function isClientAbort(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: unknown; message?: unknown };
+  return e.code === 'ECONNRESET' || e.code === 'ERR_STREAM_PREMATURE_CLOSE' || e.message === 'aborted';
+}
+
 /** Translate foreign errors (body parser, multer) into ours; ours pass through. */
 export function normalizeError(err: unknown): unknown {
   if (err instanceof PetServeError) return err;
+  if (isClientAbort(err)) return new ClientAbortedError();
   if (err instanceof MulterError) {
     if (err.code === 'LIMIT_FILE_SIZE') return new PayloadTooLargeError('uploaded archive is larger than server.maxUploadBytes');
     return new RequestValidationError(`multipart upload: ${err.message}${err.field ? ` (field '${err.field}')` : ''}`);
@@ -157,7 +203,7 @@ export function normalizeError(err: unknown): unknown {
       case 'charset.unsupported':
         return new UnsupportedMediaTypeError(err.message);
       case 'request.aborted':
-        return new RequestValidationError('request aborted by the client');
+        return new ClientAbortedError();
       default:
         return new RequestValidationError(err.message);
     }
@@ -176,7 +222,8 @@ export function toHttpFailure(raw: unknown, opts: { protocol?: 'v1' | 'v2' } = {
     const status = opts.protocol === 'v2' && mapped === 422 ? 400 : mapped;
     const headers: Record<string, string> = {};
     if (err instanceof OverloadError) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfterSeconds)));
-    if (err.code === 'UNAUTHORIZED') headers['WWW-Authenticate'] = 'Bearer realm="petserve-admin"';
+    if (err instanceof UnauthorizedError) headers['WWW-Authenticate'] = `Bearer realm="${err.realm}"`;
+    if (err.code === 'SHUTTING_DOWN') headers['Retry-After'] = '5';
     return { status, code: err.code, message: err.message, headers, unexpected: status === 500 };
   }
   return { status: 500, code: 'INTERNAL', message: 'internal server error', headers: {}, unexpected: true };

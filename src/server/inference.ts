@@ -30,9 +30,20 @@ export interface GatewayRuntime {
   checkpoint: { config: BertConfig };
 }
 
+/** A length limit and where it comes from, for the message that refuses a longer input. */
+export interface LengthLimit {
+  tokens: number;
+  source: string;
+}
+
 export class InferenceGateway {
-  /** Longest sequence accepted: the position table, or the tokenizer's declared limit if smaller. */
-  readonly maxSequenceLength: number;
+  /**
+   * Token ids: the model's position table (config.json max_position_embeddings).
+   * Text: the tokenizer's model_max_length when it is smaller, as transformers
+   * truncates. A tokenizer's limit never refuses ids the model can take.
+   */
+  readonly idsLimit: LengthLimit;
+  readonly textLimit: LengthLimit;
 
   /** The gateway over a started runtime: HTTP routes, queue workers and benchmarks all build it so. */
   static forRuntime(runtime: GatewayRuntime, maxInputsPerRequest: number): InferenceGateway {
@@ -46,9 +57,12 @@ export class InferenceGateway {
   }
 
   constructor(private readonly deps: InferenceDeps) {
-    const declared = deps.tokenizer?.modelMaxLength ?? Number.POSITIVE_INFINITY;
-    this.maxSequenceLength = Math.min(deps.modelConfig.maxPositionEmbeddings, declared);
+    this.idsLimit = { tokens: deps.modelConfig.maxPositionEmbeddings, source: 'max_position_embeddings of config.json' };
+    const declared = deps.tokenizer?.modelMaxLength ?? null;
+    this.textLimit =
+      declared !== null && declared < this.idsLimit.tokens ? { tokens: declared, source: 'model_max_length of tokenizer_config.json' } : this.idsLimit;
   }
+
 
   get modelConfig(): BertConfig {
     return this.deps.modelConfig;
@@ -74,9 +88,10 @@ export class InferenceGateway {
     this.checkCount(field, texts.length);
     const tokenizer = this.deps.tokenizer;
     if (!tokenizer) throw new TextInputUnsupportedError();
+    const limit = this.textLimit;
     return texts.map((text, i) => {
-      const enc = tokenizer.encode(text, truncate ? { maxLength: this.maxSequenceLength } : {});
-      if (enc.inputIds.length > this.maxSequenceLength) throw new SequenceTooLongError(`${field}[${i}]`, enc.inputIds.length, this.maxSequenceLength);
+      const enc = tokenizer.encode(text, truncate ? { maxLength: limit.tokens } : {});
+      if (enc.inputIds.length > limit.tokens) throw new SequenceTooLongError(`${field}[${i}]`, enc.inputIds.length, limit.tokens, limit.source);
       return { inputIds: enc.inputIds, tokenTypeIds: enc.tokenTypeIds };
     });
   }
@@ -88,9 +103,9 @@ export class InferenceGateway {
   checkIds(field: string, rows: readonly number[][], types: readonly number[][] | undefined, truncate: boolean, typesField = 'token_type_ids'): Sequence[] {
     this.checkCount(field, rows.length);
     const { vocabSize, typeVocabSize } = this.deps.modelConfig;
-    const max = this.maxSequenceLength;
+    const max = this.idsLimit.tokens;
     return rows.map((row, i) => {
-      if (row.length > max && !truncate) throw new SequenceTooLongError(`${field}[${i}]`, row.length, max);
+      if (row.length > max && !truncate) throw new SequenceTooLongError(`${field}[${i}]`, row.length, max, this.idsLimit.source);
       const ids = row.length > max ? row.slice(0, max) : row;
       ids.forEach((id, j) => {
         if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
@@ -110,8 +125,12 @@ export class InferenceGateway {
   }
 
   /** Submit every sequence of one request for `task`; answers in input order. */
-  async run(task: TaskInfo, sequences: readonly Sequence[], opts: { deadlineMs?: number | undefined }): Promise<InferenceResult[]> {
-    const pooled = task.numLabels === 0;
+  async run(
+    task: TaskInfo,
+    sequences: readonly Sequence[],
+    opts: { deadlineMs?: number | undefined; /** Also return the pooled vector (embeddings of any task). */ pooled?: boolean },
+  ): Promise<InferenceResult[]> {
+    const pooled = opts.pooled === true || task.numLabels === 0;
     return Promise.all(
       sequences.map(async (s) =>
         // async wrapper: submit may throw synchronously on a bad request.

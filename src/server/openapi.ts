@@ -37,6 +37,8 @@ const ERROR_V1 = response('error', ref('Error'));
 const ERROR_V2 = response('error (Open Inference Protocol shape)', ref('V2Error'));
 const TASK_PARAM = { name: 'task', in: 'path', required: true, schema: { type: 'string' }, description: 'task id' };
 const ADMIN = [{ adminToken: [] }];
+/** Data-plane routes: a Bearer API key when server.apiKeys is set (open without keys). */
+export const API_KEY = [{ apiKey: [] }];
 
 function v1Errors(...statuses: number[]): Json {
   const out: Json = {};
@@ -161,11 +163,12 @@ export function buildOpenApiDocument(): Json {
     '/v1/tasks/{task}/predict': {
       post: {
         summary: 'Classify texts or token ids with a task (or embed them, for an embedding task)',
+        security: API_KEY,
         parameters: [TASK_PARAM],
         requestBody: { required: true, content: jsonContent(predictRequest) },
         responses: {
           '200': response('one output per input', ref('PredictResponse')),
-          ...v1Errors(400, 404, 413, 415, 422, 429, 503, 504),
+          ...v1Errors(400, 401, 403, 404, 413, 415, 422, 429, 503, 504),
         },
       },
     },
@@ -232,21 +235,23 @@ export function buildOpenApiDocument(): Json {
       },
     },
     '/v2/models/{task}': {
-      get: { summary: 'Model (task) metadata', parameters: [TASK_PARAM], responses: { '200': response('metadata', ref('V2ModelMetadata')), ...v2Errors(404) } },
+      get: { summary: 'Model (task) metadata', security: API_KEY, parameters: [TASK_PARAM], responses: { '200': response('metadata', ref('V2ModelMetadata')), ...v2Errors(401, 404) } },
     },
     '/v2/models/{task}/ready': {
       get: {
         summary: 'Model (task) readiness',
+        security: API_KEY,
         parameters: [TASK_PARAM],
-        responses: { '200': response('ready', { type: 'object', properties: { name: { type: 'string' }, ready: { type: 'boolean' } } }), ...v2Errors(404, 503) },
+        responses: { '200': response('ready', { type: 'object', properties: { name: { type: 'string' }, ready: { type: 'boolean' } } }), ...v2Errors(401, 404, 503) },
       },
     },
     '/v2/models/{task}/infer': {
       post: {
         summary: 'Inference: input_ids INT64 [B, L] (optional attention_mask, token_type_ids) or text BYTES [B]; outputs logits / probabilities FP32 [B, labels] or pooler_output FP32 [B, hidden]',
+        security: API_KEY,
         parameters: [TASK_PARAM],
         requestBody: { required: true, content: jsonContent(inferRequest) },
-        responses: { '200': response('outputs', ref('V2InferResponse')), ...v2Errors(400, 404, 413, 415, 429, 503, 504) },
+        responses: { '200': response('outputs', ref('V2InferResponse')), ...v2Errors(400, 401, 403, 404, 413, 415, 429, 503, 504) },
       },
     },
     '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
@@ -261,6 +266,12 @@ export function buildOpenApiDocument(): Json {
       description: 'Many parameter-efficient fine-tuned tasks over one shared BERT on WebGPU. Errors: {"error": {"code", "message"}} (/v1), {"error": "message"} (/v2).',
     },
     paths,
-    components: { schemas, securitySchemes: { adminToken: { type: 'http', scheme: 'bearer', description: 'server.adminToken' } } },
+    components: {
+      schemas,
+      securitySchemes: {
+        adminToken: { type: 'http', scheme: 'bearer', description: 'server.adminToken' },
+        apiKey: { type: 'http', scheme: 'bearer', description: 'one of server.apiKeys (required only when keys are configured)' },
+      },
+    },
   };
 }

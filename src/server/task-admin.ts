@@ -2,13 +2,40 @@
 // uploaded archive or a confined server path, unregister (and remove what we
 // unpacked). A refused task leaves no files and no registry entry behind.
 
-import { mkdir, mkdtemp, realpath, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, realpath, rename, rm } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { TaskExistsError, UnknownTaskError, type TaskInfo, type TaskRegistry } from '../pet/registry.js';
 import { PetFormatError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { DEFAULT_MAX_ARCHIVE_ENTRIES, extractPetArchive } from './bundle-archive.js';
 import { FeatureDisabledError, PathOutsideRootError } from './errors.js';
+
+const INCOMING_DIR = '.incoming';
+const STAGING_PREFIX = '.staging-';
+
+/**
+ * Remove what a crash mid-upload left in `uploadDir`: received archives in
+ * `.incoming/` and half-unpacked `.staging-*` directories. Run at start-up,
+ * before the server accepts uploads (uploadDir belongs to one server process).
+ * Returns the removed names, relative to uploadDir, which it also logs.
+ */
+export async function removeStaleUploads(uploadDir: string, logger: Logger): Promise<string[]> {
+  const root = resolve(uploadDir);
+  const stale: string[] = [];
+  const list = async (dir: string): Promise<string[]> => {
+    try {
+      return await readdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  };
+  for (const name of await list(join(root, INCOMING_DIR))) stale.push(join(INCOMING_DIR, name));
+  for (const name of await list(root)) if (name.startsWith(STAGING_PREFIX)) stale.push(name);
+  for (const rel of stale) await rm(join(root, rel), { recursive: true, force: true });
+  if (stale.length > 0) logger.info({ uploadDir: root, removed: stale }, 'removed uploads left by an earlier run');
+  return stale;
+}
 
 export interface TaskAdminOptions {
   uploadDir: string;
@@ -35,7 +62,7 @@ export class TaskAdmin {
 
   /** Where uploads are received before unpacking (same filesystem as uploadDir, so renames are atomic). */
   async incomingDir(): Promise<string> {
-    const dir = join(this.uploadDir, '.incoming');
+    const dir = join(this.uploadDir, INCOMING_DIR);
     await mkdir(dir, { recursive: true });
     return dir;
   }
@@ -44,7 +71,7 @@ export class TaskAdmin {
   async registerArchive(id: string, archive: string): Promise<TaskInfo> {
     if (this.registry.has(id)) throw new TaskExistsError(id);
     await mkdir(this.uploadDir, { recursive: true });
-    const staging = await mkdtemp(join(this.uploadDir, '.staging-'));
+    const staging = await mkdtemp(join(this.uploadDir, STAGING_PREFIX));
     const finalDir = join(this.uploadDir, id);
     let placed = false;
     try {

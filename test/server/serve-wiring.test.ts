@@ -1,7 +1,7 @@
 // `petserve serve` as shipped: one process with metrics, the status page, the
 // batch routes on Redis and readiness of its parts — not just the app factory.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -9,11 +9,12 @@ import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deletePrefix } from '../../src/queue/redis.js';
-import { makeTinyModel, testConfig, writeTasks } from './helpers.js';
+import { admin, makeTinyModel, testConfig, writeTasks } from './helpers.js';
 
 let root: string;
 let child: ChildProcess | null = null;
 let url = '';
+const logs: { msg?: string; removed?: string[] }[] = [];
 const prefix = `petserve-test-wiring-${process.pid}`;
 
 beforeAll(async () => {
@@ -24,6 +25,10 @@ beforeAll(async () => {
     { id: 'nli', kind: 'bitfit' },
   ]);
   const config = testConfig(root, { 'server.port': 0, 'log.level': 'info', 'batches.prefix': prefix, 'redis.url': 'redis://127.0.0.1:6379' });
+  // What a crash mid-upload leaves behind: a received archive and a half-unpacked staging directory.
+  await mkdir(join(config.server.uploadDir, '.incoming'), { recursive: true });
+  await writeFile(join(config.server.uploadDir, '.incoming', 'orphan.upload'), 'partial');
+  await mkdir(join(config.server.uploadDir, '.staging-abc123', 'x'), { recursive: true });
   const file = join(root, 'serve.yaml');
   await writeFile(file, stringify(config));
   const c = spawn(process.execPath, ['--import', 'tsx', 'test/server/fixtures/petserve-cli.ts', 'serve', '--config', file], {
@@ -35,7 +40,8 @@ beforeAll(async () => {
     createInterface({ input: c.stderr! }).on('line', (line) => {
       lines.push(line);
       try {
-        const l = JSON.parse(line) as { msg?: string; url?: string };
+        const l = JSON.parse(line) as { msg?: string; url?: string; removed?: string[] };
+        logs.push(l);
         if (l.msg === 'listening') resolve(String(l.url));
       } catch {
         // not a log line
@@ -82,12 +88,25 @@ describe('petserve serve wiring', () => {
     expect(metricValue(after, 'petserve_tasks_registered', {})).toBe(2);
   });
 
-  it('serves the status page and its JSON', async () => {
+  it('serves the status page and its JSON; per-task rows only with the admin token (server.publicStatus is off)', async () => {
     const page = await fetch(`${url}/`);
     expect(page.status).toBe(200);
     expect(page.headers.get('content-type')).toMatch(/text\/html/);
-    const status = (await (await fetch(`${url}/v1/status`)).json()) as { tasks: { list: { id: string }[] } };
+    type Status = { tasks: { registered: number; list: { id: string }[]; listHidden?: boolean } };
+    const anonymous = (await (await fetch(`${url}/v1/status`)).json()) as Status;
+    expect(anonymous.tasks).toMatchObject({ registered: 2, list: [], listHidden: true });
+    const status = (await (await fetch(`${url}/v1/status`, { headers: admin })).json()) as Status;
     expect(status.tasks.list.map((t) => t.id).sort()).toEqual(['nli', 'sst']);
+    const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
+    expect(Object.keys(openapi.paths)).toEqual(expect.arrayContaining(['/v1/status', '/', '/status/assets/{file}', '/v1/batches']));
+  });
+
+  it('removed the uploads an earlier run left in uploadDir at start-up, and logged them', async () => {
+    const removed = logs.find((l) => l.msg === 'removed uploads left by an earlier run')?.removed;
+    expect(removed?.sort()).toEqual(['.incoming/orphan.upload', '.staging-abc123']);
+    const uploadDir = join(root, 'uploads');
+    expect(await readdir(join(uploadDir, '.incoming'))).toEqual([]);
+    expect((await readdir(uploadDir)).filter((n) => n.startsWith('.staging-'))).toEqual([]);
   });
 
   it('reports the batch queue in readiness and accepts a batch on Redis', async () => {

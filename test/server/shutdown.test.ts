@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SHUTDOWN_EXIT_BOUND_MS } from '../../src/cli/serve-command.js';
 import { makeTinyModel, testConfig, writeTasks } from './helpers.js';
 
 let root: string;
@@ -85,10 +86,16 @@ async function startServer(name: string, shutdownTimeoutMs: number): Promise<Ser
 /** A heavy predict request: 16 sequences of 64 tokens. */
 const heavy = { input_ids: Array.from({ length: 16 }, (_, i) => [101, ...Array.from({ length: 62 }, (_, j) => 1000 + i * 64 + j), 102]) };
 
-const postPredict = (url: string) =>
+interface Answer {
+  status: number;
+  retryAfter: string | null;
+  body: { outputs?: unknown[]; error?: { code: string } | string };
+}
+
+const postPredict = (url: string): Promise<Answer> =>
   fetch(`${url}/v1/tasks/sst/predict`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(heavy) }).then(
-    async (r) => ({ status: r.status, body: (await r.json()) as { outputs?: unknown[] } }),
-    (err: unknown) => ({ status: 0, body: { error: String(err) } as { outputs?: unknown[] } }),
+    async (r) => ({ status: r.status, retryAfter: r.headers.get('retry-after'), body: (await r.json()) as Answer['body'] }),
+    (err: unknown) => ({ status: 0, retryAfter: null, body: { error: String(err) } }),
   );
 
 /** A request on a brand-new TCP connection (no keep-alive pool), to see whether the server still accepts. */
@@ -105,9 +112,10 @@ function freshConnection(url: string): Promise<number | string> {
 
 describe('petserve serve shutdown', () => {
   it('SIGTERM: refuses new connections, answers every in-flight request, releases the GPU, exits 0', async () => {
-    const s = await startServer('graceful', 60_000);
+    // A timeout far above the work: on a loaded 2-core machine these requests can take a minute.
+    const s = await startServer('graceful', 150_000);
     expect(await freshConnection(s.url)).toBe(200);
-    const inFlight = Array.from({ length: 12 }, () => postPredict(s.url));
+    const inFlight = Array.from({ length: 8 }, () => postPredict(s.url));
     // Let the requests reach the server and queue up behind each other.
     await new Promise((r) => setTimeout(r, 400));
     s.child.kill('SIGTERM');
@@ -127,22 +135,34 @@ describe('petserve serve shutdown', () => {
     expect(msgs).toContain('GPU released');
     expect(s.logs.find((l) => l.msg === 'shutdown complete')?.['cutRequests']).toBe(0);
     expect(msgs.indexOf('GPU released')).toBeLessThan(msgs.indexOf('shutdown complete'));
-  });
+  }, 240_000);
 
-  it('SIGINT with work beyond shutdownTimeoutMs: cuts what is left at the bound and still exits 0', async () => {
-    const s = await startServer('bounded', 300);
+  it('SIGINT with work beyond shutdownTimeoutMs: every waiting request gets 503 SHUTTING_DOWN + Retry-After, and the process exits within the stated bound', async () => {
+    const timeoutMs = 300;
+    const s = await startServer('bounded', timeoutMs);
     const inFlight = Array.from({ length: 24 }, () => postPredict(s.url));
     await new Promise((r) => setTimeout(r, 400));
-    const signalled = Date.now();
     s.child.kill('SIGINT');
+    const began = Number((await s.waitFor('shutting down: no new connections, finishing in-flight requests'))['time']);
     expect(await s.exited).toBe(0);
-    // Bounded: the 300 ms drain, the batch on the device at that moment, and GPU release.
-    expect(Date.now() - signalled).toBeLessThan(20_000);
+    // The contract (docs/operating.md): exit within shutdownTimeoutMs + SHUTDOWN_EXIT_BOUND_MS of the signal being
+    // handled, even with a batch on the device. Counted from the server's own log of it: on a loaded machine the
+    // signal itself may wait seconds for the event loop, which is not the shutdown's doing. The slack covers log piping.
+    const exitMs = Date.now() - began;
+    const timeline = s.logs.map((l) => `${Number(l['time']) - began} ms ${l.msg}`).join('; ');
+    expect(exitMs, timeline).toBeLessThan(timeoutMs + SHUTDOWN_EXIT_BOUND_MS + 1000);
     const done = s.logs.find((l) => l.msg === 'shutdown complete');
     expect(done?.['cutRequests']).toBeGreaterThan(0);
     const answers = await Promise.all(inFlight);
-    // Requests finished before the bound got answers; the rest were cut or refused with 503.
-    expect(answers.some((a) => a.status !== 200)).toBe(true);
-    for (const a of answers) expect([0, 200, 503]).toContain(a.status);
+    // None is left without an answer: finished ones got 200, the rest 503 SHUTTING_DOWN with Retry-After.
+    expect(answers.some((a) => a.status === 503)).toBe(true);
+    for (const a of answers) {
+      expect([200, 503], JSON.stringify(a.body)).toContain(a.status);
+      if (a.status === 503) {
+        expect(a.body.error).toMatchObject({ code: 'SHUTTING_DOWN' });
+        expect(Number(a.retryAfter)).toBeGreaterThan(0);
+      }
+    }
+    console.log(`shutdown with a ${timeoutMs} ms timeout: exited ${exitMs} ms after it began; ${answers.filter((a) => a.status === 503).length}/24 answered 503`);
   });
 });

@@ -1,4 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
+import { OriginForbiddenError } from '../errors.js';
 
 const ALLOWED_METHODS = 'GET, POST, DELETE, OPTIONS';
 const ALLOWED_HEADERS = 'Content-Type, Authorization, X-Request-Id';
@@ -27,5 +28,25 @@ export function corsFor(origins: readonly string[]) {
       return;
     }
     next();
+  };
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * Refuse browser requests with side effects from origins not allowed by
+ * server.corsOrigins (403). Browsers send `Origin` on every cross-origin
+ * POST, including the "simple" ones (text/plain, multipart) that skip the
+ * CORS preflight, so without this any open web page could submit work to a
+ * server on the same machine. Clients that are not browsers send no Origin
+ * and are not affected.
+ */
+export function refuseForeignOrigins(origins: readonly string[]) {
+  const any = origins.includes('*');
+  const allowed = new Set(origins);
+  return (req: Request, _res: Response, next: NextFunction): void => {
+    const origin = req.get('Origin');
+    if (origin === undefined || SAFE_METHODS.has(req.method) || any || allowed.has(origin)) return next();
+    throw new OriginForbiddenError();
   };
 }

@@ -4,6 +4,8 @@ import { z } from 'zod';
 import type { BatchService } from '../../queue/producer.js';
 import { checkIdempotencyKey, itemSchema, parseJsonItems, parseJsonlItems } from '../../queue/items.js';
 import type { ParsedItem } from '../../queue/types.js';
+import { multipart } from '../middleware/multipart.js';
+import { API_KEY } from '../openapi.js';
 import { normalizeError, PayloadTooLargeError, RequestValidationError, UnsupportedMediaTypeError } from '../errors.js';
 
 export interface BatchRouteDeps {
@@ -16,7 +18,8 @@ export interface BatchRouteDeps {
   maxUploadBytes: number;
 }
 
-const JSONL_TYPES = ['application/x-ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines', 'text/plain'];
+// Not text/plain: a browser may send that cross-origin without a CORS preflight.
+const JSONL_TYPES = ['application/x-ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'];
 const IDEMPOTENCY_HEADER = 'Idempotency-Key';
 const MAX_LIST_LIMIT = 100;
 
@@ -42,7 +45,7 @@ export function createBatchRouter(deps: BatchRouteDeps): Router {
   const router = Router();
   const json = express.json({ limit: maxUploadBytes, type: ['application/json', 'application/*+json'] });
   const jsonl = express.text({ limit: maxUploadBytes, type: JSONL_TYPES });
-  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: maxUploadBytes, files: 1 } }).single('file');
+  const upload = multipart(multer({ storage: multer.memoryStorage(), limits: { fileSize: maxUploadBytes, files: 1 } }).single('file'));
 
   router.post('/v1/batches', json, jsonl, upload, async (req: Request, res: Response) => {
     let items: ParsedItem[];
@@ -64,7 +67,7 @@ export function createBatchRouter(deps: BatchRouteDeps): Router {
         `send application/json {"items": [...]}, JSONL (${JSONL_TYPES[0]}), or multipart/form-data with a file field "file" (got ${req.get('Content-Type') ?? 'no body'})`,
       );
     }
-    const { batch, created } = await batches.submit(items, key);
+    const { batch, created } = await batches.submit(items, key, req.keyOwner);
     if (!created) res.setHeader('Idempotent-Replayed', 'true');
     res.status(202).location(`/v1/batches/${batch.id}`).json(batch);
   });
@@ -72,18 +75,18 @@ export function createBatchRouter(deps: BatchRouteDeps): Router {
   router.get('/v1/batches', async (req: Request, res: Response) => {
     const offset = intQuery(req, 'offset', 0, 0)!;
     const limit = intQuery(req, 'limit', 20, 1, MAX_LIST_LIMIT)!;
-    const { total, batches: data } = await batches.list(offset, limit);
+    const { total, batches: data } = await batches.list(offset, limit, req.keyOwner);
     res.json({ object: 'list', data, offset, limit, total });
   });
 
   router.get('/v1/batches/:id', async (req: Request, res: Response) => {
-    res.json(await batches.get(String(req.params['id'])));
+    res.json(await batches.get(String(req.params['id']), req.keyOwner));
   });
 
   router.get('/v1/batches/:id/results', async (req: Request, res: Response) => {
     const offset = intQuery(req, 'offset', 0, 0)!;
     const limit = intQuery(req, 'limit', undefined, 1);
-    const { batch, end, pages } = await batches.results(String(req.params['id']), offset, limit);
+    const { batch, end, pages } = await batches.results(String(req.params['id']), offset, limit, req.keyOwner);
     res.status(200).type('application/x-ndjson; charset=utf-8');
     res.setHeader('X-Batch-Status', batch.status);
     res.setHeader('X-Batch-Total', String(batch.counts.total));
@@ -105,7 +108,7 @@ export function createBatchRouter(deps: BatchRouteDeps): Router {
   });
 
   router.delete('/v1/batches/:id', async (req: Request, res: Response) => {
-    res.json(await batches.cancel(String(req.params['id'])));
+    res.json(await batches.cancel(String(req.params['id']), req.keyOwner));
   });
 
   // Statuses come from the app's one error map (src/server/errors.ts); only say what was too large in batch terms.
@@ -139,6 +142,7 @@ export function batchOpenApiPaths(): Record<string, unknown> {
     '/v1/batches': {
       post: {
         summary: 'queue an offline batch',
+        security: API_KEY,
         parameters: [{ name: 'Idempotency-Key', in: 'header', schema: { type: 'string', maxLength: 256 } }],
         requestBody: {
           required: true,
@@ -152,19 +156,25 @@ export function batchOpenApiPaths(): Record<string, unknown> {
             },
           },
         },
-        responses: { '202': { description: 'queued (or the earlier batch of this idempotency key)', content: jsonBatch }, ...errors(400, 409, 413, 415, 422, 503) },
+        responses: { '202': { description: 'queued (or the earlier batch of this idempotency key)', content: jsonBatch }, ...errors(400, 401, 403, 409, 413, 415, 422, 503) },
       },
-      get: { summary: 'list batches, newest first', parameters: page, responses: { '200': { description: 'batches' }, ...errors(400, 503) } },
+      get: { summary: 'list batches (the caller key\'s), newest first', security: API_KEY, parameters: page, responses: { '200': { description: 'batches' }, ...errors(400, 401, 503) } },
     },
     '/v1/batches/{id}': {
-      get: { summary: 'a batch', parameters: [id], responses: { '200': { description: 'the batch', content: jsonBatch }, ...errors(404, 503) } },
-      delete: { summary: 'cancel what has not run', parameters: [id], responses: { '200': { description: 'the batch', content: jsonBatch }, ...errors(404, 409, 503) } },
+      get: { summary: 'a batch', security: API_KEY, parameters: [id], responses: { '200': { description: 'the batch', content: jsonBatch }, ...errors(401, 404, 503) } },
+      delete: {
+        summary: 'cancel what has not run',
+        security: API_KEY,
+        parameters: [id],
+        responses: { '200': { description: 'the batch', content: jsonBatch }, ...errors(401, 403, 404, 409, 503) },
+      },
     },
     '/v1/batches/{id}/results': {
       get: {
         summary: 'results as JSONL in item order: {index, custom_id, task, response | error}',
+        security: API_KEY,
         parameters: [id, ...page],
-        responses: { '200': { description: 'JSONL', content: { 'application/x-ndjson': { schema: { type: 'string' } } } }, ...errors(400, 404, 503) },
+        responses: { '200': { description: 'JSONL', content: { 'application/x-ndjson': { schema: { type: 'string' } } } }, ...errors(400, 401, 404, 503) },
       },
     },
   };

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { buildStatus, type StatusOptions, type StatusSources } from '../../metrics/status.js';
+import { API_KEY } from '../openapi.js';
 
 // src/server/routes/ and dist/server/routes/ both sit three levels below the
 // package root, so one relative URL finds static/ from the sources (tsx,
@@ -53,8 +54,34 @@ export function createStatusRouter(sources: StatusSources, opts: StatusOptions =
 
   router.get('/v1/status', async (_req: Request, res: Response) => {
     const snapshot = await buildStatus(sources, opts);
-    res.set('cache-control', 'no-store').json(snapshot);
+    // createApp decides who sees per-task rows (ids, kinds, sizes, counts); a router used alone shows them.
+    const detail = res.locals['statusDetail'] !== false;
+    const body = detail ? snapshot : { ...snapshot, tasks: { ...snapshot.tasks, list: [], listHidden: true } };
+    res.set('cache-control', 'no-store').json(body);
   });
 
   return router;
+}
+
+/** The status routes for /openapi.json: createApp({ openApiPaths: { ...statusOpenApiPaths() } }). */
+export function statusOpenApiPaths(): Record<string, unknown> {
+  const text = (type: string): Record<string, unknown> => ({ [type]: { schema: { type: 'string' } } });
+  return {
+    '/': { get: { summary: 'The status page (HTML; its data comes from GET /v1/status)', responses: { '200': { description: 'page', content: text('text/html') } } } },
+    '/status/assets/{file}': {
+      get: {
+        summary: 'A script or stylesheet of the status page',
+        parameters: [{ name: 'file', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: { '200': { description: 'asset' }, '404': { description: 'no such asset' } },
+      },
+    },
+    '/v1/status': {
+      get: {
+        summary: 'Status snapshot: traffic, scheduler, memory, queue; per-task rows only with an API key or the admin token, or with server.publicStatus',
+        description: 'With server.apiKeys set, a key or the admin token is required (401 otherwise) unless server.publicStatus is true. Without the rows, tasks.list is empty and tasks.listHidden is true.',
+        security: [...API_KEY, { adminToken: [] }, {}],
+        responses: { '200': { description: 'snapshot', content: { 'application/json': { schema: { type: 'object' } } } }, '401': { description: 'no key' } },
+      },
+    },
+  };
 }

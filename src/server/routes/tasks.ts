@@ -12,6 +12,7 @@ import type { TaskInfo, TaskRegistry } from '../../pet/registry.js';
 import { UnknownTaskError } from '../../pet/registry.js';
 import { RequestValidationError, UnsupportedMediaTypeError } from '../errors.js';
 import { requireAdmin } from '../middleware/admin-auth.js';
+import { multipart } from '../middleware/multipart.js';
 import { registerPathSchema, taskIdSchema, type TaskSummary } from '../protocol/v1.js';
 import { receiveRawUpload } from '../raw-upload.js';
 import type { TaskAdmin } from '../task-admin.js';
@@ -71,13 +72,13 @@ export function taskRouter(deps: TaskRouteDeps): Router {
     res.json({ id: info.id, deleted: true });
   });
 
-  const upload = multer({
+  const upload = multipart(multer({
     storage: multer.diskStorage({
       destination: (_req, _file, cb) => void deps.admin.incomingDir().then((d) => cb(null, d), (e: Error) => cb(e, '')),
       filename: (_req, _file, cb) => cb(null, `${randomUUID()}.upload`),
     }),
     limits: { fileSize: deps.maxUploadBytes, files: 1, fields: 8, fieldSize: 4096, parts: 16 },
-  }).single('bundle');
+  }).single('bundle'));
 
   router.post('/v1/tasks', guard, async (req: Request, res: Response) => {
     let info: TaskInfo;

@@ -93,6 +93,7 @@ export function v2Router(deps: V2RouteDeps): Router {
     if (res.headersSent) return next(err);
     const failure = toHttpFailure(err, { protocol: 'v2' });
     if (failure.unexpected) req.log.error({ err }, 'unexpected error');
+    else if (failure.code === 'CLIENT_ABORTED') req.log.info('client closed the connection before its request was complete');
     const body: V2ErrorBody = { error: failure.message };
     res.set(failure.headers).status(failure.status).json(body);
   });
