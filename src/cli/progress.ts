@@ -39,6 +39,12 @@ export interface ProgressOptions {
   mode?: ProgressMode;
   /** Plain mode: the shortest gap between two lines (default 2000 ms). */
   plainIntervalMs?: number;
+  /**
+   * Stay silent unless the work is still running this long after the start
+   * (default 0: show at once). Steps that are usually quick but sometimes
+   * slow (a small vs a large model) then print nothing when quick.
+   */
+  showAfterMs?: number;
   /** Clock in ms (tests pass a fake one). */
   now?: () => number;
 }
@@ -70,9 +76,10 @@ export function startProgress(opts: ProgressOptions): Progress {
   const mode = resolveMode(opts.mode ?? 'auto', stream);
   const now = opts.now ?? Date.now;
   const state = new ProgressState(opts.label, opts.total, opts.unit ?? 'items', now(), opts.initial);
-  if (mode === 'off') return progressOf(state, now, () => undefined, () => undefined);
-  if (mode === 'live') return liveProgress(state, stream, now);
-  return plainProgress(state, stream, now, opts.plainIntervalMs ?? DEFAULT_PLAIN_INTERVAL_MS);
+  const showAfterMs = opts.showAfterMs ?? 0;
+  if (mode === 'off') return progressOf(state, () => undefined, () => undefined);
+  if (mode === 'live') return liveProgress(state, stream, now, showAfterMs);
+  return plainProgress(state, stream, now, opts.plainIntervalMs ?? DEFAULT_PLAIN_INTERVAL_MS, showAfterMs);
 }
 
 function resolveMode(mode: ProgressMode, stream: ProgressStream): Exclude<ProgressMode, 'auto'> {
@@ -149,7 +156,7 @@ class ProgressState {
   }
 }
 
-function progressOf(state: ProgressState, now: () => number, render: () => void, finish: () => void): Progress {
+function progressOf(state: ProgressState, render: () => void, finish: () => void): Progress {
   let stopped = false;
   return {
     update(c) {
@@ -170,28 +177,31 @@ function progressOf(state: ProgressState, now: () => number, render: () => void,
   };
 }
 
-function plainProgress(state: ProgressState, stream: ProgressStream, now: () => number, intervalMs: number): Progress {
-  let lastLineMs = -Infinity;
+function plainProgress(state: ProgressState, stream: ProgressStream, now: () => number, intervalMs: number, showAfterMs: number): Progress {
+  let lastLineMs: number | null = null;
   const writeLine = (finished: boolean): void => {
     const t = now();
     lastLineMs = t;
     stream.write(`${state.line(t, finished)}\n`);
   };
   const writeIfDue = (): void => {
-    if (now() - lastLineMs >= intervalMs) writeLine(false);
+    const t = now();
+    const due = lastLineMs === null ? t - state.startMs >= showAfterMs : t - lastLineMs >= intervalMs;
+    if (due) writeLine(false);
   };
-  writeLine(false);
+  writeIfDue();
   // Lines while no update comes (one long step); update() also checks, for
   // work that holds the event loop between updates (model generation).
-  const heartbeat = setInterval(writeIfDue, intervalMs);
+  const heartbeat = setInterval(writeIfDue, Math.min(intervalMs, showAfterMs || intervalMs));
   heartbeat.unref();
-  return progressOf(state, now, writeIfDue, () => {
+  return progressOf(state, writeIfDue, () => {
     clearInterval(heartbeat);
-    writeLine(true);
+    // Silent work stays silent: no last line for work that never showed.
+    if (lastLineMs !== null) writeLine(true);
   });
 }
 
-function liveProgress(state: ProgressState, stream: ProgressStream, now: () => number): Progress {
+function liveProgress(state: ProgressState, stream: ProgressStream, now: () => number, showAfterMs: number): Progress {
   const bar = new cliProgress.SingleBar({
     stream: stream as NodeJS.WritableStream,
     format: '{label} [{bar}] {counts} | {rate} | {tail}{note}',
@@ -210,15 +220,28 @@ function liveProgress(state: ProgressState, stream: ProgressStream, now: () => n
       note: state.note === '' ? '' : ` | ${state.note}`,
     };
   };
-  bar.start(state.total, state.settled, payload());
+  let started = false;
+  const startIfDue = (): boolean => {
+    if (!started && now() - state.startMs >= showAfterMs) {
+      bar.start(state.total, state.settled, payload());
+      started = true;
+    }
+    return started;
+  };
+  // Without an update (one long step) a deferred line would never start.
+  const deferred = showAfterMs > 0 ? setTimeout(startIfDue, showAfterMs) : null;
+  deferred?.unref();
+  startIfDue();
   return progressOf(
     state,
-    now,
     () => {
+      if (!startIfDue()) return;
       bar.setTotal(state.total);
       bar.update(state.settled, payload());
     },
     () => {
+      if (deferred !== null) clearTimeout(deferred);
+      if (!started) return;
       bar.setTotal(state.total);
       bar.update(state.settled, payload(true));
       bar.stop();

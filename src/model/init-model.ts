@@ -26,6 +26,8 @@ export interface InitModelOptions {
   vocabSize?: number;
   /** Overrides the preset's max_position_embeddings. */
   maxPositions?: number;
+  /** Called after each tensor is generated, then after each is written (bert-base takes tens of seconds). */
+  onProgress?: (phase: 'generate' | 'write', tensorsDone: number, tensorsTotal: number) => void;
 }
 
 export interface InitModelResult {
@@ -93,8 +95,12 @@ export async function initModel(opts: InitModelOptions): Promise<InitModelResult
   const vocabPath = join(opts.outDir, 'vocab.txt');
 
   const layout = bertTensorLayout(architecture, numLabels);
-  const tensors = generateTensors(layout, architecture, seed, SAFETENSORS_DTYPES[dtype]);
-  await writeSafetensors(weightsPath, tensors, { format: 'pt' });
+  const counter = (phase: 'generate' | 'write'): (() => void) => {
+    let done = 0;
+    return () => opts.onProgress?.(phase, ++done, layout.length);
+  };
+  const tensors = generateTensors(layout, architecture, seed, SAFETENSORS_DTYPES[dtype], counter('generate'));
+  await writeSafetensors(weightsPath, tensors, { format: 'pt' }, counter('write'));
 
   await writeJson(configPath, hfConfigJson(architecture, numLabels, dtype));
   const vocabulary = buildBertVocabulary(architecture.vocabSize);
@@ -180,6 +186,7 @@ function generateTensors(
   architecture: BertArchitecture,
   seed: number,
   dtype: TensorToWrite['dtype'],
+  onTensor: () => void,
 ): Record<string, TensorToWrite> {
   // One generator walked in layout order: the values of a tensor depend only
   // on the seed and on the tensors before it, never on dtype.
@@ -203,6 +210,7 @@ function generateTensors(
         break;
     }
     tensors[spec.name] = { dtype, shape: spec.shape, data };
+    onTensor();
   }
   return tensors;
 }

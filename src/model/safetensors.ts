@@ -411,6 +411,8 @@ export async function writeSafetensors(
   path: string,
   tensors: Record<string, TensorToWrite>,
   metadata?: Record<string, string>,
+  /** Called after each tensor is on disk (progress of large checkpoints). */
+  onTensorWritten?: (name: string) => void,
 ): Promise<void> {
   assertLittleEndianHost();
   // Larger elements first, then by name (the reference writer's order): with
@@ -446,6 +448,7 @@ export async function writeSafetensors(
     // One tensor encoded at a time keeps peak memory at one converted copy.
     for (const name of names) {
       await writeFully(handle, encodeTensor(tensors[name]!));
+      onTensorWritten?.(name);
     }
   } finally {
     await handle.close();

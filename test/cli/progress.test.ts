@@ -82,6 +82,30 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     expect(stream.text().trimEnd().split('\n').at(-1)).toMatch(/^x: 1\/2, .*finished in/);
   });
 
+  it('with showAfterMs, quick work writes nothing and slow work starts its lines once that time has passed', () => {
+    let t = 0;
+    const quick = recorder(false);
+    const q = startProgress({ label: 'q', total: 4, stream: quick, showAfterMs: 1000, now: () => t, mode: 'plain' });
+    t = 300;
+    q.update({ done: 4 });
+    q.stop();
+    expect(quick.text()).toBe('');
+
+    t = 0;
+    const slow = recorder(false);
+    const p = startProgress({ label: 's', total: 4, stream: slow, showAfterMs: 1000, plainIntervalMs: 500, now: () => t, mode: 'plain' });
+    t = 900;
+    p.update({ done: 1 });
+    expect(slow.text()).toBe('');
+    t = 1000;
+    p.update({ done: 2 });
+    t = 1200;
+    p.update({ done: 3 }); // within the interval after the first line
+    t = 2000;
+    p.stop();
+    expect(slow.text().trimEnd().split('\n')).toEqual(['s: 2/4, 2.00 items/s, ETA 1s, 1s elapsed', 's: 3/4, 1.50 items/s, finished in 2s']);
+  });
+
   it('off mode writes nothing', () => {
     const stream = recorder(false);
     const p = startProgress({ label: 'x', total: 2, stream, mode: 'off' });
@@ -104,6 +128,18 @@ describe('startProgress, live mode (a terminal)', () => {
     expect(text).toContain(ESC); // cursor control from cli-progress, not plain lines
     expect(text).toContain('batch b1 [');
     expect(text).toContain('4/10 (done 3, failed 1) | 2.00 items/s | finished in 2s');
+  });
+});
+
+describe('startProgress, live mode with showAfterMs', () => {
+  it('draws nothing for work that ends before the delay', () => {
+    let t = 0;
+    const stream = recorder(true);
+    const p = startProgress({ label: 'x', total: 3, stream, showAfterMs: 1000, now: () => t, mode: 'live' });
+    t = 500;
+    p.update({ done: 3 });
+    p.stop();
+    expect(stream.text()).toBe('');
   });
 });
 
