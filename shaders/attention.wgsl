@@ -26,11 +26,11 @@ struct Params { tokens: u32, heads: u32, head_dim: u32, hidden: u32, ld_qkv: u32
 @group(0) @binding(2) var<storage, read> key_range: array<u32>; // [tokens, 2]
 @group(0) @binding(3) var<storage, read_write> out: array<T>;   // [tokens, hidden]
 #if TASKS
-// IA³ input scaling of attention.output.dense scales the context: slot_table[site_base + slot·4] = pool offset.
+// IA³ input scaling of attention.output.dense scales the context: its pool offset is in the row's slot record (lib_slot_record).
 @group(0) @binding(4) var<storage, read> row_slot: array<u32>;
 @group(0) @binding(5) var<storage, read> slot_table: array<u32>;
 @group(0) @binding(6) var<storage, read> pool: array<T>;
-const NONE = 0xffffffffu;
+#include lib_slot_record
 #endif
 
 const WGC = ${WG}u;
@@ -85,7 +85,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let inv = 1.0 / partial[0];
 
 #if TASKS
-  let scale_off = slot_table[u.site_base + row_slot[t] * 4u];
+  let scale_off = slot_table[slot_record(u.site_base, row_slot[t]) + SLOT_CONTEXT_SCALE];
 #endif
   for (var d = lid.x; d < d_head; d = d + WGC) {
     var acc = 0.0;

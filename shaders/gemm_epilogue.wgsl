@@ -5,7 +5,7 @@
 //   v = act(v)
 //   v *= post_scale           (IA³ input scaling of the *next* linear, e.g. FFN input)
 //   v += residual
-// Per-task values are found through the row's slot: slot_table[site_base + slot·4 + i]
+// Per-task values are found through the row's slot record (lib_slot_record): it
 // holds pool offsets (0xffffffff = none) and a bit mask of the column blocks (width
 // u.delta_block: q | k | v of the fused QKV GEMM) whose delta was written. Blocks
 // without a bit are never read, so the delta buffer needs no clearing.
@@ -21,7 +21,7 @@
 @group(0) @binding(7) var<storage, read> slot_table: array<u32>;
 @group(0) @binding(8) var<storage, read> pool: array<T>;
 @group(0) @binding(9) var<storage, read> delta: array<T>;
-const NONE = 0xffffffffu;
+#include lib_slot_record
 #endif
 
 // A row's task record, read once per output row (not once per element).
@@ -29,8 +29,8 @@ struct RowTask { bias_off: u32, pre_off: u32, post_off: u32, delta_blocks: u32 }
 
 fn row_task(m: u32) -> RowTask {
 #if TASKS
-  let rec = u.site_base + row_slot[m] * 4u;
-  return RowTask(slot_table[rec], slot_table[rec + 1u], slot_table[rec + 2u], slot_table[rec + 3u]);
+  let rec = slot_record(u.site_base, row_slot[m]);
+  return RowTask(slot_table[rec + SLOT_BIAS], slot_table[rec + SLOT_PRE_SCALE], slot_table[rec + SLOT_POST_SCALE], slot_table[rec + SLOT_DELTA_BLOCKS]);
 #else
   return RowTask(0u, 0u, 0u, 0u);
 #endif

@@ -21,11 +21,11 @@ struct Params { rows: u32, dim: u32, eps: f32, site_base: u32 }
 @group(0) @binding(5) var<storage, read> res: array<T>;
 #endif
 #if TASKS
-// BitFit tasks bring their own gamma/beta: slot_table[site_base + slot·4] = (gamma, beta) pool offsets.
+// BitFit tasks bring their own gamma/beta: pool offsets in the row's slot record (lib_slot_record).
 @group(0) @binding(6) var<storage, read> row_slot: array<u32>;
 @group(0) @binding(7) var<storage, read> slot_table: array<u32>;
 @group(0) @binding(8) var<storage, read> pool: array<T>;
-const NONE = 0xffffffffu;
+#include lib_slot_record
 #endif
 
 const WGC = ${WG}u;
@@ -67,9 +67,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
   let rstd = inverseSqrt(reduce_sum(lid.x, q) / f32(u.dim) + u.eps);
 #if TASKS
-  let rec = u.site_base + row_slot[row] * 4u;
-  let g_off = slot_table[rec];
-  let b_off = slot_table[rec + 1u];
+  let rec = slot_record(u.site_base, row_slot[row]);
+  let g_off = slot_table[rec + SLOT_GAMMA];
+  let b_off = slot_table[rec + SLOT_BETA];
   for (var i = lid.x; i < u.dim; i = i + WGC) {
     var g = f32(gamma[i]);
     var b = f32(beta[i]);

@@ -2,11 +2,11 @@ import type { BatchEncoder } from '../gpu/batch-encoder.js';
 import type { KernelSpec } from '../gpu/pipeline-cache.js';
 import { Uniforms } from '../gpu/uniforms.js';
 import { tuning } from './tuning.js';
-import type { Dtype } from './types.js';
+import type { Dtype, GemmVariant } from './types.js';
+
+export type { GemmVariant } from './types.js';
 
 export type GemmActivation = 'none' | 'gelu' | 'tanh';
-/** 'rb': register-blocked, no workgroup memory (needs K, ldx % 4 == 0); 'tiled': workgroup-memory tiles; 'naive': baseline. */
-export type GemmVariant = 'rb' | 'tiled' | 'naive';
 
 export interface GemmArgs {
   /** [M, ldx] row-major input; the first K columns are used. */
@@ -33,7 +33,7 @@ export interface GemmArgs {
 export interface GemmTaskEpilogue {
   /** u32 [M]: slot of each row. */
   rowSlot: GPUBuffer;
-  /** u32 records [site][slot][4]: bias, pre-scale, post-scale offsets into `pool`, delta flag. */
+  /** The slot table (slot-record.ts): per (site, slot) bias, pre-scale, post-scale offsets into `pool`, delta block flags. */
   slotTable: GPUBuffer;
   /** Element offset of this site's first record. */
   siteBase: number;

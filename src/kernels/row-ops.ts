@@ -26,7 +26,7 @@ export interface LayerNormArgs {
 export interface SlotLookup {
   /** u32 [rows]: slot of each row. */
   rowSlot: GPUBuffer;
-  /** u32 records of 4 per (site, slot); offsets into `pool`, 0xffffffff = none. */
+  /** The slot table (slot-record.ts): per (site, slot) offsets into `pool`, NONE = keep the base value. */
   slotTable: GPUBuffer;
   /** Element offset of this site's first record. */
   siteBase: number;

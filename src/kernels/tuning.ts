@@ -2,7 +2,7 @@
  * Tuning knobs of the kernels, in one place. Values chosen by
  * `npm run bench:kernels` on the devices named in bench/results/.
  */
-import type { GemmVariant } from './gemm.js';
+import type { GemmVariant } from './types.js';
 
 export const tuning: {
   gemmVariant: GemmVariant;

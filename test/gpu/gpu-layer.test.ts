@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { BatchEncoder } from '../../src/gpu/batch-encoder.js';
 import { ActivationArena } from '../../src/gpu/buffers.js';
 import { GpuContext } from '../../src/gpu/context.js';
@@ -8,11 +8,9 @@ import { GpuUnavailableError, ShaderError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { createTestGpu, poisoned, randomArray, toDevice, type TestGpu } from '../helpers/gpu.js';
 
-let gpu: TestGpu;
-beforeAll(async () => {
-  gpu = await createTestGpu();
-});
-afterAll(() => gpu?.destroy());
+// Created at collection time: tests skip (it.skipIf) on what the adapter lacks.
+const gpu: TestGpu = await createTestGpu();
+afterAll(() => gpu.destroy());
 
 describe('GPU context', () => {
   it('reports the granted features and the adapter limits it asked for', () => {
@@ -87,8 +85,7 @@ describe('pipeline cache and memory reuse', () => {
 });
 
 describe('batch encoder', () => {
-  it('profiles phases with timestamp queries when asked', async () => {
-    if (!gpu.ctx.capabilities.timestampQuery) return;
+  it.skipIf(!gpu.ctx.capabilities.timestampQuery)('profiles phases with timestamp queries when asked', async () => {
     const [M, N, K] = [64, 64, 64];
     const x = toDevice(gpu, randomArray(M * K));
     const w = toDevice(gpu, randomArray(N * K));
