@@ -65,6 +65,8 @@ export interface Progress {
   update(counts: ProgressCounts): void;
   /** done += by (default 1). */
   increment(by?: number): void;
+  /** A message line on the same stream that does not tear the live line (it prints above it). */
+  log(message: string): void;
   /** Draw the last state and release the line; later calls do nothing. */
   stop(): void;
 }
@@ -77,7 +79,7 @@ export function startProgress(opts: ProgressOptions): Progress {
   const now = opts.now ?? Date.now;
   const state = new ProgressState(opts.label, opts.total, opts.unit ?? 'items', now(), opts.initial);
   const showAfterMs = opts.showAfterMs ?? 0;
-  if (mode === 'off') return progressOf(state, () => undefined, () => undefined);
+  if (mode === 'off') return progressOf(state, stream, { render: () => undefined, log: (line) => stream.write(`${line}\n`), finish: () => undefined });
   if (mode === 'live') return liveProgress(state, stream, now, showAfterMs);
   return plainProgress(state, stream, now, opts.plainIntervalMs ?? DEFAULT_PLAIN_INTERVAL_MS, showAfterMs);
 }
@@ -156,23 +158,36 @@ class ProgressState {
   }
 }
 
-function progressOf(state: ProgressState, render: () => void, finish: () => void): Progress {
+interface Renderer {
+  /** The state changed. */
+  render(): void;
+  /** A message line. */
+  log(line: string): void;
+  /** The last state; the line is released. */
+  finish(): void;
+}
+
+function progressOf(state: ProgressState, stream: ProgressStream, r: Renderer): Progress {
   let stopped = false;
   return {
     update(c) {
       if (stopped) return;
       state.apply(c);
-      render();
+      r.render();
     },
     increment(by = 1) {
       if (stopped) return;
       state.apply({ done: state.done + by });
-      render();
+      r.render();
+    },
+    log(message) {
+      if (stopped) stream.write(`${message}\n`);
+      else r.log(message);
     },
     stop() {
       if (stopped) return;
       stopped = true;
-      finish();
+      r.finish();
     },
   };
 }
@@ -194,19 +209,31 @@ function plainProgress(state: ProgressState, stream: ProgressStream, now: () => 
   // work that holds the event loop between updates (model generation).
   const heartbeat = setInterval(writeIfDue, Math.min(intervalMs, showAfterMs || intervalMs));
   heartbeat.unref();
-  return progressOf(state, writeIfDue, () => {
-    clearInterval(heartbeat);
-    // Silent work stays silent: no last line for work that never showed.
-    if (lastLineMs !== null) writeLine(true);
+  return progressOf(state, stream, {
+    render: writeIfDue,
+    log: (line) => stream.write(`${line}\n`),
+    finish: () => {
+      clearInterval(heartbeat);
+      // Silent work stays silent: no last line for work that never showed.
+      if (lastLineMs !== null) writeLine(true);
+    },
   });
 }
 
+/** cli-progress redraws at most this often (its default 10 fps). */
+const LIVE_REDRAW_MS = 100;
+
 function liveProgress(state: ProgressState, stream: ProgressStream, now: () => number, showAfterMs: number): Progress {
-  const bar = new cliProgress.SingleBar({
+  // A MultiBar with one bar, for its log(): messages print above the line
+  // instead of tearing it. Its own timer redraws while the event loop is
+  // free; redraw() below also draws from work that holds the loop (model
+  // generation), which the timer alone would leave frozen.
+  const bars = new cliProgress.MultiBar({
     stream: stream as NodeJS.WritableStream,
     format: '{label} [{bar}] {counts} | {rate} | {tail}{note}',
     barsize: 24,
     hideCursor: true,
+    fps: 1000 / LIVE_REDRAW_MS,
     // Not gracefulExit: its SIGINT handler would keep Ctrl-C from ending the process.
     gracefulExit: false,
   });
@@ -220,33 +247,47 @@ function liveProgress(state: ProgressState, stream: ProgressStream, now: () => n
       note: state.note === '' ? '' : ` | ${state.note}`,
     };
   };
-  let started = false;
+  let bar: cliProgress.SingleBar | null = null;
+  let lastRedrawMs = -Infinity;
   const startIfDue = (): boolean => {
-    if (!started && now() - state.startMs >= showAfterMs) {
-      bar.start(state.total, state.settled, payload());
-      started = true;
+    if (bar === null && now() - state.startMs >= showAfterMs) bar = bars.create(state.total, state.settled, payload());
+    return bar !== null;
+  };
+  const redraw = (force: boolean): void => {
+    if (bar === null) return;
+    bar.setTotal(state.total);
+    bar.update(state.settled, payload());
+    const t = Date.now();
+    if (force || t - lastRedrawMs >= LIVE_REDRAW_MS) {
+      lastRedrawMs = t;
+      bars.update();
     }
-    return started;
   };
   // Without an update (one long step) a deferred line would never start.
   const deferred = showAfterMs > 0 ? setTimeout(startIfDue, showAfterMs) : null;
   deferred?.unref();
   startIfDue();
-  return progressOf(
-    state,
-    () => {
-      if (!startIfDue()) return;
-      bar.setTotal(state.total);
-      bar.update(state.settled, payload());
+  return progressOf(state, stream, {
+    render: () => {
+      if (startIfDue()) redraw(false);
     },
-    () => {
+    log: (line) => {
+      if (bar === null) {
+        stream.write(`${line}\n`);
+        return;
+      }
+      bars.log(`${line}\n`);
+      redraw(true);
+    },
+    finish: () => {
       if (deferred !== null) clearTimeout(deferred);
-      if (!started) return;
+      if (bar === null) return;
       bar.setTotal(state.total);
       bar.update(state.settled, payload(true));
-      bar.stop();
+      bars.update(); // flushes pending log lines, which stop() would not
+      bars.stop();
     },
-  );
+  });
 }
 
 function formatRate(perS: number): string {

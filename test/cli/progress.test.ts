@@ -106,6 +106,24 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     expect(slow.text().trimEnd().split('\n')).toEqual(['s: 2/4, 2.00 items/s, ETA 1s, 1s elapsed', 's: 3/4, 1.50 items/s, finished in 2s']);
   });
 
+  it('log() writes its message as a line of its own', () => {
+    let t = 0;
+    const stream = recorder(false);
+    const p = startProgress({ label: 'k', total: 2, stream, plainIntervalMs: 1000, now: () => t, mode: 'plain' });
+    p.log('gemm 128x768x768 rb: 9.1 GFLOP/s');
+    t = 1000;
+    p.increment();
+    p.stop();
+    p.log('after');
+    expect(stream.text().trimEnd().split('\n')).toEqual([
+      'k: 0/2, - items/s, ETA ?, 0s elapsed',
+      'gemm 128x768x768 rb: 9.1 GFLOP/s',
+      'k: 1/2, 1.00 items/s, ETA 1s, 1s elapsed',
+      'k: 1/2, 1.00 items/s, finished in 1s',
+      'after',
+    ]);
+  });
+
   it('off mode writes nothing', () => {
     const stream = recorder(false);
     const p = startProgress({ label: 'x', total: 2, stream, mode: 'off' });
@@ -128,6 +146,23 @@ describe('startProgress, live mode (a terminal)', () => {
     expect(text).toContain(ESC); // cursor control from cli-progress, not plain lines
     expect(text).toContain('batch b1 [');
     expect(text).toContain('4/10 (done 3, failed 1) | 2.00 items/s | finished in 2s');
+  });
+
+  it('prints log() messages above the line, before its last drawing', () => {
+    let t = 0;
+    const stream = recorder(true);
+    const p = startProgress({ label: 'bench', total: 2, stream, now: () => t, mode: 'live' });
+    t = 1000;
+    p.increment();
+    p.log('first measurement: 12.5 GFLOP/s');
+    t = 2000;
+    p.increment();
+    p.stop();
+    const text = stream.text();
+    const message = text.indexOf('first measurement: 12.5 GFLOP/s\n');
+    expect(message).toBeGreaterThanOrEqual(0);
+    expect(text.lastIndexOf('bench [')).toBeGreaterThan(message);
+    expect(text).toContain('2/2 | 1.00 items/s | finished in 2s');
   });
 });
 
