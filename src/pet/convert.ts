@@ -8,6 +8,8 @@
 import type { BertConfig } from '../model/bert-config.js';
 import type { BertCheckpoint, LinearWeights } from '../model/checkpoint.js';
 import { InvalidInputError, PetFormatError } from '../util/errors.js';
+import { listNames } from './formats/common.js';
+import { resolveId2label } from './head.js';
 import {
   EMBEDDINGS_LAYER_NORM_MODULE,
   LAYER_NORM_SITES,
@@ -15,11 +17,9 @@ import {
   allLinearSites,
   baseLayerNorm,
   baseLinear,
-  listNames,
-  resolveId2label,
-} from './formats/common.js';
+  siteModule,
+} from './sites.js';
 import { MAX_SPARSE_DENSITY, validatePet } from './validate.js';
-import { siteModule } from './types.js';
 import type { BitfitParams, DiffSite, PetBundle, TaskHead } from './types.js';
 
 export interface ConvertOptions {

@@ -1,6 +1,5 @@
 import type { BertCheckpoint } from '../model/checkpoint.js';
-import type { GemmSite } from '../model/pet-graph-input.js';
-import type { LayerNormSite, LinearSite } from './types.js';
+import { gemmInfo, gemmOf, type GemmSite, type LayerNormSite, type LinearSite } from './sites.js';
 
 export type { GemmSite };
 
@@ -78,20 +77,6 @@ export interface PackedPet {
 export const epilogueKey = (layer: number, gemm: GemmSite): string => `${layer}:${gemm}`;
 export const layerNormKey = (layer: number, site: LayerNormSite | 'embeddings'): string => `${layer}:${site}`;
 
-/** Where an HF linear site lives inside the graph's GEMMs. */
-export function gemmOf(site: LinearSite, hidden: number): { gemm: GemmSite; colOffset: number } {
-  switch (site) {
-    case 'query':
-      return { gemm: 'qkv', colOffset: 0 };
-    case 'key':
-      return { gemm: 'qkv', colOffset: hidden };
-    case 'value':
-      return { gemm: 'qkv', colOffset: 2 * hidden };
-    default:
-      return { gemm: site, colOffset: 0 };
-  }
-}
-
 /** Builds a PackedPet; kinds call it, it owns the layout. */
 export class PetPacker {
   private readonly floatParts: Float32Array[] = [];
@@ -129,27 +114,9 @@ export class PetPacker {
     return off;
   }
 
-  /** Width N and base bias of a GEMM site. */
+  /** Width N, input width K and base bias of a GEMM site. */
   gemmInfo(layer: number, gemm: GemmSite): { N: number; K: number; baseBias: Float32Array } {
-    const w = this.base.weights;
-    if (gemm === 'pooler') return { N: this.hidden, K: this.hidden, baseBias: w.pooler.bias };
-    const l = w.layers[layer]!;
-    switch (gemm) {
-      case 'qkv': {
-        const H = this.hidden;
-        const bias = new Float32Array(3 * H);
-        bias.set(l.query.bias, 0);
-        bias.set(l.key.bias, H);
-        bias.set(l.value.bias, 2 * H);
-        return { N: 3 * H, K: H, baseBias: bias };
-      }
-      case 'attention_output':
-        return { N: l.attentionOutput.outDim, K: l.attentionOutput.inDim, baseBias: l.attentionOutput.bias };
-      case 'intermediate':
-        return { N: l.intermediate.outDim, K: l.intermediate.inDim, baseBias: l.intermediate.bias };
-      case 'output':
-        return { N: l.output.outDim, K: l.output.inDim, baseBias: l.output.bias };
-    }
+    return gemmInfo(this.base, layer, gemm);
   }
 
   /** An HF linear site inside its GEMM: column block, its width N, input width K, and base bias of the block. */

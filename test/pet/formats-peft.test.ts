@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPeftDirectory } from '../../src/pet/formats/peft.js';
 import { loadPetDirectory } from '../../src/pet/formats/load.js';
 import { generatePet } from '../../src/pet/init-pet.js';
-import { SITE_MODULE } from '../../src/pet/types.js';
+import { SITE_MODULE } from '../../src/pet/sites.js';
 import type { Ia3Site, LinearSite, LoraSite, PetBundle, TaskHead } from '../../src/pet/types.js';
 import { PetFormatError } from '../../src/util/errors.js';
 import { makeTinyBase, rejection, writePeftFixture } from './formats-helpers.js';

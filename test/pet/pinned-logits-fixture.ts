@@ -82,13 +82,14 @@ export async function pinTasks(demo: Demo): Promise<PinnedTask[]> {
     const dir = join(demo.tasksDir, t.id);
     const files: Record<string, string> = {};
     for (const name of (await readdir(dir)).sort()) {
-      let bytes: Uint8Array | string = await readFile(join(dir, name));
+      const bytes = await readFile(join(dir, name));
       if (name === 'adapter_config.json') {
         const json = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
         delete json['base_model_name_or_path'];
-        bytes = JSON.stringify(json);
+        files[name] = sha256(JSON.stringify(json));
+      } else {
+        files[name] = sha256(bytes);
       }
-      files[name] = sha256(bytes);
     }
     const lease = demo.registry.acquire(t.id);
     try {

@@ -25,13 +25,17 @@ let tasks: PinnedTask[];
 let gpu: TestGpu;
 let runs: PinnedRun[];
 
+// Generating the demo and running it four times takes ~20 s alone; on two
+// cores shared with other suites it has taken over 120 s (the default hook timeout).
+const SETUP_TIMEOUT_MS = 600_000;
+
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'petserve-pinned-'));
   const demo = await loadDemo(root);
   tasks = await pinTasks(demo);
   gpu = await createTestGpu();
   runs = await pinRuns(gpu.ctx, demo);
-});
+}, SETUP_TIMEOUT_MS);
 afterAll(async () => {
   gpu?.destroy();
   await rm(root, { recursive: true, force: true });

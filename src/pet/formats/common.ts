@@ -1,105 +1,12 @@
-// Pieces shared by the PET importers and writers: where each site sits in the
-// base model, the canonical (bundle) tensor names, a safetensors reader that
-// checks dtype, shape and finiteness with the stored name in every message,
-// and label resolution for task heads.
+// Pieces shared by the PET importers, writers and kinds: a safetensors reader
+// that checks dtype, shape and finiteness with the stored name in every
+// message, JSON reading, message helpers, and the PET directory writer.
 
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import type { BertConfig } from '../../model/bert-config.js';
-import type { BertCheckpoint, LayerNormWeights, LinearWeights } from '../../model/checkpoint.js';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../model/safetensors.js';
 import { PetFormatError, PetServeError } from '../../util/errors.js';
-import { LINEAR_SITES, siteModule } from '../types.js';
-import type { LayerNormSite, LinearSite, TaskHead } from '../types.js';
-
-export const LAYER_NORM_SITES: readonly LayerNormSite[] = ['attention_layernorm', 'output_layernorm'];
-export const EMBEDDINGS_LAYER_NORM_MODULE = 'embeddings.LayerNorm';
-export const POOLER_MODULE = 'pooler.dense';
-export const CLASSIFIER_WEIGHT = 'classifier.weight';
-export const CLASSIFIER_BIAS = 'classifier.bias';
-
-/** torch.nn.Linear layout of a site: weight [outDim, inDim]. */
-export interface SiteDims {
-  outDim: number;
-  inDim: number;
-}
-
-export function linearSiteDims(config: BertConfig, site: LinearSite): SiteDims {
-  switch (site) {
-    case 'intermediate':
-      return { outDim: config.intermediateSize, inDim: config.hiddenSize };
-    case 'output':
-      return { outDim: config.hiddenSize, inDim: config.intermediateSize };
-    default:
-      return { outDim: config.hiddenSize, inDim: config.hiddenSize };
-  }
-}
-
-/** Position of a site in LINEAR_SITES, for a stable (layer, site) order. */
-export function compareSites(a: { layer: number; site: string }, b: { layer: number; site: string }): number {
-  const order = (s: string): number => {
-    const i = (LINEAR_SITES as readonly string[]).indexOf(s);
-    return i >= 0 ? i : LINEAR_SITES.length + (LAYER_NORM_SITES as readonly string[]).indexOf(s);
-  };
-  return a.layer - b.layer || order(a.site) - order(b.site);
-}
-
-export interface LinearSiteRef {
-  layer: number;
-  site: LinearSite;
-  /** Module path without `bert.`, e.g. encoder.layer.0.attention.self.query */
-  module: string;
-}
-
-/** Every linear site of the base, in (layer, LINEAR_SITES) order. */
-export function allLinearSites(config: BertConfig): LinearSiteRef[] {
-  const sites: LinearSiteRef[] = [];
-  for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-    for (const site of LINEAR_SITES) sites.push({ layer, site, module: siteModule(layer, site) });
-  }
-  return sites;
-}
-
-export function baseLinear(base: BertCheckpoint, layer: number, site: LinearSite): LinearWeights {
-  const w = base.weights.layers[layer]!;
-  switch (site) {
-    case 'query':
-      return w.query;
-    case 'key':
-      return w.key;
-    case 'value':
-      return w.value;
-    case 'attention_output':
-      return w.attentionOutput;
-    case 'intermediate':
-      return w.intermediate;
-    case 'output':
-      return w.output;
-  }
-}
-
-export function baseLayerNorm(base: BertCheckpoint, layer: number, site: LayerNormSite): LayerNormWeights {
-  const w = base.weights.layers[layer]!;
-  return site === 'attention_layernorm' ? w.attentionLayerNorm : w.outputLayerNorm;
-}
-
-// ------------------------------------------------------------------ bundle tensor names
-
-export const bundleNames = {
-  loraA: (module: string): string => `${module}.lora_A.weight`,
-  loraB: (module: string): string => `${module}.lora_B.weight`,
-  adapter: (layer: number, site: 'attention_output' | 'output', part: 'down' | 'up', param: 'weight' | 'bias'): string =>
-    `encoder.layer.${layer}.${site === 'attention_output' ? 'attention.output' : 'output'}.adapter.${part}.${param}`,
-  diffIndices: (module: string): string => `${module}.weight.diff_indices`,
-  diffValues: (module: string): string => `${module}.weight.diff_values`,
-  biasDiff: (module: string): string => `${module}.bias.diff`,
-  maskRemoved: (module: string): string => `${module}.weight.mask_removed`,
-  bias: (module: string): string => `${module}.bias`,
-  layerNormGamma: (module: string): string => `${module}.weight`,
-  layerNormBeta: (module: string): string => `${module}.bias`,
-  ia3: (module: string): string => `${module}.ia3_l`,
-} as const;
 
 // ------------------------------------------------------------------ tensor reading
 
@@ -133,17 +40,20 @@ export function firstNonFinite(data: Float32Array): { index: number; value: stri
 export class PetTensorFile {
   private readonly read = new Set<string>();
 
+  /** `label` names the file in messages (relative to the PET directory when loaded from one). */
   private constructor(
     private readonly file: SafetensorsFile,
     readonly path: string,
+    readonly label: string,
   ) {}
 
-  static async open(path: string): Promise<PetTensorFile> {
+  static async open(path: string, label = path): Promise<PetTensorFile> {
     try {
-      return new PetTensorFile(await SafetensorsFile.open(path), path);
+      return new PetTensorFile(await SafetensorsFile.open(path), path, label);
     } catch (err) {
-      if (err instanceof PetServeError) throw new PetFormatError(err.message, { cause: err });
-      throw new PetFormatError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
+      const message = relabel((err as Error).message, path, label);
+      if (err instanceof PetServeError) throw new PetFormatError(message, { cause: err });
+      throw new PetFormatError(`cannot read ${label}: ${message}`, { cause: err });
     }
   }
 
@@ -157,7 +67,7 @@ export class PetTensorFile {
 
   shape(name: string): number[] {
     const info = this.file.info(name);
-    if (info === undefined) throw new PetFormatError(`${this.path}: missing tensor '${name}'`);
+    if (info === undefined) throw new PetFormatError(`${this.label}: missing tensor '${name}'`);
     return info.shape;
   }
 
@@ -177,11 +87,11 @@ export class PetTensorFile {
   readFloat(name: string, expected: readonly (number | null)[], context = ''): Float32Array {
     const info = this.checkShape(name, expected, context);
     if (!FLOAT_DTYPES.has(info.dtype)) {
-      throw new PetFormatError(`${this.path}: tensor '${name}' has dtype ${info.dtype}, expected F32, F16 or BF16`);
+      throw new PetFormatError(`${this.label}: tensor '${name}' has dtype ${info.dtype}, expected F32, F16 or BF16`);
     }
     const data = this.wrap(() => this.file.readFloat32(name));
     const bad = firstNonFinite(data);
-    if (bad) throw new PetFormatError(`${this.path}: tensor '${name}' has a non-finite value (${bad.value}) at index ${bad.index}`);
+    if (bad) throw new PetFormatError(`${this.label}: tensor '${name}' has a non-finite value (${bad.value}) at index ${bad.index}`);
     this.read.add(name);
     return data;
   }
@@ -190,7 +100,7 @@ export class PetTensorFile {
   readIndices(name: string, context = ''): Int32Array {
     const info = this.checkShape(name, [null], context);
     if (!INDEX_DTYPES.has(info.dtype)) {
-      throw new PetFormatError(`${this.path}: tensor '${name}' has dtype ${info.dtype}, expected I32 or I64`);
+      throw new PetFormatError(`${this.label}: tensor '${name}' has dtype ${info.dtype}, expected I32 or I64`);
     }
     const data = this.wrap(() => this.file.readInt(name));
     this.read.add(name);
@@ -199,11 +109,11 @@ export class PetTensorFile {
 
   private checkShape(name: string, expected: readonly (number | null)[], context: string): { dtype: string; shape: number[] } {
     const info = this.file.info(name);
-    if (info === undefined) throw new PetFormatError(`${this.path}: missing tensor '${name}'${context ? ` (${context})` : ''}`);
+    if (info === undefined) throw new PetFormatError(`${this.label}: missing tensor '${name}'${context ? ` (${context})` : ''}`);
     const fits = info.shape.length === expected.length && expected.every((d, i) => d === null || d === info.shape[i]);
     if (!fits) {
       throw new PetFormatError(
-        `${this.path}: tensor '${name}' has shape ${formatShape(info.shape)}, expected ` +
+        `${this.label}: tensor '${name}' has shape ${formatShape(info.shape)}, expected ` +
           `${formatShape(expected.map((d) => d ?? '*'))}${context ? ` (${context})` : ''}`,
       );
     }
@@ -214,83 +124,52 @@ export class PetTensorFile {
     try {
       return fn();
     } catch (err) {
-      if (err instanceof PetServeError) throw new PetFormatError(err.message, { cause: err });
+      if (err instanceof PetServeError) throw new PetFormatError(relabel(err.message, this.path, this.label), { cause: err });
       throw err;
     }
   }
 }
 
+/** Both tensors of a pair, or neither. */
+export function requireBoth(file: PetTensorFile, a: string, b: string): void {
+  if (file.has(a) && !file.has(b)) throw new PetFormatError(`${file.label}: tensor '${a}' is present but '${b}' is missing`);
+  if (file.has(b) && !file.has(a)) throw new PetFormatError(`${file.label}: tensor '${b}' is present but '${a}' is missing`);
+}
+
+/**
+ * A lower layer's message (safetensors reader, Node's fs) names the file by
+ * the path it was given; PET messages name it by `label` instead, so a server
+ * never shows where its task directories live.
+ */
+export function relabel(message: string, path: string, label: string): string {
+  return path === label ? message : message.split(path).join(label);
+}
+
 // ------------------------------------------------------------------ misc
 
-export async function readJsonObject(path: string): Promise<Record<string, unknown>> {
+/** A JSON object file; `label` names it in messages. */
+export async function readJsonObject(path: string, label = path): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new PetFormatError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
+    throw new PetFormatError(`cannot read ${label}: ${relabel((err as Error).message, path, label)}`, { cause: err });
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new PetFormatError(`${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+    throw new PetFormatError(`${label} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new PetFormatError(`${path}: expected a JSON object`);
+    throw new PetFormatError(`${label}: expected a JSON object`);
   }
   return value as Record<string, unknown>;
-}
-
-/**
- * Label names of a head with `rows` outputs: the PET's own list when it has
- * one (its length must match), else the base config's when its length
- * matches, else LABEL_i as transformers names them.
- */
-export function resolveId2label(own: string[] | null, rows: number, baseConfig: BertConfig, source: string): string[] {
-  if (own !== null) {
-    if (own.length !== rows) {
-      throw new PetFormatError(`${source}: id2label has ${own.length} labels but the classifier has ${rows} rows`);
-    }
-    return own;
-  }
-  if (baseConfig.id2label && baseConfig.id2label.length === rows) return [...baseConfig.id2label];
-  return Array.from({ length: rows }, (_, i) => `LABEL_${i}`);
 }
 
 /** zod issues as one line: "path: message; path: message". */
 export function formatIssues(issues: readonly { path: readonly PropertyKey[]; message: string }[]): string {
   return issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
-}
-
-/**
- * The task head from a classifier weight [L, H] and bias [L], or null when
- * the file holds neither (an embedding task). Half a head is refused.
- */
-export function readHead(
-  file: PetTensorFile,
-  weightName: string,
-  biasName: string,
-  ownId2label: string[] | null,
-  config: BertConfig,
-  source: string,
-): TaskHead | null {
-  const hasWeight = file.has(weightName);
-  const hasBias = file.has(biasName);
-  if (!hasWeight && !hasBias) {
-    if (ownId2label !== null) {
-      throw new PetFormatError(`${source}: id2label is given but there is no classifier ('${weightName}', '${biasName}')`);
-    }
-    return null;
-  }
-  if (!hasWeight || !hasBias) {
-    const [present, missing] = hasWeight ? [weightName, biasName] : [biasName, weightName];
-    throw new PetFormatError(`${file.path}: classifier is incomplete: '${present}' is present but '${missing}' is missing`);
-  }
-  const weight = file.readFloat(weightName, [null, config.hiddenSize], 'classifier weight is [num_labels, hidden_size]');
-  const rows = file.shape(weightName)[0]!;
-  if (rows < 1) throw new PetFormatError(`${file.path}: tensor '${weightName}' has 0 rows; a classifier needs at least one label`);
-  const bias = file.readFloat(biasName, [rows], `one bias per row of '${weightName}'`);
-  return { weight, bias, id2label: resolveId2label(ownId2label, rows, config, source) };
 }
 
 /** Whether `path` exists (any kind of entry). */

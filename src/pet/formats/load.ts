@@ -13,27 +13,31 @@ import { PEFT_CONFIG_FILE, loadPeftDirectory } from './peft.js';
 
 export type PetDirectoryFormat = PetBundle['format'];
 
-
-/** Which format a directory holds; refuses a path that is not a directory, or holds neither or both manifests. */
+/**
+ * Which format a directory holds; refuses a path that is not a directory, or
+ * holds neither or both manifests. Messages do not repeat `dir` (the caller
+ * knows it; a server's task directories are nobody's business).
+ */
 export async function detectPetFormat(dir: string): Promise<PetDirectoryFormat> {
   let isDirectory: boolean;
   try {
     isDirectory = (await stat(dir)).isDirectory();
   } catch (err) {
-    throw new PetFormatError(`${dir}: cannot read PET directory (${(err as Error).message})`, { cause: err });
+    const reason = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new PetFormatError(`cannot read PET directory (${reason})`, { cause: err });
   }
   if (!isDirectory) {
-    throw new PetFormatError(`${dir}: not a directory (a PET is a directory: pet.json + pet.safetensors, or a PEFT adapter)`);
+    throw new PetFormatError(`not a directory (a PET is a directory: pet.json + pet.safetensors, or a PEFT adapter)`);
   }
   const bundle = await pathExists(join(dir, PET_MANIFEST_FILE));
   const peft = await pathExists(join(dir, PEFT_CONFIG_FILE));
   if (bundle && peft) {
-    throw new PetFormatError(`${dir}: holds both ${PET_MANIFEST_FILE} and ${PEFT_CONFIG_FILE}; a PET directory holds one format`);
+    throw new PetFormatError(`the PET directory holds both ${PET_MANIFEST_FILE} and ${PEFT_CONFIG_FILE}; a PET directory holds one format`);
   }
   if (bundle) return 'bundle';
   if (peft) return 'peft';
   throw new PetFormatError(
-    `${dir}: not a PET directory: neither ${PET_MANIFEST_FILE} (PetServe bundle) nor ${PEFT_CONFIG_FILE} (Hugging Face PEFT) found`,
+    `not a PET directory: neither ${PET_MANIFEST_FILE} (PetServe bundle) nor ${PEFT_CONFIG_FILE} (Hugging Face PEFT) found`,
   );
 }
 

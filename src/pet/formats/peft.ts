@@ -11,17 +11,25 @@ import type { BertConfig } from '../../model/bert-config.js';
 import type { BertCheckpoint } from '../../model/checkpoint.js';
 import type { TensorToWrite } from '../../model/safetensors.js';
 import { PetFormatError } from '../../util/errors.js';
-import { LINEAR_SITES, SITE_MODULE, siteModule } from '../types.js';
-import type { Ia3Site, LinearSite, LoraSite, PetBundle } from '../types.js';
-import { IA3_INPUT_SITES, validatePet, validatePetForConfig } from '../validate.js';
+import { readHead } from '../head.js';
+import type { Ia3Site, LoraSite } from '../kinds/index.js';
+import {
+  INPUT_SCALE_SITES,
+  LINEAR_SITES,
+  baseModuleNames,
+  compareSites,
+  linearSiteDims,
+  linearSiteOfModule,
+  siteModule,
+  type LinearSite,
+} from '../sites.js';
+import type { PetBundle } from '../types.js';
+import { validatePet, validatePetForConfig } from '../validate.js';
 import {
   PetTensorFile,
-  compareSites,
   formatIssues,
-  linearSiteDims,
   listNames,
   pathExists,
-  readHead,
   readJsonObject,
   writePetFiles,
   type WrittenPet,
@@ -96,39 +104,9 @@ const ia3ConfigSchema = z.object({
 type LoraConfig = z.infer<typeof loraConfigSchema>;
 type Ia3Config = z.infer<typeof ia3ConfigSchema>;
 
-/**
- * Module names of BertModel (prefix '') or BertForSequenceClassification
- * (prefix 'bert.') as torch's named_modules() lists them, containers and
- * dropouts included: PEFT matches target_modules against all of them and
- * refuses a match on a module it cannot adapt, and so does this loader.
- */
-export function bertModuleNames(config: BertConfig, prefix: '' | 'bert.'): string[] {
-  const p = prefix;
-  const names: string[] = p ? ['bert', 'dropout', 'classifier'] : [];
-  names.push(`${p}embeddings`);
-  for (const m of ['word_embeddings', 'position_embeddings', 'token_type_embeddings', 'LayerNorm', 'dropout']) {
-    names.push(`${p}embeddings.${m}`);
-  }
-  names.push(`${p}encoder`, `${p}encoder.layer`);
-  for (let i = 0; i < config.numHiddenLayers; i++) {
-    const l = `${p}encoder.layer.${i}`;
-    names.push(l, `${l}.attention`, `${l}.attention.self`);
-    names.push(`${l}.attention.self.query`, `${l}.attention.self.key`, `${l}.attention.self.value`, `${l}.attention.self.dropout`);
-    names.push(`${l}.attention.output`, `${l}.attention.output.dense`, `${l}.attention.output.LayerNorm`, `${l}.attention.output.dropout`);
-    names.push(`${l}.intermediate`, `${l}.intermediate.dense`, `${l}.intermediate.intermediate_act_fn`);
-    names.push(`${l}.output`, `${l}.output.dense`, `${l}.output.LayerNorm`, `${l}.output.dropout`);
-  }
-  names.push(`${p}pooler`, `${p}pooler.dense`, `${p}pooler.activation`);
-  return names;
-}
-
 /** (layer, site) of a module name when it is a linear site of an encoder layer. */
 function linearSiteOf(name: string, prefix: string): { layer: number; site: LinearSite } | null {
-  if (!name.startsWith(prefix)) return null;
-  const m = /^encoder\.layer\.(\d+)\.(.+)$/.exec(name.slice(prefix.length));
-  if (!m) return null;
-  const site = LINEAR_SITES.find((s) => SITE_MODULE[s] === m[2]);
-  return site === undefined ? null : { layer: Number(m[1]), site };
+  return name.startsWith(prefix) ? linearSiteOfModule(name.slice(prefix.length)) : null;
 }
 
 const SUPPORTED_SITES_TEXT =
@@ -139,10 +117,14 @@ const SUPPORTED_SITES_TEXT =
 // ModulesToSaveWrapper with or without the adapter name, or unwrapped (newer).
 const HEAD_SPELLINGS = ['classifier.modules_to_save.', 'classifier.modules_to_save.default.', 'classifier.'] as const;
 
-/** Load and validate a PEFT LoRA or IA³ directory against the base model. */
+/**
+ * Load and validate a PEFT LoRA or IA³ directory against the base model.
+ * Messages name the files relative to `dir` (a server's task directories are
+ * nobody's business).
+ */
 export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Promise<PetBundle> {
-  const configPath = join(dir, PEFT_CONFIG_FILE);
-  const raw = await readJsonObject(configPath);
+  const configPath = PEFT_CONFIG_FILE;
+  const raw = await readJsonObject(join(dir, PEFT_CONFIG_FILE), configPath);
   const peftType = raw['peft_type'];
   if (peftType !== 'LORA' && peftType !== 'IA3') {
     throw new PetFormatError(
@@ -155,16 +137,16 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
   const config = parsed.data;
   if (peftType === 'LORA') refuseLoraFeatures(config as LoraConfig, configPath);
 
-  const weightsPath = join(dir, PEFT_WEIGHTS_FILE);
-  if (!(await pathExists(weightsPath))) {
+  const weightsPath = PEFT_WEIGHTS_FILE;
+  if (!(await pathExists(join(dir, PEFT_WEIGHTS_FILE)))) {
     const binary = await pathExists(join(dir, 'adapter_model.bin'));
     const hint = binary ? ' (adapter_model.bin is there: only safetensors is read; re-save with safe_serialization=True)' : '';
-    throw new PetFormatError(`${dir}: ${PEFT_WEIGHTS_FILE} not found${hint}`);
+    throw new PetFormatError(`${PEFT_WEIGHTS_FILE} not found${hint}`);
   }
-  const file = await PetTensorFile.open(weightsPath);
+  const file = await PetTensorFile.open(join(dir, PEFT_WEIGHTS_FILE), weightsPath);
   const layout = parseTensorNames(file, peftType);
   const prefix = layout.prefix ?? (config.task_type === 'SEQ_CLS' ? BERT_PREFIX : '');
-  const modules = bertModuleNames(base.config, prefix);
+  const modules = baseModuleNames(base.config, prefix);
   const spec: TargetSpec = {
     targetModules: config.target_modules ?? (peftType === 'LORA' ? DEFAULT_LORA_TARGETS : DEFAULT_IA3_TARGETS),
     excludeModules: config.exclude_modules,
@@ -209,7 +191,7 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
   const unread = file.unread();
   if (unread.length > 0) throw new PetFormatError(`${weightsPath}: tensors not understood: ${listNames(unread)}`);
   const bundle: PetBundle = { pet, head, source: dir, format: 'peft' };
-  validatePet(bundle, base);
+  validatePet(bundle, base, weightsPath);
   return bundle;
 }
 
@@ -263,7 +245,7 @@ function parseTensorNames(file: PetTensorFile, peftType: 'LORA' | 'IA3'): Tensor
     else if (module !== 'classifier') bare = true;
     const entry = modules.get(module) ?? {};
     const slot = m[2] === 'lora_A' ? 'loraA' : m[2] === 'lora_B' ? 'loraB' : 'ia3';
-    if (entry[slot] !== undefined) throw new PetFormatError(`${file.path}: tensors '${entry[slot]}' and '${name}' are the same parameter`);
+    if (entry[slot] !== undefined) throw new PetFormatError(`${file.label}: tensors '${entry[slot]}' and '${name}' are the same parameter`);
     entry[slot] = name;
     modules.set(module, entry);
   }
@@ -271,12 +253,12 @@ function parseTensorNames(file: PetTensorFile, peftType: 'LORA' | 'IA3'): Tensor
     const expected =
       peftType === 'LORA' ? '<module>.lora_A.weight / <module>.lora_B.weight' : '<module>.ia3_l';
     throw new PetFormatError(
-      `${file.path}: tensors not understood for a ${peftType} adapter: ${listNames(unknown)} ` +
+      `${file.label}: tensors not understood for a ${peftType} adapter: ${listNames(unknown)} ` +
         `(expected ${TENSOR_PREFIX}[bert.]${expected} and the classifier)`,
     );
   }
   if (withBert && bare) {
-    throw new PetFormatError(`${file.path}: adapter tensors mix names with and without the "${BERT_PREFIX}" prefix`);
+    throw new PetFormatError(`${file.label}: adapter tensors mix names with and without the "${BERT_PREFIX}" prefix`);
   }
   return { prefix: withBert ? BERT_PREFIX : bare ? '' : null, modules };
 }
@@ -315,7 +297,7 @@ function readLoraSites(
       const missing = names.loraA === undefined ? expected('lora_A') : expected('lora_B');
       const has = names.loraA ?? names.loraB;
       throw new PetFormatError(
-        `${file.path}: missing tensor '${missing}' for target module '${module}'${has ? ` ('${has}' is present)` : ''}`,
+        `${file.label}: missing tensor '${missing}' for target module '${module}'${has ? ` ('${has}' is present)` : ''}`,
       );
     }
     const rankKey = config.rank_pattern ? patternKeyFor(config.rank_pattern, module, `${configPath}: rank_pattern`) : undefined;
@@ -357,7 +339,7 @@ function readIa3Sites(
     const outside = (config.feedforward_modules as string[]).filter((f) => !(spec.targetModules as readonly string[]).includes(f));
     if (outside.length > 0) {
       throw new PetFormatError(
-        `${spec.source ?? file.path}: feedforward_modules ${listNames(outside)} are not in target_modules (PEFT requires a subset)`,
+        `${spec.source ?? file.label}: feedforward_modules ${listNames(outside)} are not in target_modules (PEFT requires a subset)`,
       );
     }
   }
@@ -366,13 +348,13 @@ function readIa3Sites(
     const { layer, site } = linearSiteOf(module, prefix)!;
     const name = layout.modules.get(module)?.ia3;
     if (name === undefined) {
-      throw new PetFormatError(`${file.path}: missing tensor '${TENSOR_PREFIX}${module}.ia3_l' for target module '${module}'`);
+      throw new PetFormatError(`${file.label}: missing tensor '${TENSOR_PREFIX}${module}.ia3_l' for target module '${module}'`);
     }
     const { outDim, inDim } = linearSiteDims(baseConfig, site);
-    if (isFeedforwardModule(feedforward, module, `${spec.source ?? file.path}: feedforward_modules`)) {
-      if (!IA3_INPUT_SITES.includes(site)) {
+    if (isFeedforwardModule(feedforward, module, `${spec.source ?? file.label}: feedforward_modules`)) {
+      if (!INPUT_SCALE_SITES.includes(site)) {
         throw new PetFormatError(
-          `${file.path}: IA³ input scaling of '${module}' (selected by feedforward_modules) is not supported: ` +
+          `${file.label}: IA³ input scaling of '${module}' (selected by feedforward_modules) is not supported: ` +
             `only the inputs of attention.output.dense and output.dense can be scaled; query, key, value and ` +
             `intermediate.dense share their input with other sites`,
         );
@@ -427,7 +409,7 @@ function readPeftHead(file: PetTensorFile, id2label: string[] | null, config: Be
   const present = HEAD_SPELLINGS.filter((h) => file.has(`${TENSOR_PREFIX}${h}weight`) || file.has(`${TENSOR_PREFIX}${h}bias`));
   if (present.length > 1) {
     throw new PetFormatError(
-      `${file.path}: the classifier is saved twice (${present.map((h) => `'${TENSOR_PREFIX}${h}weight'`).join(' and ')})`,
+      `${file.label}: the classifier is saved twice (${present.map((h) => `'${TENSOR_PREFIX}${h}weight'`).join(' and ')})`,
     );
   }
   const spelling = present[0] ?? 'classifier.';
@@ -463,7 +445,7 @@ export async function writePeftDirectory(
   }
   validatePetForConfig(bundle, baseConfig);
   const prefix = bundle.head ? BERT_PREFIX : '';
-  const modules = bertModuleNames(baseConfig, prefix);
+  const modules = baseModuleNames(baseConfig, prefix);
   const siteNames = pet.sites.map((s) => `${prefix}${siteModule(s.layer, s.site)}`);
   const siteTypes = LINEAR_SITES.filter((t) => pet.sites.some((s) => s.site === t));
   const selects = (targets: string[], names: readonly string[]): boolean => {
