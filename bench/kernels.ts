@@ -12,9 +12,10 @@ import { GpuContext } from '../src/gpu/context.js';
 import { tuning } from '../src/kernels/tuning.js';
 import type { Dtype } from '../src/kernels/types.js';
 import { silentLogger } from '../src/util/logger.js';
+import { startProgress, type Progress } from '../src/cli/progress.js';
 import { benchAttention, lengthMixes, type AttentionLayoutResult, type AttentionResult } from './lib/attention-bench.js';
 import { benchEncoder, type EncoderCase, type EncoderResult } from './lib/encoder-bench.js';
-import { benchGemm, gemmKernels, type GemmMeasurement, type GemmShapeSummary } from './lib/gemm-bench.js';
+import { benchGemm, gemmKernels, gemmMeasurementCount, type GemmMeasurement, type GemmShapeSummary } from './lib/gemm-bench.js';
 import { QuietGate, type QuietPolicy } from './lib/cpu-load.js';
 import type { MeasureBudget } from './lib/measure.js';
 import {
@@ -64,7 +65,9 @@ const ENCODER_CASES: EncoderCase[] = quick
 const ENCODER_MIN_WALL_MS = 2000;
 const ENCODER_MAX_RUNS = 5;
 
-const log = (msg: string): void => console.error(`[bench] ${msg}`);
+// One progress line over every measurement; the per-measurement messages print above it.
+let progress: Progress | null = null;
+const log = (msg: string): void => (progress !== null ? progress.log(`[bench] ${msg}`) : console.error(`[bench] ${msg}`));
 
 function gemmSummaryTable(summary: GemmShapeSummary[], measurements: GemmMeasurement[], kernels: string[]): Table {
   const hasF16 = kernels.includes('rb-f16');
@@ -184,20 +187,29 @@ async function main(): Promise<void> {
     if (!caps.timestampQuery) log('no timestamp-query: kernel timings fall back to wall-clock');
 
     const kernels = gemmKernels(caps.shaderF16);
+    const mixes = lengthMixes(ATTENTION_SEQUENCES, 42);
+    const dtypes: Dtype[] = caps.shaderF16 ? ['f32', 'f16'] : ['f32'];
+    progress = startProgress({
+      label: '[bench] kernels',
+      total: gemmMeasurementCount(GEMM_TOKEN_COUNTS, kernels) + 2 * mixes.length + ENCODER_CASES.length * dtypes.length,
+      unit: 'measurements',
+    });
+    const onMeasured = (): void => progress?.increment();
     const gemmResults = await benchGemm(res, {
       tokenCounts: GEMM_TOKEN_COUNTS,
       kernels,
       budget: KERNEL_BUDGET,
       gate,
       log,
+      onMeasured,
     });
     const attentionResults = await benchAttention(res, {
-      mixes: lengthMixes(ATTENTION_SEQUENCES, 42),
+      mixes,
       budget: KERNEL_BUDGET,
       gate,
       log,
+      onMeasured,
     });
-    const dtypes: Dtype[] = caps.shaderF16 ? ['f32', 'f16'] : ['f32'];
     const encoderResults = await benchEncoder(ctx, {
       cases: ENCODER_CASES,
       dtypes,
@@ -205,7 +217,10 @@ async function main(): Promise<void> {
       maxRuns: ENCODER_MAX_RUNS,
       gate,
       log,
+      onMeasured,
     });
+    progress.stop();
+    progress = null;
     const finished = new Date();
 
     const tables = [
@@ -308,6 +323,7 @@ async function main(): Promise<void> {
     const written = await writeReport(outDir, stem, report, markdown);
     console.log(`\nWrote ${written.jsonPath}\nWrote ${written.markdownPath}`);
   } finally {
+    progress?.stop();
     res.destroy();
     ctx.destroy();
   }

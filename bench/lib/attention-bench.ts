@@ -71,7 +71,14 @@ export interface AttentionResult {
  */
 export async function benchAttention(
   res: EncoderResources,
-  opts: { mixes: readonly LengthMix[]; budget: MeasureBudget; gate: QuietGate | null; log: (msg: string) => void },
+  opts: {
+    mixes: readonly LengthMix[];
+    budget: MeasureBudget;
+    gate: QuietGate | null;
+    log: (msg: string) => void;
+    /** After each measurement, two per mix (packed, padded): progress. */
+    onMeasured?: () => void;
+  },
 ): Promise<AttentionResult[]> {
   const results: AttentionResult[] = [];
   for (const mix of opts.mixes) results.push(await benchMix(res, mix, opts));
@@ -81,7 +88,7 @@ export async function benchAttention(
 async function benchMix(
   res: EncoderResources,
   mix: LengthMix,
-  opts: { budget: MeasureBudget; gate: QuietGate | null; log: (msg: string) => void },
+  opts: { budget: MeasureBudget; gate: QuietGate | null; log: (msg: string) => void; onMeasured?: () => void },
 ): Promise<AttentionResult> {
   const device = res.ctx.device;
   const L = Math.max(...mix.lengths);
@@ -118,6 +125,7 @@ async function benchMix(
     const scorePairs = mix.lengths.reduce((a, len) => a + len * (layout === 'packed' ? len : L), 0);
     const tokens = groups.reduce((a, g) => a + tokensOf(g), 0);
     opts.log(`attention ${mix.name} ${layout}: ${tokens} tokens, ${m.ms.toFixed(2)} ms x ${m.reps} (wall ${m.wallMs.toFixed(2)} ms)`);
+    opts.onMeasured?.();
     return { tokens, scorePairs, ...m };
   };
 

@@ -52,6 +52,8 @@ export async function benchEncoder(
     maxRuns: number;
     gate: QuietGate | null;
     log: (msg: string) => void;
+    /** After each measurement, one per case and dtype (progress). */
+    onMeasured?: () => void;
   },
 ): Promise<EncoderResult[]> {
   const results: EncoderResult[] = [];
@@ -105,6 +107,7 @@ export async function benchEncoder(
             `encoder ${c.preset} ${dtype}: ${result.tokensPerSecond.toFixed(0)} tokens/s ` +
               `(${wallMs.toFixed(0)} ms wall, ${deviceMs?.toFixed(0) ?? '-'} ms device, ${runs} run(s))`,
           );
+          opts.onMeasured?.();
         } finally {
           await runner.dispose();
         }

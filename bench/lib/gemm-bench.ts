@@ -91,6 +91,11 @@ function allocateOperands(device: GPUDevice, dtype: Dtype, maxM: number, seed: n
   };
 }
 
+/** How many measurements benchGemm makes: one per token count, shape and kernel. */
+export function gemmMeasurementCount(tokenCounts: readonly number[], kernels: readonly GemmKernel[]): number {
+  return tokenCounts.length * BERT_BASE_GEMM_SHAPES.length * kernels.length;
+}
+
 export async function benchGemm(
   res: EncoderResources,
   opts: {
@@ -99,6 +104,8 @@ export async function benchGemm(
     budget: MeasureBudget;
     gate: QuietGate | null;
     log: (msg: string) => void;
+    /** After each measurement (progress). */
+    onMeasured?: () => void;
   },
 ): Promise<{ measurements: GemmMeasurement[]; summary: GemmShapeSummary[] }> {
   const device = res.ctx.device;
@@ -144,6 +151,7 @@ export async function benchGemm(
             `gemm ${M}x${N}x${K} ${k.name}: ${result.gflops.toFixed(2)} GFLOP/s ` +
               `(${m.ms.toFixed(2)} ms x ${m.reps}, wall ${result.wallGflops.toFixed(2)} GFLOP/s)`,
           );
+          opts.onMeasured?.();
         }
         const naive = gflops['naive'] ?? Number.NaN;
         const rb = gflops['rb'] ?? Number.NaN;
