@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { InvalidInputError } from '../util/errors.js';
 import { jsonSyntaxWhere } from '../util/json-syntax.js';
+import { issueMessage } from '../util/zod-issues.js';
 import type { ParsedItem, StoredItem } from './types.js';
 
 /**
@@ -38,7 +39,7 @@ export const itemSchema = z
   });
 
 function issuesText(error: z.ZodError): string {
-  return error.issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+  return error.issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${issueMessage(i)}` : issueMessage(i))).join('; ');
 }
 
 /** Validate one decoded item; `where` names it in errors ("line 7", "items[6]"). */

@@ -116,8 +116,8 @@ export class ArchiveError extends PetServeError {
 
 /** A server-side path given for registration resolves outside server.registerRoot. */
 export class PathOutsideRootError extends PetServeError {
-  constructor(path: string) {
-    super('PATH_OUTSIDE_ROOT', `path '${path}' resolves outside server.registerRoot`);
+  constructor() {
+    super('PATH_OUTSIDE_ROOT', 'the path resolves outside server.registerRoot');
   }
 }
 

@@ -107,14 +107,14 @@ export class TaskAdmin {
     const root = await realpath(this.opts.registerRoot);
     const candidate = resolve(root, path);
     // Lexical check first, so a path outside the root is refused the same way whether it exists or not.
-    if (!isInside(root, candidate)) throw new PathOutsideRootError(path);
+    if (!isInside(root, candidate)) throw new PathOutsideRootError();
     let real: string;
     try {
       real = await realpath(candidate);
     } catch (err) {
-      throw new PetFormatError(`path '${path}' does not exist under server.registerRoot`, { cause: err });
+      throw new PetFormatError('the path does not exist under server.registerRoot', { cause: err });
     }
-    if (!isInside(root, real)) throw new PathOutsideRootError(path);
+    if (!isInside(root, real)) throw new PathOutsideRootError();
     const info = await this.registry.register(id, real);
     this.opts.logger.info({ task: id, dir: real }, 'task registered from server path');
     return info;

@@ -37,7 +37,7 @@ export function integerMatrix(input: V2RequestInput): number[][] {
     const row = flat.slice(r * cols, (r + 1) * cols);
     row.forEach((v, c) => {
       if (typeof v !== 'number' || !Number.isInteger(v)) {
-        throw new RequestValidationError(`input '${input.name}'[${r}][${c}]: ${JSON.stringify(v)} is not an integer`);
+        throw new RequestValidationError(`input '${input.name}'[${r}][${c}]: ${typeof v === 'number' ? v : `a ${v === null ? 'null' : typeof v}`} is not an integer`);
       }
       if (v < 0) throw new RequestValidationError(`input '${input.name}'[${r}][${c}]: ${v} is negative`);
     });

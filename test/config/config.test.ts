@@ -39,4 +39,15 @@ describe('configuration: defaults, then file, then env, then flags', () => {
     expect(() => loadConfig({ file: bad })).toThrow(ConfigError);
     expect(() => loadConfig({ file: join(dir, 'none.yaml') })).toThrow(/cannot read config file/);
   });
+
+  it('hardening keys: API keys from a YAML list or a comma-separated PETSERVE_API_KEYS, public switches, timeouts', async () => {
+    const d = loadConfig().server;
+    expect(d).toMatchObject({ apiKeys: [], publicMetrics: true, publicStatus: false, requestTimeoutMs: 60_000, headersTimeoutMs: 20_000 });
+    const env = loadConfig({ env: { PETSERVE_API_KEYS: 'first-key-0123456789, second-key-0123456789', PETSERVE_PUBLIC_STATUS: 'true', PETSERVE_PUBLIC_METRICS: 'false' } });
+    expect(env.server).toMatchObject({ apiKeys: ['first-key-0123456789', 'second-key-0123456789'], publicStatus: true, publicMetrics: false });
+    const file = join(dir, 'keys.yaml');
+    await writeFile(file, 'server:\n  apiKeys: [yaml-key-0123456789abc]\n  requestTimeoutMs: 5000\n');
+    expect(loadConfig({ file }).server).toMatchObject({ apiKeys: ['yaml-key-0123456789abc'], requestTimeoutMs: 5000 });
+    expect(() => loadConfig({ env: { PETSERVE_API_KEYS: 'short' } })).toThrow(/server\.apiKeys\.0: an API key needs at least 16 characters/);
+  });
 });

@@ -179,7 +179,7 @@ describe('offline batches on Redis (fake engine)', () => {
     ]);
     expect(lines[1]!.error!.message).toMatch(/^line 2: not valid JSON/);
     expect(lines[2]!.error!.message).toMatch(/^line 4: .*exactly one of "inputs"/);
-    expect(lines[4]!.error!.message).toMatch(/^line 6: .*extra/);
+    expect(lines[4]!.error!.message).toMatch(/^line 6: 1 unknown field/);
     expect(fake.requests).toHaveLength(2);
   });
 
@@ -318,6 +318,16 @@ describe('offline batches on Redis (fake engine)', () => {
     expect(done).toMatchObject({ status: 'completed', counts: { total, done: total, failed: 0 } });
     const lines = await allLines(service, batch.id);
     expect(lines.map((l) => l.index)).toEqual([...Array(total).keys()]);
+  });
+  it('a read issued the moment Redis drops the producer connection waits for the reconnect instead of failing', async () => {
+    const { settings, service } = await setup('blip');
+    const { batch } = await service.submit(await parseJsonItems([{ task: 'sentiment', input_ids: ids(1) }]));
+    for (let round = 0; round < 5; round++) {
+      expect(await killClientsOf(admin, settings.prefix)).toBeGreaterThanOrEqual(1);
+      // No waiting here: the client may still report 'ready' while Redis has already closed its socket.
+      expect((await service.get(batch.id)).id).toBe(batch.id);
+      expect((await service.list(0, 10)).total).toBe(1);
+    }
   });
   it('reports job counts and connected workers to the metrics (QueueStatsSource)', async () => {
     const { settings, service } = await setup('stats');

@@ -163,6 +163,5 @@ describe('petserve serve shutdown', () => {
         expect(Number(a.retryAfter)).toBeGreaterThan(0);
       }
     }
-    console.log(`shutdown with a ${timeoutMs} ms timeout: exited ${exitMs} ms after it began; ${answers.filter((a) => a.status === 503).length}/24 answered 503`);
   });
 });

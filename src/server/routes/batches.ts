@@ -58,7 +58,7 @@ export function createBatchRouter(deps: BatchRouteDeps): Router {
     } else if (typeof req.body === 'object' && req.body !== null && !Array.isArray(req.body)) {
       const body = req.body as Record<string, unknown>;
       const unknown = Object.keys(body).filter((k) => k !== 'items' && k !== 'idempotency_key');
-      if (unknown.length > 0) throw new RequestValidationError(`unknown field(s) ${unknown.map((k) => `"${k}"`).join(', ')}; expected "items" and "idempotency_key"`);
+      if (unknown.length > 0) throw new RequestValidationError(`${unknown.length} unknown field(s); a batch body has "items" and "idempotency_key"`);
       if (body['items'] === undefined) throw new RequestValidationError('send {"items": [...]}, a JSONL body, or a multipart upload with field "file"');
       items = await parseJsonItems(body['items']);
       key ??= checkIdempotencyKey(body['idempotency_key']);

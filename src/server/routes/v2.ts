@@ -107,9 +107,9 @@ function outputNames(task: TaskInfo): string[] {
 function requestedOutputs(task: TaskInfo, names: string[] | undefined): string[] {
   const available = outputNames(task);
   if (names === undefined || names.length === 0) return available;
-  for (const n of names) {
-    if (!available.includes(n)) throw new RequestValidationError(`output '${n}' is not an output of model '${task.id}' (${available.join(', ')})`);
-  }
+  names.forEach((n, i) => {
+    if (!available.includes(n)) throw new RequestValidationError(`outputs[${i}].name is not an output of model '${task.id}' (${available.join(', ')})`);
+  });
   return [...new Set(names)];
 }
 
@@ -133,8 +133,8 @@ function modelMetadata(task: TaskInfo, gateway: InferenceGateway): V2ModelMetada
 function decodeInputs(gateway: InferenceGateway, inputs: V2RequestInput[], truncate: boolean): Sequence[] {
   const byName = new Map<string, V2RequestInput>();
   const known = new Set<string>(Object.values(V2_INPUT));
-  for (const input of inputs) {
-    if (!known.has(input.name)) throw new RequestValidationError(`unexpected input '${input.name}' (inputs: ${[...known].join(', ')})`);
+  for (const [i, input] of inputs.entries()) {
+    if (!known.has(input.name)) throw new RequestValidationError(`inputs[${i}].name is not an input of this model (inputs: ${[...known].join(', ')})`);
     if (byName.has(input.name)) throw new RequestValidationError(`input '${input.name}' given twice`);
     byName.set(input.name, input);
   }
