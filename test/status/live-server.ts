@@ -99,6 +99,8 @@ export async function startLiveServer(tasks: LiveTask[], opts: { tightPoolFor?: 
       'scheduler.profileEveryBatches': 2,
       'pets.poolBytes': poolBytes,
       'metrics.perTaskTopK': opts.perTaskTopK ?? 0,
+      // The page's task table is per-task detail, shown without credentials only when the operator says so (issue 16).
+      'server.publicStatus': true,
     },
   });
 
