@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { initPet } from '../pet/init-pet.js';
-import { PET_KINDS } from '../pet/types.js';
-import type { PetKind } from '../pet/types.js';
+import { PET_KINDS, initOptionHelp, isPetKind, peftInitKinds } from '../pet/kinds/index.js';
 import { UsageError } from './exit-codes.js';
 import { parseIntOption } from './options.js';
 
@@ -16,19 +15,21 @@ export function parseNumberOption(flag: string, value: string): number {
 export function registerInitPet(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
     .command('init-pet')
-    .description('write a random PET for a base model: lora and ia3 as a Hugging Face PEFT directory, other kinds as a PetServe bundle')
+    .description(
+      `write a random PET for a base model: ${peftInitKinds().join(' and ')} as a Hugging Face PEFT directory, other kinds as a PetServe bundle`,
+    )
     .requiredOption('--model <dir>', 'base model checkpoint directory (config.json + model.safetensors)')
     .requiredOption('--kind <kind>', PET_KINDS.join(' | '))
     .requiredOption('--out <dir>', 'output directory (created if missing)')
-    .option('--rank <r>', 'lora: rank (default 8)')
-    .option('--density <d>', 'diff: fraction of each weight changed (default 0.01); mask: fraction removed (default 0.1)')
+    .option('--rank <r>', initOptionHelp('rank'))
+    .option('--density <d>', initOptionHelp('density'))
     .option('--seed <s>', 'random seed', '0')
     .option('--num-labels <n>', "classifier labels, 0 for an embedding task (default: the base model's, or 2)")
-    .option('--bottleneck <m>', 'adapter: bottleneck width (default 16)')
+    .option('--bottleneck <m>', initOptionHelp('bottleneck'))
     .action((o: Record<string, string | undefined>) =>
       run(async () => {
         const kind = o['kind']!;
-        if (!(PET_KINDS as readonly string[]).includes(kind)) {
+        if (!isPetKind(kind)) {
           throw new UsageError(`--kind must be one of ${PET_KINDS.join(', ')}, got '${kind}'`);
         }
         const seed = parseIntOption('--seed', o['seed']);
@@ -37,7 +38,7 @@ export function registerInitPet(program: Command, run: (fn: () => Promise<void>)
         const numLabels = o['numLabels'] === undefined ? undefined : parseIntOption('--num-labels', o['numLabels'], 0);
         const bottleneck = o['bottleneck'] === undefined ? undefined : parseIntOption('--bottleneck', o['bottleneck'], 1);
         const model = await loadCheckpoint(o['model']!);
-        const result = await initPet({ model, kind: kind as PetKind, outDir: o['out']!, rank, density, seed, numLabels, bottleneck });
+        const result = await initPet({ model, kind, outDir: o['out']!, rank, density, seed, numLabels, bottleneck });
         const head = result.bundle.head;
         process.stdout.write(
           `${JSON.stringify({

@@ -92,8 +92,8 @@ function checkOptions(opts: Omit<InitPetOptions, 'outDir'>): AnyPetKindModule {
   };
   const kind = petKindModule(opts.kind) ?? fail(`kind must be one of ${PET_KINDS.join(', ')}, got ${JSON.stringify(opts.kind)}`);
   for (const option of INIT_OPTIONS) {
-    if (opts[option] !== undefined && !kind.initOptions.includes(option)) {
-      const takers = petKindModules().filter((m) => m.initOptions.includes(option)).map((m) => m.kind);
+    if (opts[option] !== undefined && kind.initOptions[option] === undefined) {
+      const takers = petKindModules().filter((m) => m.initOptions[option] !== undefined).map((m) => m.kind);
       fail(`${option} applies to kind ${takers.join(' / ')} only, not ${opts.kind}`);
     }
   }

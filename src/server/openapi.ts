@@ -3,6 +3,7 @@
 // written out here beside the protocol types they describe.
 
 import { z } from 'zod';
+import { PET_KINDS } from '../pet/kinds/index.js';
 import { predictRequestSchema, registerPathSchema } from './protocol/v1.js';
 import { v2InferRequestSchema } from './protocol/v2.js';
 import { SERVER_VERSION } from './version.js';
@@ -89,7 +90,7 @@ export function buildOpenApiDocument(): Json {
       required: ['task', 'kind', 'outputs'],
       properties: {
         task: { type: 'string' },
-        kind: { type: 'string', enum: ['lora', 'adapter', 'diff', 'mask', 'bitfit', 'ia3'] },
+        kind: { type: 'string', enum: [...PET_KINDS] },
         outputs: { type: 'array', items: { oneOf: [ref('ClassificationOutput'), ref('EmbeddingOutput')] }, description: 'one per input, in order' },
       },
     },

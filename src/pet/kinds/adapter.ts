@@ -41,7 +41,7 @@ export const adapter: PetKindModule<AdapterSpec, AdapterSection> = {
   summary: 'bottleneck adapters after the attention and feed-forward outputs of every layer',
   section: { schema: section, required: true },
   initFormat: { format: 'bundle' },
-  initOptions: ['bottleneck'],
+  initOptions: { bottleneck: `bottleneck width (default ${ADAPTER_DEFAULT_BOTTLENECK})` },
 
   readBundle({ section, file, base }) {
     const { bottleneck, activation } = section!;

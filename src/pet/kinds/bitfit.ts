@@ -45,7 +45,7 @@ export const bitfit: PetKindModule<BitfitSpec> = {
   summary: 'own biases and LayerNorm parameters (replacing the base values)',
   section: null,
   initFormat: { format: 'bundle' },
-  initOptions: [],
+  initOptions: {},
 
   readBundle: ({ file, base }) => ({ kind: 'bitfit', params: readBitfit(file, base) }),
 

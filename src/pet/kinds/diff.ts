@@ -33,7 +33,7 @@ export const diff: PetKindModule<DiffSpec> = {
   summary: 'sparse weight delta ΔW (+ bias delta) on linear layers',
   section: null,
   initFormat: { format: 'bundle' },
-  initOptions: ['density'],
+  initOptions: { density: `fraction of each weight changed (default ${DIFF_DEFAULT_DENSITY})` },
 
   readBundle({ file, base }) {
     const config = base.config;

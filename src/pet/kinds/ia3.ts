@@ -37,7 +37,7 @@ export const ia3: PetKindModule<Ia3Spec, Ia3Section> = {
   section: { schema: section, required: false },
   // PEFT's own defaults for BERT IA³ (TRANSFORMERS_MODELS_TO_IA3_*_MAPPING).
   initFormat: { format: 'peft', targetModules: ['key', 'value', 'output.dense'], feedforwardModules: ['output.dense'] },
-  initOptions: [],
+  initOptions: {},
 
   readBundle({ section, file, base, manifestPath }) {
     const config = base.config;

@@ -7,7 +7,7 @@ import { adapter } from './adapter.js';
 import { bitfit } from './bitfit.js';
 import { diff } from './diff.js';
 import { ia3 } from './ia3.js';
-import type { PetKindModule } from './kind.js';
+import type { InitOption, PetKindModule } from './kind.js';
 import { lora } from './lora.js';
 import { mask } from './mask.js';
 
@@ -40,6 +40,18 @@ export function petKindModule(kind: string): AnyPetKindModule | undefined {
 /** Every kind module, in PET_KINDS order. */
 export function petKindModules(): readonly AnyPetKindModule[] {
   return [...BY_KIND.values()];
+}
+
+/** CLI help of an init-pet option: "kind: meaning (default); kind: ..." over the kinds that take it. */
+export function initOptionHelp(option: InitOption): string {
+  return petKindModules()
+    .flatMap((m) => (m.initOptions[option] === undefined ? [] : [`${m.kind}: ${m.initOptions[option]}`]))
+    .join('; ');
+}
+
+/** Kinds init-pet writes as Hugging Face PEFT directories (the others as PetServe bundles). */
+export function peftInitKinds(): PetKind[] {
+  return petKindModules().flatMap((m) => (m.initFormat.format === 'peft' ? [m.kind] : []));
 }
 
 export type { AdapterSite, AdapterSpec } from './adapter.js';

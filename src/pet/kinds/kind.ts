@@ -62,8 +62,8 @@ export interface PetKindModule<S extends { kind: string }, Section = never> {
   readonly section: { schema: z.ZodType<Section>; required: boolean } | null;
   /** How init-pet writes it: as a Hugging Face PEFT directory (with these target modules) or a PetServe bundle. */
   readonly initFormat: { format: 'bundle' } | { format: 'peft'; targetModules: readonly string[]; feedforwardModules?: readonly string[] };
-  /** init-pet options it takes. */
-  readonly initOptions: readonly InitOption[];
+  /** init-pet options it takes, each with its help text (meaning and default) for this kind. */
+  readonly initOptions: Readonly<Partial<Record<InitOption, string>>>;
 
   /** pet.json section + pet.safetensors → spec. Shapes are checked as read; the rest by `validate`. */
   readBundle(ctx: BundleReadContext<Section>): S;

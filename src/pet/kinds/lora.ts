@@ -49,7 +49,7 @@ export const lora: PetKindModule<LoraSpec, LoraSection> = {
   section: { schema: section, required: true },
   // PEFT target_modules as users write them for BERT; 'output.dense' also selects attention.output.dense.
   initFormat: { format: 'peft', targetModules: ['query', 'key', 'value', 'attention.output.dense', 'intermediate.dense', 'output.dense'] },
-  initOptions: ['rank'],
+  initOptions: { rank: `rank (default ${LORA_DEFAULT_RANK})` },
 
   readBundle({ section, file, base, manifestPath }) {
     const config = base.config;

@@ -24,7 +24,7 @@ export const mask: PetKindModule<MaskSpec> = {
   summary: 'binary mask over the weights of linear layers (removed positions stored)',
   section: null,
   initFormat: { format: 'bundle' },
-  initOptions: ['density'],
+  initOptions: { density: `fraction removed (default ${MASK_DEFAULT_DENSITY})` },
 
   readBundle({ file, base }) {
     const sites: MaskSite[] = [];
