@@ -109,7 +109,8 @@ export class InferenceGateway {
       const ids = row.length > max ? row.slice(0, max) : row;
       ids.forEach((id, j) => {
         if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
-          throw new InvalidInputError(`${field}[${i}][${j}]: ${id} is not a token id of this model (0..${vocabSize - 1})`);
+          // The value itself is not quoted: error bodies echo no request data.
+          throw new InvalidInputError(`${field}[${i}][${j}] is not a token id of this model (0..${vocabSize - 1})`);
         }
       });
       const typeRow = types?.[i];
@@ -117,7 +118,7 @@ export class InferenceGateway {
       const t = typeRow.length > max ? typeRow.slice(0, max) : typeRow;
       t.forEach((v, j) => {
         if (!Number.isInteger(v) || v < 0 || v >= typeVocabSize) {
-          throw new InvalidInputError(`${typesField}[${i}][${j}]: ${v} is not a segment id of this model (0..${typeVocabSize - 1})`);
+          throw new InvalidInputError(`${typesField}[${i}][${j}] is not a segment id of this model (0..${typeVocabSize - 1})`);
         }
       });
       return { inputIds: ids, tokenTypeIds: t };

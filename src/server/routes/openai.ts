@@ -1,0 +1,166 @@
+import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import type { z } from 'zod';
+import type { TaskInfo, TaskRegistry } from '../../pet/registry.js';
+import { RequestValidationError, toHttpFailure } from '../errors.js';
+import type { InferenceGateway, Sequence } from '../inference.js';
+import { jsonBody } from '../middleware/json-body.js';
+import {
+  embeddingsRequestSchema,
+  openAiErrorType,
+  type EmbeddingsResponse,
+  type ModelList,
+  type ModelObject,
+  type OpenAiErrorBody,
+} from '../protocol/openai.js';
+import type { TaskRequestCounters } from '../task-counters.js';
+import { fieldPath } from '../validate.js';
+
+/** A refused field, named in OpenAI's `param`. */
+class OpenAiParamError extends RequestValidationError {
+  constructor(
+    message: string,
+    readonly param: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface OpenAiRouteDeps {
+  gateway: InferenceGateway;
+  registry: TaskRegistry;
+  counters: TaskRequestCounters;
+  /** The base model's id (its directory name today). */
+  baseModelId: string;
+  /** Unix seconds the base model was loaded: its `created`. */
+  baseCreated: number;
+  maxBodyBytes: number;
+  /** The data-plane key check (server.apiKeys), run inside the router so its 401 is OpenAI-shaped. */
+  requireKey: RequestHandler;
+}
+
+/** The OpenAPI paths of these routes (merged into /openapi.json; every one needs an API key when keys are set). */
+export const openAiOpenApiPaths: Record<string, unknown> = {
+  '/v1/embeddings': {
+    post: {
+      summary: 'OpenAI-compatible embeddings of an encoder task (model = task id)',
+      security: [{ apiKey: [] }],
+      requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['model', 'input'] } } } },
+      responses: { '200': { description: 'embeddings' }, '400': { description: 'invalid field (OpenAI error shape)' }, '404': { description: 'unknown model' } },
+    },
+  },
+  '/v1/models': {
+    get: { summary: 'The base model and every task (OpenAI model list)', security: [{ apiKey: [] }], responses: { '200': { description: 'model list' } } },
+  },
+  '/v1/models/{model}': {
+    get: {
+      summary: 'One model or task',
+      security: [{ apiKey: [] }],
+      parameters: [{ name: 'model', in: 'path', required: true, schema: { type: 'string' } }],
+      responses: { '200': { description: 'model' }, '404': { description: 'unknown model' } },
+    },
+  },
+};
+
+/**
+ * The OpenAI-compatible surface over encoder tasks: POST /v1/embeddings and the
+ * model list. The `model` field picks the task, as in vLLM and LoRAX; errors
+ * come back in OpenAI's shape so the SDKs raise their usual APIError subclasses.
+ */
+export function openAiRouter(deps: OpenAiRouteDeps): Router {
+  const router = Router();
+  const paths = ['/v1/embeddings', '/v1/models', '/v1/models/:model'];
+  router.use(paths, deps.requireKey);
+
+  const modelOfTask = (t: TaskInfo): ModelObject => ({
+    id: t.id,
+    object: 'model',
+    created: Math.floor(Date.parse(t.registeredAt) / 1000),
+    owned_by: 'petserve',
+    parent: deps.baseModelId,
+    kind: t.kind,
+  });
+  const baseModel = (): ModelObject => ({ id: deps.baseModelId, object: 'model', created: deps.baseCreated, owned_by: 'petserve' });
+
+  router.get('/v1/models', (_req: Request, res: Response) => {
+    const list: ModelList = { object: 'list', data: [baseModel(), ...deps.registry.list().map(modelOfTask)] };
+    res.json(list);
+  });
+
+  router.get('/v1/models/:model', (req: Request, res: Response) => {
+    const id = String(req.params['model']);
+    if (id === deps.baseModelId) {
+      res.json(baseModel());
+      return;
+    }
+    res.json(modelOfTask(deps.gateway.task(id)));
+  });
+
+  router.post('/v1/embeddings', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
+    const body = parseParams(embeddingsRequestSchema, req.body);
+    if (body.model === deps.baseModelId) {
+      throw new OpenAiParamError(`model '${body.model}' is the base model; ask a task for embeddings (GET /v1/models lists them)`, 'model');
+    }
+    const task = deps.gateway.task(body.model);
+    const hidden = deps.gateway.modelConfig.hiddenSize;
+    if (body.dimensions !== undefined && body.dimensions !== hidden) {
+      throw new OpenAiParamError(`dimensions: this model's embeddings have ${hidden} dimensions; other sizes are not supported`, 'dimensions');
+    }
+    let inputs = 0;
+    let ok = false;
+    try {
+      const input = body.input;
+      let sequences: Sequence[];
+      if (typeof input === 'string') sequences = deps.gateway.encodeTexts('input', [input], false);
+      else if (input.every((x) => typeof x === 'string')) sequences = deps.gateway.encodeTexts('input', input as string[], false);
+      else if (input.every((x) => typeof x === 'number')) sequences = deps.gateway.checkIds('input', [input as number[]], undefined, false);
+      else sequences = deps.gateway.checkIds('input', input as number[][], undefined, false);
+      inputs = sequences.length;
+      const results = await deps.gateway.run(task, sequences, { deadlineMs: undefined, pooled: true });
+      const promptTokens = sequences.reduce((s, q) => s + q.inputIds.length, 0);
+      const response: EmbeddingsResponse = {
+        object: 'list',
+        model: task.id,
+        data: results.map((r, index) => {
+          if (!r.pooled) throw new Error(`task '${task.id}' answered without a pooled output`);
+          return { object: 'embedding', index, embedding: body.encoding_format === 'base64' ? toBase64(r.pooled) : Array.from(r.pooled) };
+        }),
+        usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+      };
+      res.json(response);
+      ok = true;
+    } finally {
+      deps.counters.record(task.id, inputs, ok);
+    }
+  });
+
+  // Errors of these routes in OpenAI's shape; statuses as the SDKs expect (422 → 400).
+  router.use(paths, (err: unknown, req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) return next(err);
+    const failure = toHttpFailure(err);
+    if (failure.unexpected) return next(err); // the app's handler logs it and answers 500
+    const status = failure.status === 422 ? 400 : failure.status;
+    const body: OpenAiErrorBody = {
+      error: { message: failure.message, type: openAiErrorType(status), param: err instanceof OpenAiParamError ? err.param : null, code: failure.code },
+    };
+    res.set(failure.headers).status(status).json(body);
+  });
+  return router;
+}
+
+/** zod parse whose failure names the first bad field as OpenAI's `param`; messages never echo values. */
+function parseParams<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const first = parsed.error.issues[0]!;
+  const param = fieldPath(first.path);
+  const issues = parsed.error.issues.slice(0, 5).map((i) => `${fieldPath(i.path)}: ${i.message}`);
+  throw new OpenAiParamError(`invalid request: ${issues.join('; ')}`, param);
+}
+
+/** Little-endian float32 bytes, base64: what the OpenAI SDKs decode for encoding_format=base64. */
+function toBase64(v: Float32Array): string {
+  const bytes = new Uint8Array(v.length * 4);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < v.length; i++) view.setFloat32(i * 4, v[i]!, true);
+  return Buffer.from(bytes).toString('base64');
+}
