@@ -10,7 +10,7 @@ import { bytesPerElement } from '../../../kernels/types.js';
 import { siteKey, type PetGraphInput } from '../../pet-graph-input.js';
 import type { GraphBuffers, PackedShape } from '../types.js';
 import type { BertConfig } from './config.js';
-import type { GpuBertWeights } from './gpu-weights.js';
+import type { GpuBertWeights, GpuEncoderLayer } from './gpu-weights.js';
 import { bertSites, type BertGemm, type BertSlotSite } from './sites.js';
 
 /** Activation buffers of one batch, taken from the arena (reused across batches). */
@@ -77,45 +77,79 @@ export function recordBertForward(
   gemmVariant: GemmVariant,
   pet: PetGraphInput | null = null,
 ): void {
-  const dt = w.dtype;
-  const T = s.tokens;
-  const H = cfg.hiddenSize;
-  const heads = cfg.numAttentionHeads;
-  const eps = cfg.layerNormEps;
-  const active = pet?.operators?.activeSlotSites ?? null;
-  const slots = (rowSlot: GPUBuffer, layer: number, site: BertSlotSite): SlotLookup | null => {
+  const g = new BertRecorder(enc, cfg, w, b, s, gemmVariant, pet);
+  g.embeddings();
+  w.layers.forEach((l, i) => g.layer(i, l));
+  g.heads();
+}
+
+/** The recording of one batch: the ops of each part of the graph, with the PET work of their sites. */
+class BertRecorder {
+  private readonly dt: GpuBertWeights['dtype'];
+  private readonly T: number;
+  private readonly H: number;
+  private readonly eps: number;
+  private readonly perTask: boolean;
+
+  constructor(
+    private readonly enc: BatchEncoder,
+    private readonly cfg: BertConfig,
+    private readonly w: GpuBertWeights,
+    private readonly b: BatchBuffers,
+    private readonly s: PackedShape,
+    private readonly gemmVariant: GemmVariant,
+    private readonly pet: PetGraphInput | null,
+  ) {
+    this.dt = w.dtype;
+    this.T = s.tokens;
+    this.H = cfg.hiddenSize;
+    this.eps = cfg.layerNormEps;
+    this.perTask = pet?.perTaskDispatch === true;
+  }
+
+  /** The slot lookup of a site, or null where no row of this batch has work (then the plain kernel runs). */
+  private slots(rowSlot: 'token' | 'sequence', layer: number, site: BertSlotSite): SlotLookup | null {
+    const pet = this.pet;
     if (!pet) return null;
-    const index = bertSites.slotSiteIndex(cfg, layer, site);
-    // No row of this batch has work here: the plain kernel, without per-row slot lookups.
+    const index = bertSites.slotSiteIndex(this.cfg, layer, site);
+    const active = pet.operators?.activeSlotSites ?? null;
     if (active && active[index] === 0) return null;
-    return { rowSlot, slotTable: pet.slotTable, pool: pet.pool, siteBase: slotSiteBase(index, pet.numSlots) };
-  };
-  const interleave = pet?.operators?.interleaveSparse === true;
-  const tables = (t: SegmentTables, inp: GPUBuffer, out: GPUBuffer) => ({ ...pet!.ranges(t), inp, out, pool: pet!.pool });
-  const perTask = pet?.perTaskDispatch === true;
+    return {
+      rowSlot: rowSlot === 'token' ? pet.tokenSlot : pet.seqSlot,
+      slotTable: pet.slotTable,
+      pool: pet.pool,
+      siteBase: slotSiteBase(index, pet.numSlots),
+    };
+  }
+
+  private tables(t: SegmentTables, inp: GPUBuffer, out: GPUBuffer) {
+    return { ...this.pet!.ranges(t), inp, out, pool: this.pet!.pool };
+  }
 
   /**
    * One linear site: PET deltas of X into `delta`, the shared GEMM with the task
    * epilogue, then adapters on its output. Returns whether adapters ran (then the
    * residual was NOT fused and the LayerNorm must add it).
    */
-  const linear = (layer: number, site: BertGemm, args: Omit<GemmArgs, 'M' | 'N' | 'K'>, label: string): boolean => {
-    const shape = bertSites.gemmShape(cfg, site);
-    const a: GemmArgs = { ...args, M: T, N: shape.N, K: shape.K };
+  private linear(layer: number, site: BertGemm, args: Omit<GemmArgs, 'M' | 'N' | 'K'>, label: string): boolean {
+    const { enc, dt, pet, perTask } = this;
+    const shape = bertSites.gemmShape(this.cfg, site);
+    const a: GemmArgs = { ...args, M: this.T, N: shape.N, K: shape.K };
     const work = pet?.sites.get(siteKey(layer, site));
     const adapters = !!work?.adapterDown;
     if (pet && work && (work.shrink || work.sparse)) {
+      const interleave = pet.operators?.interleaveSparse === true;
       const sparse = (): void => {
-        if (work.sparse) segSparse(enc, dt, work.sparse, { ...tables(work.sparse, a.x, pet.delta), weight: a.w }, `${label}.sparse`, perTask);
+        if (work.sparse) segSparse(enc, dt, work.sparse, { ...this.tables(work.sparse, a.x, pet.delta), weight: a.w }, `${label}.sparse`, perTask);
       };
       if (work.shrink && work.expand) {
-        segGemm(enc, dt, work.shrink, tables(work.shrink, a.x, pet.scratch), false, `${label}.lora_shrink`, perTask);
+        segGemm(enc, dt, work.shrink, this.tables(work.shrink, a.x, pet.scratch), false, `${label}.lora_shrink`, perTask);
         if (interleave) sparse();
-        segGemm(enc, dt, work.expand, tables(work.expand, pet.scratch, pet.delta), false, `${label}.lora_expand`, perTask);
+        segGemm(enc, dt, work.expand, this.tables(work.expand, pet.scratch, pet.delta), false, `${label}.lora_expand`, perTask);
         if (!interleave) sparse();
       } else sparse();
     }
-    const lookup = slots(pet?.tokenSlot as GPUBuffer, layer, site);
+    const lookup = this.slots('token', layer, site);
     gemm(
       enc,
       dt,
@@ -128,43 +162,47 @@ export function recordBertForward(
             : null,
       },
       label,
-      gemmVariant,
+      this.gemmVariant,
     );
     if (pet && work?.adapterDown && work.adapterUp) {
-      segGemm(enc, dt, work.adapterDown, tables(work.adapterDown, a.y, pet.scratch), false, `${label}.adapter_down`, perTask);
-      segGemm(enc, dt, work.adapterUp, tables(work.adapterUp, pet.scratch, a.y), true, `${label}.adapter_up`, perTask);
+      segGemm(enc, dt, work.adapterDown, this.tables(work.adapterDown, a.y, pet.scratch), false, `${label}.adapter_down`, perTask);
+      segGemm(enc, dt, work.adapterUp, this.tables(work.adapterUp, pet.scratch, a.y), true, `${label}.adapter_up`, perTask);
     }
     return adapters;
-  };
+  }
 
-  enc.phase('embeddings');
-  embeddingSum(enc, dt, {
-    tokenTable: b.tokenTable,
-    word: w.wordEmbeddings,
-    position: w.positionEmbeddings,
-    tokenType: w.tokenTypeEmbeddings,
-    y: b.scratch,
-    tokens: T,
-    hidden: H,
-  });
-  layerNorm(
-    enc,
-    dt,
-    { x: b.scratch, ...w.embeddingLayerNorm, y: b.hidden, rows: T, dim: H, eps, tasks: slots(pet?.tokenSlot as GPUBuffer, 0, 'embeddings') },
-    'embeddings.ln',
-  );
+  embeddings(): void {
+    const { enc, dt, w, b, T, H } = this;
+    enc.phase('embeddings');
+    embeddingSum(enc, dt, {
+      tokenTable: b.tokenTable,
+      word: w.wordEmbeddings,
+      position: w.positionEmbeddings,
+      tokenType: w.tokenTypeEmbeddings,
+      y: b.scratch,
+      tokens: T,
+      hidden: H,
+    });
+    layerNorm(
+      enc,
+      dt,
+      { x: b.scratch, ...w.embeddingLayerNorm, y: b.hidden, rows: T, dim: H, eps: this.eps, tasks: this.slots('token', 0, 'embeddings') },
+      'embeddings.ln',
+    );
+  }
 
-  w.layers.forEach((l, i) => {
+  layer(i: number, l: GpuEncoderLayer): void {
+    const { enc, dt, b, T, H, eps } = this;
+    const heads = this.cfg.numAttentionHeads;
     enc.phase(`layer${i}`);
-    const tok = pet?.tokenSlot as GPUBuffer;
-    linear(i, 'qkv', { x: b.hidden, w: l.qkv.weight, bias: l.qkv.bias, y: b.qkv }, `l${i}.qkv`);
+    this.linear(i, 'qkv', { x: b.hidden, w: l.qkv.weight, bias: l.qkv.bias, y: b.qkv }, `l${i}.qkv`);
     attention(
       enc,
       dt,
-      { qkv: b.qkv, keyRange: b.keyRange, out: b.context, tokens: T, heads, headDim: H / heads, maxKeys: s.maxLength, tasks: slots(tok, i, 'context') },
+      { qkv: b.qkv, keyRange: b.keyRange, out: b.context, tokens: T, heads, headDim: H / heads, maxKeys: this.s.maxLength, tasks: this.slots('token', i, 'context') },
       `l${i}.attention`,
     );
-    const attnAdapters = linear(
+    const attnAdapters = this.linear(
       i,
       'attention_output',
       { x: b.context, w: l.attentionOutput.weight, bias: l.attentionOutput.bias, residual: b.hidden, y: b.scratch },
@@ -173,16 +211,16 @@ export function recordBertForward(
     layerNorm(
       enc,
       dt,
-      { x: b.scratch, ...l.attentionLayerNorm, residual: attnAdapters ? b.hidden : null, y: b.hiddenMid, rows: T, dim: H, eps, tasks: slots(tok, i, 'attention_layernorm') },
+      { x: b.scratch, ...l.attentionLayerNorm, residual: attnAdapters ? b.hidden : null, y: b.hiddenMid, rows: T, dim: H, eps, tasks: this.slots('token', i, 'attention_layernorm') },
       `l${i}.attn_ln`,
     );
-    linear(
+    this.linear(
       i,
       'intermediate',
       { x: b.hiddenMid, w: l.intermediate.weight, bias: l.intermediate.bias, y: b.intermediate, act: 'gelu' },
       `l${i}.intermediate`,
     );
-    const outAdapters = linear(
+    const outAdapters = this.linear(
       i,
       'output',
       { x: b.intermediate, w: l.output.weight, bias: l.output.bias, residual: b.hiddenMid, y: b.scratch },
@@ -191,31 +229,35 @@ export function recordBertForward(
     layerNorm(
       enc,
       dt,
-      { x: b.scratch, ...l.outputLayerNorm, residual: outAdapters ? b.hiddenMid : null, y: b.hidden, rows: T, dim: H, eps, tasks: slots(tok, i, 'output_layernorm') },
+      { x: b.scratch, ...l.outputLayerNorm, residual: outAdapters ? b.hiddenMid : null, y: b.hidden, rows: T, dim: H, eps, tasks: this.slots('token', i, 'output_layernorm') },
       `l${i}.out_ln`,
     );
-  });
-
-  enc.phase('heads');
-  const B = s.sequences;
-  gatherRows(enc, dt, { rows: b.clsRows, x: b.hidden, y: b.cls, count: B, dim: H }, 'cls_rows');
-  const poolerSlots = slots(pet?.seqSlot as GPUBuffer, 0, 'pooler');
-  gemm(
-    enc,
-    dt,
-    {
-      x: b.cls, w: w.pooler.weight, bias: w.pooler.bias, y: b.pooled, M: B, N: H, K: H, act: 'tanh',
-      tasks: poolerSlots && pet ? { ...poolerSlots, delta: pet.delta, deltaRow0: 0, deltaLd: 0, deltaBlock: H } : null,
-    },
-    'pooler',
-    gemmVariant,
-  );
-  const baseRows = pet ? pet.baseHeadRows : B;
-  if (w.classifier && baseRows > 0) {
-    const c = w.classifier;
-    gemm(enc, dt, { x: b.pooled, w: c.weight, bias: c.bias, y: b.logits, M: baseRows, N: c.outDim, K: H }, 'classifier', gemmVariant);
   }
-  if (pet?.taskHeads) {
-    segGemm(enc, dt, pet.taskHeads, tables(pet.taskHeads, b.pooled, b.logits), false, 'task_heads', perTask);
+
+  /** [CLS] rows → pooler (tanh) → the base classifier for base rows, task heads as one segmented GEMM. */
+  heads(): void {
+    const { enc, dt, w, b, H, pet } = this;
+    enc.phase('heads');
+    const B = this.s.sequences;
+    gatherRows(enc, dt, { rows: b.clsRows, x: b.hidden, y: b.cls, count: B, dim: H }, 'cls_rows');
+    const poolerSlots = this.slots('sequence', 0, 'pooler');
+    gemm(
+      enc,
+      dt,
+      {
+        x: b.cls, w: w.pooler.weight, bias: w.pooler.bias, y: b.pooled, M: B, N: H, K: H, act: 'tanh',
+        tasks: poolerSlots && pet ? { ...poolerSlots, delta: pet.delta, deltaRow0: 0, deltaLd: 0, deltaBlock: H } : null,
+      },
+      'pooler',
+      this.gemmVariant,
+    );
+    const baseRows = pet ? pet.baseHeadRows : B;
+    if (w.classifier && baseRows > 0) {
+      const c = w.classifier;
+      gemm(enc, dt, { x: b.pooled, w: c.weight, bias: c.bias, y: b.logits, M: baseRows, N: c.outDim, K: H }, 'classifier', this.gemmVariant);
+    }
+    if (pet?.taskHeads) {
+      segGemm(enc, dt, pet.taskHeads, this.tables(pet.taskHeads, b.pooled, b.logits), false, 'task_heads', this.perTask);
+    }
   }
 }
