@@ -12,12 +12,13 @@ import { GpuContext } from '../src/gpu/context.js';
 import { tuning } from '../src/kernels/tuning.js';
 import type { Dtype } from '../src/kernels/types.js';
 import { silentLogger } from '../src/util/logger.js';
-import { startProgress, type Progress } from '../src/cli/progress.js';
+import type { Progress } from '../src/cli/progress.js';
 import { benchAttention, lengthMixes, type AttentionLayoutResult, type AttentionResult } from './lib/attention-bench.js';
 import { benchEncoder, type EncoderCase, type EncoderResult } from './lib/encoder-bench.js';
 import { benchGemm, gemmKernels, gemmMeasurementCount, type GemmMeasurement, type GemmShapeSummary } from './lib/gemm-bench.js';
 import { QuietGate, type QuietPolicy } from './lib/cpu-load.js';
 import type { MeasureBudget } from './lib/measure.js';
+import { benchProgress } from './lib/progress.js';
 import {
   adapterSlug,
   commandLine,
@@ -189,11 +190,7 @@ async function main(): Promise<void> {
     const kernels = gemmKernels(caps.shaderF16);
     const mixes = lengthMixes(ATTENTION_SEQUENCES, 42);
     const dtypes: Dtype[] = caps.shaderF16 ? ['f32', 'f16'] : ['f32'];
-    progress = startProgress({
-      label: '[bench] kernels',
-      total: gemmMeasurementCount(GEMM_TOKEN_COUNTS, kernels) + 2 * mixes.length + ENCODER_CASES.length * dtypes.length,
-      unit: 'measurements',
-    });
+    progress = benchProgress('kernels', gemmMeasurementCount(GEMM_TOKEN_COUNTS, kernels) + 2 * mixes.length + ENCODER_CASES.length * dtypes.length, 'measurements');
     const onMeasured = (): void => progress?.increment();
     const gemmResults = await benchGemm(res, {
       tokenCounts: GEMM_TOKEN_COUNTS,

@@ -19,6 +19,8 @@ import { TaskRegistry } from '../src/pet/registry.js';
 import { PET_KINDS, petHostBytes, type PetKind } from '../src/pet/types.js';
 import { silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
+import type { Progress } from '../src/cli/progress.js';
+import { benchProgress, checkpointProgress } from './lib/progress.js';
 import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
 
 const args = process.argv.slice(2);
@@ -33,10 +35,17 @@ if (!isPresetName(modelPresetArg)) throw new Error(`--model must be a preset nam
 const modelPreset: PresetName = modelPresetArg;
 
 const GiB = 1024 ** 3;
+/** Section headings are progress, not results: stderr. */
+const progressNote = (msg: string): void => void process.stderr.write(`${msg}\n`);
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function makeBase(preset: PresetName, dir: string): Promise<BertCheckpoint> {
-  await initModel({ preset, outDir: dir, numLabels: 2, seed: 1 });
+  const progress = checkpointProgress(preset);
+  try {
+    await initModel({ preset, outDir: dir, numLabels: 2, seed: 1, onProgress: (phase, done, total) => progress.report(phase, done, total) });
+  } finally {
+    progress.stop();
+  }
   return loadCheckpoint(dir);
 }
 
@@ -106,6 +115,7 @@ async function paired(
   a: { runner: ModelRunner; rows: TaskRow[] },
   b: { runner: ModelRunner; rows: TaskRow[] },
   pairs: number,
+  progress: Progress,
 ): Promise<{ aMs: number[]; bMs: number[]; ratio: number; aWall: number; bWall: number }> {
   await a.runner.runTasks(a.rows, { logits: true });
   await b.runner.runTasks(b.rows, { logits: true });
@@ -125,21 +135,25 @@ async function paired(
     aWall.push(ta.wallMs);
     bWall.push(tb.wallMs);
     ratios.push(tb.deviceMs / ta.deviceMs);
+    progress.increment();
   }
   return { aMs, bMs, ratio: median(ratios), aWall: median(aWall), bWall: median(bWall) };
 }
+
+// Module-level so that main's finally releases the line (a live line's timer would keep the process alive).
+let progress: Progress | null = null;
 
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'petserve-bench-pets-'));
   const started = new Date();
   const ctx = await GpuContext.create({ adapter: process.env['PETSERVE_GPU_ADAPTER'] }, silentLogger);
   try {
-    console.log('A. memory per task (bert-base shapes) ...');
+    progressNote('A. memory per task (bert-base shapes) ...');
     const bertBase = await makeBase('bert-base', join(root, 'bert-base'));
     const mem = memoryTable(bertBase);
     console.log(textTable(mem.table));
 
-    console.log(`\nB/C. timing on ${modelPreset}, adapter ${ctx.capabilities.adapterName} ...`);
+    progressNote(`B/C. timing on ${modelPreset}, adapter ${ctx.capabilities.adapterName} ...`);
     const base = modelPreset === 'bert-base' ? bertBase : await makeBase(modelPreset, join(root, modelPreset));
     const registry = new TaskRegistry(base, { logger: silentLogger });
     const taskCount = 64;
@@ -161,9 +175,12 @@ async function main(): Promise<void> {
     // B: 64 tasks of all kinds, 2 rows of 16 tokens each, vs the same tokens as base rows;
     // then the same per kind (64 tasks of one kind) to show where the overhead comes from.
     const pairs = quick ? 3 : 12;
+    const perKindPairs = 4;
+    progress = benchProgress('pets: timing', pairs + (quick ? 0 : PET_KINDS.length * perKindPairs) + pairs, 'paired runs');
+    progress.update({ done: 0, note: 'B: all kinds' });
     const petRows = rowsFor(mixed, 2, 16, vocab, rng);
     const asBase = (rows: TaskRow[]): TaskRow[] => rows.map((r) => ({ ...r, task: null }));
-    const all = await paired({ runner, rows: asBase(petRows) }, { runner, rows: petRows }, pairs);
+    const all = await paired({ runner, rows: asBase(petRows) }, { runner, rows: petRows }, pairs, progress);
     const overhead = all.ratio - 1;
     const tokens = petRows.reduce((n, r) => n + r.inputIds.length, 0);
     const perKind: { kind: PetKind; overhead: number; baseMs: number; petMs: number }[] = [];
@@ -176,7 +193,8 @@ async function main(): Promise<void> {
           ids.push(id);
         }
         const rows = rowsFor(ids, 2, 16, vocab, rng);
-        const m = await paired({ runner, rows: asBase(rows) }, { runner, rows }, 4);
+        progress.update({ note: `B: ${kind} only` });
+        const m = await paired({ runner, rows: asBase(rows) }, { runner, rows }, perKindPairs, progress);
         perKind.push({ kind, overhead: m.ratio - 1, baseMs: median(m.aMs), petMs: median(m.bMs) });
         for (const id of ids) await registry.unregister(id);
       }
@@ -189,11 +207,12 @@ async function main(): Promise<void> {
         ...perKind.map((k) => [`64 tasks, ${k.kind} only`, fmt(k.baseMs, 1), fmt(k.petMs, 1), `${fmt(k.overhead * 100, 1)} %`]),
       ],
     };
-    console.log(textTable(overheadTable));
 
     // C: 64 LoRA tasks (ranks 4..16), segmented vs one dispatch per task.
     const loraRows = rowsFor(loras, 1, 16, vocab, rng);
-    const seg = await paired({ runner, rows: loraRows }, { runner: perTaskRunner, rows: loraRows }, pairs);
+    progress.update({ note: 'C: segmented vs per task' });
+    const seg = await paired({ runner, rows: loraRows }, { runner: perTaskRunner, rows: loraRows }, pairs, progress);
+    progress.stop();
     const segTable: Table = {
       title: `Segmented dispatch vs one dispatch per task: 64 LoRA tasks (ranks 4-16, all 6 sites), 1 row x 16 tokens each (${modelPreset}, f32; median of ${pairs} paired runs)`,
       headers: ['mode', 'device ms', 'ratio'],
@@ -202,6 +221,8 @@ async function main(): Promise<void> {
         ['one dispatch per task', fmt(median(seg.bMs), 1), fmt(seg.ratio, 2)],
       ],
     };
+    // Tables after the progress line is gone: both share the terminal.
+    console.log(textTable(overheadTable));
     console.log(textTable(segTable));
     await runner.dispose();
     await perTaskRunner.dispose();
@@ -239,6 +260,7 @@ async function main(): Promise<void> {
     }, md);
     console.log(`\nwrote ${written.jsonPath} and ${written.markdownPath}`);
   } finally {
+    progress?.stop();
     ctx.destroy();
     await rm(root, { recursive: true, force: true });
   }

@@ -4,7 +4,7 @@ import { initModel, type CheckpointDtype } from '../model/init-model.js';
 import { PRESET_NAMES, isPresetName } from '../model/presets.js';
 import { UsageError } from './exit-codes.js';
 import { parseIntOption } from './options.js';
-import { startProgress, type Progress } from './progress.js';
+import { startPhasedProgress } from './progress.js';
 
 export function registerInitModel(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
@@ -23,20 +23,14 @@ export function registerInitModel(program: Command, run: (fn: () => Promise<void
         if (!isPresetName(preset)) throw new UsageError(`--preset must be one of ${PRESET_NAMES.join(', ')}, got '${preset}'`);
         const dtype = o['dtype']!;
         if (!['f32', 'f16', 'bf16'].includes(dtype)) throw new UsageError(`--dtype must be f32, f16 or bf16, got '${dtype}'`);
-        // Two lines, generating then writing, when it takes long enough to notice (bert-base: ~30 s here).
-        let progress: Progress | null = null;
-        let phase: string | null = null;
-        const onProgress = (next: 'generate' | 'write', tensorsDone: number, tensorsTotal: number): void => {
-          if (phase !== next) {
-            progress?.stop();
-            const what = next === 'generate' ? 'generating tensors' : `writing ${join(o['out']!, 'model.safetensors')}`;
-            progress = startProgress({ label: `petserve: init-model ${preset}: ${what}`, total: tensorsTotal, unit: 'tensors', showAfterMs: 1000 });
-            phase = next;
-          }
-          progress!.update({ done: tensorsDone });
-        };
+        // Two lines, generating then writing, when it takes long enough to notice (bert-base: ~25 s here).
+        const progress = startPhasedProgress(
+          (phase: 'generate' | 'write') =>
+            `petserve: init-model ${preset}: ${phase === 'generate' ? 'generating tensors' : `writing ${join(o['out']!, 'model.safetensors')}`}`,
+          { unit: 'tensors', showAfterMs: 1000 },
+        );
         const result = await initModel({
-          onProgress,
+          onProgress: (phase, done, total) => progress.report(phase, done, total),
           preset,
           outDir: o['out']!,
           numLabels: parseIntOption('--num-labels', o['numLabels'], 0),
@@ -44,7 +38,7 @@ export function registerInitModel(program: Command, run: (fn: () => Promise<void
           dtype: dtype as CheckpointDtype,
           vocabSize: o['vocabSize'] === undefined ? undefined : parseIntOption('--vocab-size', o['vocabSize'], 1),
           maxPositions: o['maxPositions'] === undefined ? undefined : parseIntOption('--max-positions', o['maxPositions'], 1),
-        }).finally(() => progress?.stop());
+        }).finally(() => progress.stop());
         process.stdout.write(`${JSON.stringify({ out: o['out'], preset, parameters: result.parameterCount })}\n`);
       }),
     );

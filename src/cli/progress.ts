@@ -47,12 +47,14 @@ export interface ProgressOptions {
   showAfterMs?: number;
   /** Clock in ms (tests pass a fake one). */
   now?: () => number;
+  /** When the work began, if before this call (ms on the same clock); default now. */
+  startedAtMs?: number;
 }
 
 /** Absolute counts: what has settled so far. */
 export interface ProgressCounts {
-  /** Units finished successfully. */
-  done: number;
+  /** Units finished successfully; unchanged when absent (a note alone). */
+  done?: number;
   /** Units that failed; shown once any update carries it. */
   failed?: number;
   /** A new total, when it is learned or changes. */
@@ -67,17 +69,53 @@ export interface Progress {
   increment(by?: number): void;
   /** A message line on the same stream that does not tear the live line (it prints above it). */
   log(message: string): void;
-  /** Draw the last state and release the line; later calls do nothing. */
+  /**
+   * Draw the last state and release the line; later calls do nothing. Call it
+   * in a `finally`: a live line's redraw timer keeps the process alive.
+   */
   stop(): void;
 }
 
 const DEFAULT_PLAIN_INTERVAL_MS = 2000;
 
+/**
+ * Work that runs in phases, each counted to its own total (generate then
+ * write the tensors of a checkpoint): one progress per phase, the next
+ * starting when a report names a new phase.
+ */
+export interface PhasedProgress<P extends string> {
+  report(phase: P, done: number, total: number): void;
+  stop(): void;
+}
+
+export function startPhasedProgress<P extends string>(
+  labelOf: (phase: P) => string,
+  opts: Omit<ProgressOptions, 'label' | 'total' | 'initial' | 'startedAtMs'> = {},
+): PhasedProgress<P> {
+  const now = opts.now ?? Date.now;
+  // A phase began when the one before it last reported (the first: now).
+  let phaseStartMs = now();
+  let current: { phase: P; progress: Progress } | null = null;
+  return {
+    report(phase, done, total) {
+      if (current?.phase !== phase) {
+        current?.progress.stop();
+        current = { phase, progress: startProgress({ ...opts, label: labelOf(phase), total, startedAtMs: phaseStartMs }) };
+      }
+      current.progress.update({ done, total });
+      phaseStartMs = now();
+    },
+    stop() {
+      current?.progress.stop();
+    },
+  };
+}
+
 export function startProgress(opts: ProgressOptions): Progress {
   const stream = opts.stream ?? process.stderr;
   const mode = resolveMode(opts.mode ?? 'auto', stream);
   const now = opts.now ?? Date.now;
-  const state = new ProgressState(opts.label, opts.total, opts.unit ?? 'items', now(), opts.initial);
+  const state = new ProgressState(opts.label, opts.total, opts.unit ?? 'items', opts.startedAtMs ?? now(), opts.initial);
   const showAfterMs = opts.showAfterMs ?? 0;
   if (mode === 'off') return progressOf(state, stream, { render: () => undefined, log: (line) => stream.write(`${line}\n`), finish: () => undefined });
   if (mode === 'live') return liveProgress(state, stream, now, showAfterMs);
@@ -109,7 +147,7 @@ class ProgressState {
   }
 
   apply(c: ProgressCounts): void {
-    this.done = c.done;
+    if (c.done !== undefined) this.done = c.done;
     if (c.failed !== undefined) this.failed = c.failed;
     if (c.total !== undefined) this.total = c.total;
     if (c.note !== undefined) this.note = c.note;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatSeconds, startProgress, type ProgressStream } from '../../src/cli/progress.js';
+import { formatSeconds, startPhasedProgress, startProgress, type ProgressStream } from '../../src/cli/progress.js';
 
 /** A stream double that records what is written; isTTY as given. */
 function recorder(isTTY: boolean): ProgressStream & { text: () => string } {
@@ -175,6 +175,28 @@ describe('startProgress, live mode with showAfterMs', () => {
     p.update({ done: 3 });
     p.stop();
     expect(stream.text()).toBe('');
+  });
+});
+
+describe('startPhasedProgress', () => {
+  it('gives each phase its own line, ending the previous one when the next phase reports', () => {
+    let t = 0;
+    const stream = recorder(false);
+    const p = startPhasedProgress((phase: 'generate' | 'write') => `ckpt ${phase}`, { stream, unit: 'tensors', plainIntervalMs: 1000, now: () => t, mode: 'plain' });
+    t = 1000;
+    p.report('generate', 2, 2);
+    p.report('write', 1, 2);
+    t = 2000;
+    p.report('write', 2, 2);
+    p.stop();
+    // Each phase is timed from when the one before it last reported: generating began at 0, writing at 1000.
+    expect(stream.text().trimEnd().split('\n')).toEqual([
+      'ckpt generate: 0/2, - tensors/s, ETA ?, 1s elapsed',
+      'ckpt generate: 2/2, 2.00 tensors/s, finished in 1s',
+      'ckpt write: 0/2, - tensors/s, ETA ?, 0s elapsed',
+      'ckpt write: 2/2, 2.00 tensors/s, ETA 0s, 1s elapsed',
+      'ckpt write: 2/2, 2.00 tensors/s, finished in 1s',
+    ]);
   });
 });
 
