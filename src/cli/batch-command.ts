@@ -32,13 +32,21 @@ export class ServerUnreachableError extends PetServeError {
 
 const DEFAULT_URL = 'http://127.0.0.1:8080';
 
-async function call(base: string, path: string, init: RequestInit = {}): Promise<Response> {
+/** The server to talk to, and the API key its data plane may need (server.apiKeys). */
+interface Server {
+  url: string;
+  apiKey: string | undefined;
+}
+
+async function call(server: Server, path: string, init: RequestInit = {}): Promise<Response> {
   let res: Response;
+  const headers = new Headers(init.headers);
+  if (server.apiKey !== undefined) headers.set('Authorization', `Bearer ${server.apiKey}`);
   try {
-    res = await fetch(new URL(path, base), init);
+    res = await fetch(new URL(path, server.url), { ...init, headers });
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new ServerUnreachableError(base, cause?.code ?? cause?.message ?? (err as Error).message);
+    throw new ServerUnreachableError(server.url, cause?.code ?? cause?.message ?? (err as Error).message);
   }
   if (res.ok) return res;
   let code = 'HTTP_ERROR';
@@ -53,12 +61,12 @@ async function call(base: string, path: string, init: RequestInit = {}): Promise
   throw new BatchApiError(code, message, res.status);
 }
 
-async function getBatch(base: string, id: string): Promise<BatchView> {
+async function getBatch(base: Server, id: string): Promise<BatchView> {
   return (await (await call(base, `/v1/batches/${encodeURIComponent(id)}`)).json()) as BatchView;
 }
 
 /** Polls until the batch finished, with progress on stderr (a live line on a terminal). */
-async function waitFinished(base: string, id: string, everyMs: number): Promise<BatchView> {
+async function waitFinished(base: Server, id: string, everyMs: number): Promise<BatchView> {
   let b = await getBatch(base, id);
   const progress = startProgress({ label: `petserve: batch ${id}`, total: b.counts.total, initial: batchCounts(b) });
   try {
@@ -86,8 +94,13 @@ export function registerBatch(program: Command, run: (fn: () => Promise<void>) =
   const batch = program
     .command('batch')
     .description('offline batches through a running server\'s HTTP API (POST/GET /v1/batches)')
-    .option('--url <url>', 'server base URL', DEFAULT_URL);
-  const base = (): string => batch.opts<{ url: string }>().url;
+    .option('--url <url>', 'server base URL', DEFAULT_URL)
+    .option('--api-key <key>', 'API key when the server has server.apiKeys (default: $PETSERVE_API_KEY)');
+  const base = (): Server => {
+    const o = batch.opts<{ url: string; apiKey?: string }>();
+    const fromEnv = process.env['PETSERVE_API_KEY'];
+    return { url: o.url, apiKey: o.apiKey ?? (fromEnv === '' ? undefined : fromEnv) };
+  };
   const pollMs = (o: Record<string, string | undefined>): number => parseIntOption('--poll-ms', o['pollMs'], 100);
 
   batch

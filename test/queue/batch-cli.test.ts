@@ -105,4 +105,33 @@ describe('petserve batch', () => {
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/ServerUnreachableError: no PetServe server answers at http:\/\/127.0.0.1:1/);
   });
+
+  it('sends --api-key (or $PETSERVE_API_KEY) to a server with server.apiKeys; without it the API answers 401', async () => {
+    const key = 'cli-key-0123456789abcdef';
+    const lifecycle = new ServerLifecycle();
+    const config = loadConfig({ overrides: { 'server.apiKeys': [key] } });
+    const app = createApp({
+      runtime: { checkpoint: model.checkpoint, registry: model.registry, runner: { taskMemory: () => [] }, scheduler: new FakeService(model.registry), tokenizer: model.tokenizer },
+      config,
+      logger: silentLogger,
+      metricsRegistry: new Registry(),
+      routers: [createBatchRouter({ batches: service, maxUploadBytes: 1 << 20 })],
+      lifecycle,
+    });
+    const keyed = await listen(app, { host: '127.0.0.1', port: 0, lifecycle, logger: silentLogger });
+    try {
+      const refused = await runCli('batch', '--url', keyed.url, 'list');
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/UNAUTHORIZED|API key.*HTTP 401/);
+      const listed = await runCli('batch', '--url', keyed.url, '--api-key', key, 'list');
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(JSON.parse(listed.stdout)).toMatchObject({ object: 'list', total: 0 });
+      process.env['PETSERVE_API_KEY'] = key;
+      const fromEnv = await runCli('batch', '--url', keyed.url, 'list');
+      expect(fromEnv.code, fromEnv.stderr).toBe(0);
+    } finally {
+      delete process.env['PETSERVE_API_KEY'];
+      await keyed.close(1000);
+    }
+  });
 });
