@@ -192,7 +192,7 @@ function reportNonLinear(
   report(`${EMBEDDINGS_LAYER_NORM_MODULE}.bias`, w.embeddingLayerNorm.beta, b.embeddingLayerNorm.beta);
   for (let layer = 0; layer < base.config.numHiddenLayers; layer++) {
     for (const site of LAYER_NORM_SITES) {
-      const module = siteModule(layer, site);
+      const module = siteModule(base.config, layer, site);
       report(`${module}.weight`, baseLayerNorm(ft, layer, site).gamma, baseLayerNorm(base, layer, site).gamma);
       report(`${module}.bias`, baseLayerNorm(ft, layer, site).beta, baseLayerNorm(base, layer, site).beta);
     }

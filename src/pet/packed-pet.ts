@@ -114,6 +114,11 @@ export class PetPacker {
     return off;
   }
 
+  /** The GEMM a linear site runs in, and its first output column there. */
+  gemmOf(layer: number, site: LinearSite): { gemm: GemmSite; colOffset: number } {
+    return gemmOf(this.base.config, layer, site);
+  }
+
   /** Width N, input width K and base bias of a GEMM site. */
   gemmInfo(layer: number, gemm: GemmSite): { N: number; K: number; baseBias: Float32Array } {
     return gemmInfo(this.base, layer, gemm);
@@ -121,7 +126,7 @@ export class PetPacker {
 
   /** An HF linear site inside its GEMM: column block, its width N, input width K, and base bias of the block. */
   linearSite(layer: number, site: LinearSite): { gemm: GemmSite; colOffset: number; N: number; K: number; baseBias: Float32Array } {
-    const { gemm, colOffset } = gemmOf(site, this.hidden);
+    const { gemm, colOffset } = this.gemmOf(layer, site);
     const info = this.gemmInfo(layer, gemm);
     const N = gemm === 'qkv' ? this.hidden : info.N;
     return { gemm, colOffset, N, K: info.K, baseBias: info.baseBias.subarray(colOffset, colOffset + N) };

@@ -1,50 +1,48 @@
 // Where PETs attach in the base model: the one lookup PET kinds, formats and
 // the packer use for site names, module paths, shapes, base weights and the
-// graph GEMM a site runs in. Every BERT name PETs need is here and nowhere
-// else in src/pet; a model family (src/model/families/) answers the same
-// questions through its site table, and this file is what it plugs into.
+// graph GEMM a site runs in. It answers from the model family's site table
+// (src/model/families/<family>/sites.ts); what that table does not hold yet
+// (the bundle's adapter paths, torch's module list for PEFT matching, where
+// an input scaling folds in) is written here, BERT's, and nowhere else in src/pet.
 
-import type { BertConfig } from '../model/bert-config.js';
 import type { BertCheckpoint, LayerNormWeights, LinearWeights } from '../model/checkpoint.js';
+import { bertFamily, type BertConfig, type BertLayerNormSite, type BertLinearSite } from '../model/families/bert.js';
 import type { GemmSite } from '../model/pet-graph-input.js';
 
 export type { GemmSite };
 
-/** Linear layers of an encoder layer that PETs attach to. */
-export type LinearSite = 'query' | 'key' | 'value' | 'attention_output' | 'intermediate' | 'output';
-export const LINEAR_SITES: readonly LinearSite[] = ['query', 'key', 'value', 'attention_output', 'intermediate', 'output'];
+/**
+ * The PET sites of the served family (src/model/families/<family>/sites.ts).
+ * BERT is the one family today; when a second arrives, these functions take
+ * the checkpoint's `family` (every caller has the checkpoint or its config).
+ */
+const table = bertFamily.sites;
 
-export type LayerNormSite = 'attention_layernorm' | 'output_layernorm';
-export const LAYER_NORM_SITES: readonly LayerNormSite[] = ['attention_layernorm', 'output_layernorm'];
+/** Linear layers of an encoder layer that PETs attach to. */
+export type LinearSite = BertLinearSite;
+export const LINEAR_SITES: readonly LinearSite[] = table.linearSites;
+
+export type LayerNormSite = BertLayerNormSite;
+export const LAYER_NORM_SITES: readonly LayerNormSite[] = table.layerNormSites;
 
 /** Linear sites an adapter follows (before residual + LayerNorm); the engine inserts one at each, in every layer. */
-export type AdapterSiteName = 'attention_output' | 'output';
-export const ADAPTER_SITES: readonly AdapterSiteName[] = ['attention_output', 'output'];
+export type AdapterSiteName = Extract<LinearSite, 'attention_output' | 'output'>;
+const isAdapterSiteName = (site: LinearSite): site is AdapterSiteName => site === 'attention_output' || site === 'output';
+export const ADAPTER_SITES: readonly AdapterSiteName[] = table.adapterSites.filter(isAdapterSiteName);
 
-/**
- * Linear sites whose input scaling folds into an existing kernel (IA³ input
- * mode): the inputs of attention.output.dense (the attention context) and
- * output.dense (the GELU output) have one reader each; the others share theirs.
- */
-export const INPUT_SCALE_SITES: readonly LinearSite[] = ['attention_output', 'output'];
+/** Linear sites whose input scaling folds into an existing kernel (IA³ input mode). */
+export const INPUT_SCALE_SITES: readonly LinearSite[] = table.inputScaleSites;
 
-/** Hugging Face module path (no `bert.` prefix) of a site in layer `layer`. */
-export const SITE_MODULE: Record<LinearSite | LayerNormSite, string> = {
-  query: 'attention.self.query',
-  key: 'attention.self.key',
-  value: 'attention.self.value',
-  attention_output: 'attention.output.dense',
-  intermediate: 'intermediate.dense',
-  output: 'output.dense',
-  attention_layernorm: 'attention.output.LayerNorm',
-  output_layernorm: 'output.LayerNorm',
-};
+export const EMBEDDINGS_LAYER_NORM_MODULE = table.embeddingsLayerNormModule!;
+export const POOLER_MODULE = table.poolerModule!;
 
-export const EMBEDDINGS_LAYER_NORM_MODULE = 'embeddings.LayerNorm';
-export const POOLER_MODULE = 'pooler.dense';
+/** Hugging Face module path (no model prefix) of a site in layer `layer`, e.g. encoder.layer.0.attention.self.query. */
+export function siteModule(config: BertConfig, layer: number, site: LinearSite | LayerNormSite): string {
+  return isLinearSite(site) ? table.linear(config, layer, site).module : table.layerNormModule(layer, site);
+}
 
-export function siteModule(layer: number, site: LinearSite | LayerNormSite): string {
-  return `encoder.layer.${layer}.${SITE_MODULE[site]}`;
+function isLinearSite(site: string): site is LinearSite {
+  return (LINEAR_SITES as readonly string[]).includes(site);
 }
 
 /** Module path of the adapter that follows an adapter site (its tensors are `<path>.down.weight` etc.). */
@@ -59,14 +57,8 @@ export interface SiteDims {
 }
 
 export function linearSiteDims(config: BertConfig, site: LinearSite): SiteDims {
-  switch (site) {
-    case 'intermediate':
-      return { outDim: config.intermediateSize, inDim: config.hiddenSize };
-    case 'output':
-      return { outDim: config.hiddenSize, inDim: config.intermediateSize };
-    default:
-      return { outDim: config.hiddenSize, inDim: config.hiddenSize };
-  }
+  const { outDim, inDim } = table.linear(config, 0, site);
+  return { outDim, inDim };
 }
 
 /** Position of a site in LINEAR_SITES, for a stable (layer, site) order. */
@@ -89,17 +81,15 @@ export interface LinearSiteRef {
 export function allLinearSites(config: BertConfig): LinearSiteRef[] {
   const sites: LinearSiteRef[] = [];
   for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-    for (const site of LINEAR_SITES) sites.push({ layer, site, module: siteModule(layer, site) });
+    for (const site of LINEAR_SITES) sites.push({ layer, site, module: siteModule(config, layer, site) });
   }
   return sites;
 }
 
-/** (layer, site) of a module path (without `bert.`) when it is a linear site of an encoder layer. */
-export function linearSiteOfModule(module: string): { layer: number; site: LinearSite } | null {
-  const m = /^encoder\.layer\.(\d+)\.(.+)$/.exec(module);
-  if (!m) return null;
-  const site = LINEAR_SITES.find((s) => SITE_MODULE[s] === m[2]);
-  return site === undefined ? null : { layer: Number(m[1]), site };
+/** (layer, site) of a module path (without `bert.`) when it is a linear site of the base. */
+export function linearSiteOfModule(config: BertConfig, module: string): { layer: number; site: LinearSite } | null {
+  const ref = allLinearSites(config).find((r) => r.module === module);
+  return ref === undefined ? null : { layer: ref.layer, site: ref.site };
 }
 
 /**
@@ -131,26 +121,11 @@ export function baseModuleNames(config: BertConfig, prefix: '' | 'bert.'): strin
 // ------------------------------------------------------------------ base weights
 
 export function baseLinear(base: BertCheckpoint, layer: number, site: LinearSite): LinearWeights {
-  const w = base.weights.layers[layer]!;
-  switch (site) {
-    case 'query':
-      return w.query;
-    case 'key':
-      return w.key;
-    case 'value':
-      return w.value;
-    case 'attention_output':
-      return w.attentionOutput;
-    case 'intermediate':
-      return w.intermediate;
-    case 'output':
-      return w.output;
-  }
+  return table.baseLinear(base.weights, layer, site);
 }
 
 export function baseLayerNorm(base: BertCheckpoint, layer: number, site: LayerNormSite): LayerNormWeights {
-  const w = base.weights.layers[layer]!;
-  return site === 'attention_layernorm' ? w.attentionLayerNorm : w.outputLayerNorm;
+  return table.baseLayerNorm(base.weights, layer, site);
 }
 
 export function baseEmbeddingsLayerNorm(base: BertCheckpoint): LayerNormWeights {
@@ -163,41 +138,22 @@ export function basePooler(base: BertCheckpoint): LinearWeights {
 
 // ------------------------------------------------------------------ where sites run in the graph
 
-/** Where a linear site lives inside the graph's GEMMs (q, k, v are column blocks of the fused QKV GEMM). */
-export function gemmOf(site: LinearSite, hidden: number): { gemm: GemmSite; colOffset: number } {
-  switch (site) {
-    case 'query':
-      return { gemm: 'qkv', colOffset: 0 };
-    case 'key':
-      return { gemm: 'qkv', colOffset: hidden };
-    case 'value':
-      return { gemm: 'qkv', colOffset: 2 * hidden };
-    default:
-      return { gemm: site, colOffset: 0 };
-  }
+/** Where a linear site runs in the graph: its GEMM and first output column there (q, k, v are column blocks of the fused QKV GEMM). */
+export function gemmOf(config: BertConfig, layer: number, site: LinearSite): { gemm: GemmSite; colOffset: number } {
+  const { gemm, colOffset } = table.linear(config, layer, site);
+  return { gemm, colOffset };
 }
 
-/** Width N, input width K and base bias of a graph GEMM. */
+/** Width N, input width K and base bias of a graph GEMM (a fused GEMM's bias is its sites' biases side by side). */
 export function gemmInfo(base: BertCheckpoint, layer: number, gemm: GemmSite): { N: number; K: number; baseBias: Float32Array } {
-  const w = base.weights;
-  const H = base.config.hiddenSize;
-  if (gemm === 'pooler') return { N: H, K: H, baseBias: w.pooler.bias };
-  const l = w.layers[layer]!;
-  switch (gemm) {
-    case 'qkv': {
-      const bias = new Float32Array(3 * H);
-      bias.set(l.query.bias, 0);
-      bias.set(l.key.bias, H);
-      bias.set(l.value.bias, 2 * H);
-      return { N: 3 * H, K: H, baseBias: bias };
-    }
-    case 'attention_output':
-      return { N: l.attentionOutput.outDim, K: l.attentionOutput.inDim, baseBias: l.attentionOutput.bias };
-    case 'intermediate':
-      return { N: l.intermediate.outDim, K: l.intermediate.inDim, baseBias: l.intermediate.bias };
-    case 'output':
-      return { N: l.output.outDim, K: l.output.inDim, baseBias: l.output.bias };
+  const { N, K } = table.gemmShape(base.config, gemm);
+  if (gemm === 'pooler') return { N, K, baseBias: basePooler(base).bias };
+  const baseBias = new Float32Array(N);
+  for (const site of LINEAR_SITES) {
+    const info = table.linear(base.config, layer, site);
+    if (info.gemm === gemm) baseBias.set(baseLinear(base, layer, site).bias, info.colOffset);
   }
+  return { N, K, baseBias };
 }
 
 /**

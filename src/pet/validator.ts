@@ -41,7 +41,7 @@ export class Validator {
     if (!LINEAR_SITES.includes(site)) {
       this.fail(`${what} site '${String(site)}' is not a linear site (${LINEAR_SITES.join(', ')})`);
     }
-    const module = siteModule(layer, site);
+    const module = siteModule(this.config, layer, site);
     this.once(`${what} site ${module}`);
     return module;
   }
@@ -51,7 +51,7 @@ export class Validator {
     if (!LAYER_NORM_SITES.includes(site)) {
       this.fail(`LayerNorm site '${String(site)}' is not one of ${LAYER_NORM_SITES.join(', ')}`);
     }
-    const module = siteModule(layer, site);
+    const module = siteModule(this.config, layer, site);
     this.once(`LayerNorm ${module}`);
     return module;
   }

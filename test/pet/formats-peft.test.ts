@@ -4,11 +4,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPeftDirectory } from '../../src/pet/formats/peft.js';
 import { loadPetDirectory } from '../../src/pet/formats/load.js';
 import { generatePet } from '../../src/pet/init-pet.js';
-import { SITE_MODULE } from '../../src/pet/sites.js';
 import type { Ia3Site, LinearSite, LoraSite, PetBundle, TaskHead } from '../../src/pet/types.js';
 import { PetFormatError } from '../../src/util/errors.js';
 import { makeTinyBase, rejection, writePeftFixture } from './formats-helpers.js';
 import type { FixtureTensor, TinyBase } from './formats-helpers.js';
+
+/** Hugging Face module paths inside encoder.layer.N, written out here as PEFT names them (not taken from src/). */
+const SITE_MODULE: Record<LinearSite, string> = {
+  query: 'attention.self.query',
+  key: 'attention.self.key',
+  value: 'attention.self.value',
+  attention_output: 'attention.output.dense',
+  intermediate: 'intermediate.dense',
+  output: 'output.dense',
+};
 
 const H = 128;
 const I = 512;

@@ -105,8 +105,8 @@ type LoraConfig = z.infer<typeof loraConfigSchema>;
 type Ia3Config = z.infer<typeof ia3ConfigSchema>;
 
 /** (layer, site) of a module name when it is a linear site of an encoder layer. */
-function linearSiteOf(name: string, prefix: string): { layer: number; site: LinearSite } | null {
-  return name.startsWith(prefix) ? linearSiteOfModule(name.slice(prefix.length)) : null;
+function linearSiteOf(config: BertConfig, name: string, prefix: string): { layer: number; site: LinearSite } | null {
+  return name.startsWith(prefix) ? linearSiteOfModule(config, name.slice(prefix.length)) : null;
 }
 
 const SUPPORTED_SITES_TEXT =
@@ -157,7 +157,7 @@ export async function loadPeftDirectory(dir: string, base: BertCheckpoint): Prom
 
   // Which modules PEFT puts the adapter on; each must be a site the engine serves.
   const selected = modules.filter((name) => isTargetModule(spec, name));
-  const unsupported = selected.filter((name) => linearSiteOf(name, prefix) === null);
+  const unsupported = selected.filter((name) => linearSiteOf(base.config, name, prefix) === null);
   if (unsupported.length > 0) {
     throw new PetFormatError(
       `${configPath}: target_modules ${JSON.stringify(spec.targetModules)} select ${listNames(unsupported)}, ` +
@@ -290,7 +290,7 @@ function readLoraSites(
   const sites: LoraSite[] = [];
   const fanInFanOut = config.fan_in_fan_out;
   for (const module of selected) {
-    const { layer, site } = linearSiteOf(module, prefix)!;
+    const { layer, site } = linearSiteOf(baseConfig, module, prefix)!;
     const names = layout.modules.get(module) ?? {};
     const expected = (part: 'lora_A' | 'lora_B'): string => `${TENSOR_PREFIX}${module}.${part}.weight`;
     if (names.loraA === undefined || names.loraB === undefined) {
@@ -345,7 +345,7 @@ function readIa3Sites(
   }
   const sites: Ia3Site[] = [];
   for (const module of selected) {
-    const { layer, site } = linearSiteOf(module, prefix)!;
+    const { layer, site } = linearSiteOf(baseConfig, module, prefix)!;
     const name = layout.modules.get(module)?.ia3;
     if (name === undefined) {
       throw new PetFormatError(`${file.label}: missing tensor '${TENSOR_PREFIX}${module}.ia3_l' for target module '${module}'`);
@@ -446,7 +446,7 @@ export async function writePeftDirectory(
   validatePetForConfig(bundle, baseConfig);
   const prefix = bundle.head ? BERT_PREFIX : '';
   const modules = baseModuleNames(baseConfig, prefix);
-  const siteNames = pet.sites.map((s) => `${prefix}${siteModule(s.layer, s.site)}`);
+  const siteNames = pet.sites.map((s) => `${prefix}${siteModule(baseConfig, s.layer, s.site)}`);
   const siteTypes = LINEAR_SITES.filter((t) => pet.sites.some((s) => s.site === t));
   const selects = (targets: string[], names: readonly string[]): boolean => {
     const chosen = modules.filter((m) => isTargetModule({ targetModules: targets }, m));

@@ -10,7 +10,6 @@ import {
   baseLayerNorm,
   baseLinear,
   basePooler,
-  gemmOf,
   linearSiteDims,
   siteModule,
   type LayerNormSite,
@@ -50,9 +49,9 @@ export const bitfit: PetKindModule<BitfitSpec> = {
   readBundle: ({ file, base }) => ({ kind: 'bitfit', params: readBitfit(file, base) }),
 
   writeBundle({ params: p }, out) {
-    for (const s of p.biases) out.f32(names.bias(siteModule(s.layer, s.site)), s.bias, [s.bias.length]);
+    for (const s of p.biases) out.f32(names.bias(siteModule(out.config, s.layer, s.site)), s.bias, [s.bias.length]);
     for (const s of p.layerNorms) {
-      const module = siteModule(s.layer, s.site);
+      const module = siteModule(out.config, s.layer, s.site);
       out.f32(names.gamma(module), s.gamma, [s.gamma.length]);
       out.f32(names.beta(module), s.beta, [s.beta.length]);
     }
@@ -84,7 +83,7 @@ export const bitfit: PetKindModule<BitfitSpec> = {
 
   pack({ params }, p) {
     for (const b of params.biases) {
-      const { gemm, colOffset } = gemmOf(b.site, p.hidden);
+      const { gemm, colOffset } = p.gemmOf(b.layer, b.site);
       p.setBias(b.layer, gemm, colOffset, b.bias);
     }
     for (const ln of params.layerNorms) {
@@ -155,7 +154,7 @@ function readBitfit(file: PetTensorFile, base: BertCheckpoint): BitfitParams {
   };
   for (let layer = 0; layer < config.numHiddenLayers; layer++) {
     for (const site of LAYER_NORM_SITES) {
-      const values = layerNorm(siteModule(layer, site), baseLayerNorm(base, layer, site));
+      const values = layerNorm(siteModule(config, layer, site), baseLayerNorm(base, layer, site));
       if (values) params.layerNorms.push({ layer, site, ...values });
     }
   }

@@ -60,7 +60,7 @@ export const diff: PetKindModule<DiffSpec> = {
 
   writeBundle(spec, out) {
     for (const s of spec.sites) {
-      const module = siteModule(s.layer, s.site);
+      const module = siteModule(out.config, s.layer, s.site);
       if (s.indices.length > 0) {
         out.i32(names.indices(module), s.indices);
         out.f32(names.values(module), s.values, [s.values.length]);

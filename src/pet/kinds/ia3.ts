@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 import { PetFormatError } from '../../util/errors.js';
 import { listNames } from '../formats/common.js';
-import { INPUT_SCALE_SITES, allLinearSites, gemmOf, inputScaleTarget, linearSiteDims, siteModule, type LinearSite } from '../sites.js';
+import { INPUT_SCALE_SITES, allLinearSites, inputScaleTarget, linearSiteDims, siteModule, type LinearSite } from '../sites.js';
 import type { PetKindModule } from './kind.js';
 
 /** PEFT IA³: 'output' scales the site's output (after bias), 'input' scales its input. */
@@ -66,7 +66,7 @@ export const ia3: PetKindModule<Ia3Spec, Ia3Section> = {
   writeBundle(spec, out) {
     const feedforward: string[] = [];
     for (const s of spec.sites) {
-      const module = siteModule(s.layer, s.site);
+      const module = siteModule(out.config, s.layer, s.site);
       out.f32(scaleName(module), s.scale, s.mode === 'input' ? [1, s.scale.length] : [s.scale.length, 1]);
       if (s.mode === 'input') feedforward.push(module);
     }
@@ -96,7 +96,7 @@ export const ia3: PetKindModule<Ia3Spec, Ia3Section> = {
   pack(spec, p) {
     for (const s of spec.sites) {
       if (s.mode === 'output') {
-        const { gemm, colOffset } = gemmOf(s.site, p.hidden);
+        const { gemm, colOffset } = p.gemmOf(s.layer, s.site);
         p.setPreScale(s.layer, gemm, colOffset, s.scale);
         continue;
       }

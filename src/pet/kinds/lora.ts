@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 import { patternKeyFor } from '../formats/match.js';
 import { requireBoth } from '../formats/common.js';
-import { allLinearSites, gemmOf, linearSiteDims, siteModule, type LinearSite } from '../sites.js';
+import { allLinearSites, linearSiteDims, siteModule, type LinearSite } from '../sites.js';
 import type { PetKindModule } from './kind.js';
 
 /** ΔY = scale · (X·Aᵀ)·Bᵀ */
@@ -76,7 +76,7 @@ export const lora: PetKindModule<LoraSpec, LoraSection> = {
     const alpha = spec.sites.length > 0 ? alphaOf(spec.sites[0]!) : 1;
     const alphaPattern: Record<string, number> = {};
     for (const s of spec.sites) {
-      const module = siteModule(s.layer, s.site);
+      const module = siteModule(out.config, s.layer, s.site);
       const { outDim, inDim } = linearSiteDims(out.config, s.site);
       out.f32(names.a(module), s.a, [s.rank, inDim]);
       out.f32(names.b(module), s.b, [outDim, s.rank]);
@@ -101,7 +101,7 @@ export const lora: PetKindModule<LoraSpec, LoraSection> = {
 
   pack(spec, p) {
     for (const s of spec.sites) {
-      const { gemm, colOffset } = gemmOf(s.site, p.hidden);
+      const { gemm, colOffset } = p.gemmOf(s.layer, s.site);
       const K = s.a.length / s.rank;
       const N = s.b.length / s.rank;
       p.packed.lowRank.push({ layer: s.layer, gemm, colOffset, K, N, rank: s.rank, aOff: p.float(s.a), bOff: p.float(s.b), scale: s.scale });

@@ -37,7 +37,7 @@ export const mask: PetKindModule<MaskSpec> = {
   },
 
   writeBundle(spec, out) {
-    for (const s of spec.sites) out.i32(removedName(siteModule(s.layer, s.site)), s.removed);
+    for (const s of spec.sites) out.i32(removedName(siteModule(out.config, s.layer, s.site)), s.removed);
     return undefined;
   },
 
