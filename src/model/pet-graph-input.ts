@@ -1,6 +1,5 @@
 import type { BufferRange } from '../gpu/batch-encoder.js';
 import type { SegmentTables } from '../kernels/segmented.js';
-import type { BertGemm } from './families/bert/sites.js';
 
 /**
  * What a family's graph needs to run PET work inside a batch. The graph knows
@@ -84,8 +83,8 @@ export interface PetGraphInput {
 }
 
 /**
- * BERT's GEMM names as src/pet still spells them; PET kinds move to the
- * family's site table (families/bert/sites.ts, `family.sites`) and then this goes.
+ * BERT's GEMM names as src/pet still spells them (= BertGemm | 'pooler', checked in
+ * families/bert/sites.ts); PET kinds move to the family's site table
+ * (`family.sites`) and then this goes.
  */
-export type GemmSite = BertGemm | 'pooler';
-export type LayerGemmSite = BertGemm;
+export type GemmSite = 'qkv' | 'attention_output' | 'intermediate' | 'output' | 'pooler';

@@ -1,3 +1,4 @@
+import type { GemmSite } from '../../pet-graph-input.js';
 import type { LayerNormWeights, LinearWeights } from '../../tensor-source.js';
 import type { GemmShape, LinearSiteInfo, PetSiteTable } from '../types.js';
 import type { BertConfig } from './config.js';
@@ -14,6 +15,10 @@ export type BertLinearSite = 'query' | 'key' | 'value' | 'attention_output' | 'i
 export type BertLayerNormSite = 'attention_layernorm' | 'output_layernorm';
 /** The GEMMs of the graph (query/key/value run as one fused `qkv` GEMM). */
 export type BertGemm = 'qkv' | 'attention_output' | 'intermediate' | 'output';
+
+// src/pet's GemmSite must name exactly these GEMMs (until src/pet takes these types).
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+export const GEMM_NAMES_AGREE: Same<GemmSite, BertGemm | 'pooler'> = true;
 
 const LINEAR_SITES: readonly BertLinearSite[] = ['query', 'key', 'value', 'attention_output', 'intermediate', 'output'];
 const LAYER_NORM_SITES: readonly BertLayerNormSite[] = ['attention_layernorm', 'output_layernorm'];
