@@ -460,7 +460,7 @@ export async function writePeftDirectory(
     targetModules = siteNames; // exact module names always do
   }
   const tensors: Record<string, TensorToWrite> = {};
-  const common = {
+  const common: PeftCommonConfig = {
     auto_mapping: null,
     base_model_name_or_path: options.baseModelNameOrPath,
     fan_in_fan_out: false,
@@ -470,64 +470,8 @@ export async function writePeftDirectory(
     target_modules: targetModules,
     task_type: bundle.head ? 'SEQ_CLS' : 'FEATURE_EXTRACTION',
   };
-  let adapterConfig: Record<string, unknown>;
-  if (pet.kind === 'lora') {
-    const r = pet.sites[0]?.rank ?? 8;
-    const alpha = pet.sites[0] ? pet.sites[0].scale * r : 8;
-    const rankPattern: Record<string, number> = {};
-    const alphaPattern: Record<string, number> = {};
-    pet.sites.forEach((s, i) => {
-      const name = siteNames[i]!;
-      const { outDim, inDim } = linearSiteDims(baseConfig, s.site);
-      tensors[`${TENSOR_PREFIX}${name}.lora_A.weight`] = { dtype: 'F32', shape: [s.rank, inDim], data: s.a };
-      tensors[`${TENSOR_PREFIX}${name}.lora_B.weight`] = { dtype: 'F32', shape: [outDim, s.rank], data: s.b };
-      if (s.rank !== r) rankPattern[name] = s.rank;
-      if (s.scale * s.rank !== alpha) alphaPattern[name] = s.scale * s.rank;
-    });
-    adapterConfig = {
-      ...common,
-      alpha_pattern: alphaPattern,
-      bias: 'none',
-      init_lora_weights: true,
-      layer_replication: null,
-      layers_pattern: null,
-      layers_to_transform: null,
-      loftq_config: {},
-      lora_alpha: alpha,
-      lora_dropout: 0.1,
-      megatron_config: null,
-      megatron_core: 'megatron.core',
-      peft_type: 'LORA',
-      r,
-      rank_pattern: rankPattern,
-      use_dora: false,
-      use_rslora: false,
-    };
-  } else {
-    const inputNames = pet.sites.flatMap((s, i) => (s.mode === 'input' ? [siteNames[i]!] : []));
-    const ffSelects = (ff: string[]): boolean => siteNames.every((n) => isFeedforwardModule(ff, n) === inputNames.includes(n));
-    const inputTypes = LINEAR_SITES.filter((t) => pet.sites.some((s) => s.site === t && s.mode === 'input'));
-    let feedforward = options.feedforwardModules ?? inputTypes.map((t) => PEFT_SITE_TARGET[t]);
-    if (!ffSelects(feedforward) || !feedforward.every((f) => targetModules.includes(f))) {
-      if (options.feedforwardModules || options.targetModules) {
-        throw new PetFormatError(
-          `${bundle.source}: feedforward_modules ${JSON.stringify(feedforward)} do not select exactly the input-scaled sites ` +
-            `within target_modules ${JSON.stringify(targetModules)}`,
-        );
-      }
-      // Exact names: target_modules matches them exactly, feedforward's endswith only itself.
-      common.target_modules = siteNames;
-      feedforward = inputNames;
-    }
-    pet.sites.forEach((s, i) => {
-      tensors[`${TENSOR_PREFIX}${siteNames[i]!}.ia3_l`] = {
-        dtype: 'F32',
-        shape: s.mode === 'input' ? [1, s.scale.length] : [s.scale.length, 1],
-        data: s.scale,
-      };
-    });
-    adapterConfig = { ...common, feedforward_modules: feedforward, init_ia3_weights: true, peft_type: 'IA3' };
-  }
+  const parts: PeftWriteParts = { common, siteNames, tensors, baseConfig, options, source: bundle.source };
+  const adapterConfig = pet.kind === 'lora' ? loraAdapterConfig(pet.sites, parts) : ia3AdapterConfig(pet.sites, parts);
   if (bundle.head) {
     const rows = bundle.head.bias.length;
     tensors[`${TENSOR_PREFIX}classifier.weight`] = { dtype: 'F32', shape: [rows, baseConfig.hiddenSize], data: bundle.head.weight };
@@ -537,4 +481,89 @@ export async function writePeftDirectory(
   // PEFT writes json.dumps(config, indent=2, sort_keys=True).
   const sorted = Object.fromEntries(Object.entries(adapterConfig).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   return writePetFiles(dir, { name: PEFT_CONFIG_FILE, json: sorted }, PEFT_WEIGHTS_FILE, tensors);
+}
+
+/** adapter_config.json keys LoRA and IA³ share. */
+interface PeftCommonConfig {
+  auto_mapping: null;
+  base_model_name_or_path: string;
+  fan_in_fan_out: boolean;
+  inference_mode: boolean;
+  modules_to_save: string[] | null;
+  revision: null;
+  target_modules: string[];
+  task_type: string;
+}
+
+interface PeftWriteParts {
+  common: PeftCommonConfig;
+  /** PEFT module name of each site, in site order. */
+  siteNames: readonly string[];
+  /** adapter_model.safetensors being assembled. */
+  tensors: Record<string, TensorToWrite>;
+  baseConfig: BertConfig;
+  options: PeftWriteOptions;
+  source: string;
+}
+
+/** LoRA tensors, and its config: one r and lora_alpha, per-module overrides where a site differs. */
+function loraAdapterConfig(sites: readonly LoraSite[], { common, siteNames, tensors, baseConfig }: PeftWriteParts): Record<string, unknown> {
+  const r = sites[0]?.rank ?? 8;
+  const alpha = sites[0] ? sites[0].scale * r : 8;
+  const rankPattern: Record<string, number> = {};
+  const alphaPattern: Record<string, number> = {};
+  sites.forEach((s, i) => {
+    const name = siteNames[i]!;
+    const { outDim, inDim } = linearSiteDims(baseConfig, s.site);
+    tensors[`${TENSOR_PREFIX}${name}.lora_A.weight`] = { dtype: 'F32', shape: [s.rank, inDim], data: s.a };
+    tensors[`${TENSOR_PREFIX}${name}.lora_B.weight`] = { dtype: 'F32', shape: [outDim, s.rank], data: s.b };
+    if (s.rank !== r) rankPattern[name] = s.rank;
+    if (s.scale * s.rank !== alpha) alphaPattern[name] = s.scale * s.rank;
+  });
+  return {
+    ...common,
+    alpha_pattern: alphaPattern,
+    bias: 'none',
+    init_lora_weights: true,
+    layer_replication: null,
+    layers_pattern: null,
+    layers_to_transform: null,
+    loftq_config: {},
+    lora_alpha: alpha,
+    lora_dropout: 0.1,
+    megatron_config: null,
+    megatron_core: 'megatron.core',
+    peft_type: 'LORA',
+    r,
+    rank_pattern: rankPattern,
+    use_dora: false,
+    use_rslora: false,
+  };
+}
+
+/** IA³ tensors, and its config: feedforward_modules must select exactly the input-scaled sites. */
+function ia3AdapterConfig(sites: readonly Ia3Site[], { common, siteNames, tensors, options, source }: PeftWriteParts): Record<string, unknown> {
+  const inputNames = sites.flatMap((s, i) => (s.mode === 'input' ? [siteNames[i]!] : []));
+  const ffSelects = (ff: string[]): boolean => siteNames.every((n) => isFeedforwardModule(ff, n) === inputNames.includes(n));
+  const inputTypes = LINEAR_SITES.filter((t) => sites.some((s) => s.site === t && s.mode === 'input'));
+  let feedforward = options.feedforwardModules ?? inputTypes.map((t) => PEFT_SITE_TARGET[t]);
+  if (!ffSelects(feedforward) || !feedforward.every((f) => common.target_modules.includes(f))) {
+    if (options.feedforwardModules || options.targetModules) {
+      throw new PetFormatError(
+        `${source}: feedforward_modules ${JSON.stringify(feedforward)} do not select exactly the input-scaled sites ` +
+          `within target_modules ${JSON.stringify(common.target_modules)}`,
+      );
+    }
+    // Exact names: target_modules matches them exactly, feedforward's endswith only itself.
+    common.target_modules = [...siteNames];
+    feedforward = inputNames;
+  }
+  sites.forEach((s, i) => {
+    tensors[`${TENSOR_PREFIX}${siteNames[i]!}.ia3_l`] = {
+      dtype: 'F32',
+      shape: s.mode === 'input' ? [1, s.scale.length] : [s.scale.length, 1],
+      data: s.scale,
+    };
+  });
+  return { ...common, feedforward_modules: feedforward, init_ia3_weights: true, peft_type: 'IA3' };
 }
