@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { stringify as toYaml } from 'yaml';
+import type { Progress } from '../src/cli/progress.js';
 import { loadConfig, type PetServeConfig } from '../src/config/config.js';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { initModel } from '../src/model/init-model.js';
@@ -34,10 +35,11 @@ import { batchQueueSettings } from '../src/queue/settings.js';
 import type { BatchItemInput, StoredItem } from '../src/queue/types.js';
 import { deletePrefix } from '../src/queue/redis.js';
 import { startRuntime } from '../src/runtime/runtime.js';
-import { InferenceGateway } from '../src/server/inference.js';
+import { InferenceGateway } from '../src/gateway/gateway.js';
 import { silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
 import { flag, intFlag } from './lib/args.js';
+import { benchProgress } from './lib/progress.js';
 import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
 
 const items = intFlag('--items', 4000);
@@ -85,16 +87,25 @@ function spawnWorker(configFile: string): WorkerProc {
   return { child, ready, exited };
 }
 
-async function runBatch(batches: BatchService, list: BatchItemInput[]): Promise<{ submitMs: number; wallMs: number; failed: number }> {
-  const t0 = performance.now();
-  const { batch } = await batches.submit(await parseJsonItems(list));
-  const submitMs = performance.now() - t0;
-  for (;;) {
-    const b = await batches.get(batch.id);
-    if (b.finished_at !== null) return { submitMs, wallMs: performance.now() - t0, failed: b.counts.failed };
-    await new Promise((r) => setTimeout(r, 50));
+async function runBatch(batches: BatchService, list: BatchItemInput[], label: string): Promise<{ submitMs: number; wallMs: number; failed: number }> {
+  const progress = benchProgress(label, list.length, 'items');
+  try {
+    const t0 = performance.now();
+    const { batch } = await batches.submit(await parseJsonItems(list));
+    const submitMs = performance.now() - t0;
+    for (;;) {
+      const b = await batches.get(batch.id);
+      progress.update({ done: b.counts.done, failed: b.counts.failed });
+      if (b.finished_at !== null) return { submitMs, wallMs: performance.now() - t0, failed: b.counts.failed };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    progress.stop();
   }
 }
+
+/** What happens between the results: stderr, so stdout holds only the table. */
+const note = (msg: string): void => void process.stderr.write(`${msg}\n`);
 
 async function main(): Promise<void> {
   const started = new Date();
@@ -102,7 +113,7 @@ async function main(): Promise<void> {
   const prefix = `petserve-bench-${randomBytes(4).toString('hex')}`;
   const admin = new Redis(redisUrl);
   try {
-    console.log(`setting up bert-tiny and ${taskCount} tasks in ${root}`);
+    note(`setting up bert-tiny and ${taskCount} tasks in ${root}`);
     const modelDir = join(root, 'model');
     await initModel({ preset: 'bert-tiny', outDir: modelDir, numLabels: 2, vocabSize: VOCAB, maxPositions: 128, seed: 1 });
     const base = await loadCheckpoint(modelDir);
@@ -134,7 +145,7 @@ async function main(): Promise<void> {
     // mean of the two is the fairer reference.
     let adapter = 'unknown';
     const inProcessRun = async (label: string): Promise<{ wallMs: number; itemsPerSec: number }> => {
-      console.log(`in-process engine (${label}) ...`);
+      note(`in-process engine (${label}) ...`);
       const runtime = await startRuntime(config, silentLogger);
       adapter = runtime.ctx.capabilities.adapterName;
       try {
@@ -142,7 +153,7 @@ async function main(): Promise<void> {
           service: runtime.scheduler,
           gateway: InferenceGateway.forRuntime(runtime, 64),
         };
-        const runChunked = async (xs: StoredItem[]): Promise<number> => {
+        const runChunked = async (xs: StoredItem[], progress: Progress): Promise<number> => {
           const t0 = performance.now();
           let next = 0;
           await Promise.all(
@@ -150,17 +161,26 @@ async function main(): Promise<void> {
               while (next < xs.length) {
                 const chunk = xs.slice(next, next + chunkSize);
                 next += chunkSize;
-                await Promise.all(chunk.map((it) => answerItem(engine, it)));
+                await Promise.all(chunk.map((it) => answerItem(engine, it).then(() => progress.increment())));
               }
             }),
           );
           return performance.now() - t0;
         };
         // Warm-up as long as the workers' (every kind's pipelines, the PET pool filled).
-        await runChunked((await parseJsonItems(makeItems(taskCount * 4, 11))).map((p) => (p as { ok: true; item: StoredItem }).item));
-        const wallMs = await runChunked(stored);
+        const warmUp = (await parseJsonItems(makeItems(taskCount * 4, 11))).map((p) => (p as { ok: true; item: StoredItem }).item);
+        const measured = async (xs: StoredItem[], what: string): Promise<number> => {
+          const progress = benchProgress(`batch: in-process ${what}`, xs.length, 'items');
+          try {
+            return await runChunked(xs, progress);
+          } finally {
+            progress.stop();
+          }
+        };
+        await measured(warmUp, 'warm-up');
+        const wallMs = await measured(stored, `(${label})`);
         const r = { wallMs, itemsPerSec: (items / wallMs) * 1000 };
-        console.log(`  ${fmt(r.itemsPerSec, 1)} items/s`);
+        note(`  ${fmt(r.itemsPerSec, 1)} items/s`);
         return r;
       } finally {
         await runtime.close();
@@ -177,16 +197,16 @@ async function main(): Promise<void> {
     const queueRuns: { workers: number; submitMs: number; wallMs: number; itemsPerSec: number; ratio: number }[] = [];
     try {
       for (const w of workerCounts) {
-        console.log(`queue with ${w} worker process(es): starting ...`);
+        note(`queue with ${w} worker process(es): starting ...`);
         const procs = Array.from({ length: w }, () => spawnWorker(configFile));
         try {
           await Promise.all(procs.map((p) => p.ready));
-          await runBatch(warmBatches, makeItems(taskCount * 4 * w, 11));
-          const r = await runBatch(batches, list);
+          await runBatch(warmBatches, makeItems(taskCount * 4 * w, 11), `batch: queue warm-up, ${w} worker(s)`);
+          const r = await runBatch(batches, list, `batch: queue, ${w} worker(s)`);
           if (r.failed > 0) throw new Error(`${r.failed} items failed in the queue run`);
           const itemsPerSec = (items / r.wallMs) * 1000;
           queueRuns.push({ workers: w, submitMs: r.submitMs, wallMs: r.wallMs, itemsPerSec, ratio: 0 });
-          console.log(`  ${fmt(itemsPerSec, 1)} items/s (submit ${fmt(r.submitMs, 0)} ms)`);
+          note(`  ${fmt(itemsPerSec, 1)} items/s (submit ${fmt(r.submitMs, 0)} ms)`);
         } finally {
           for (const p of procs) p.child.kill('SIGTERM');
           await Promise.all(procs.map((p) => p.exited));

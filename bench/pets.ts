@@ -222,7 +222,7 @@ async function main(): Promise<void> {
       ],
     };
     // Tables after the progress line is gone: both share the terminal.
-    console.log(textTable(overheadTable));
+    console.log(`\n${textTable(overheadTable)}\n`);
     console.log(textTable(segTable));
     await runner.dispose();
     await perTaskRunner.dispose();

@@ -117,7 +117,7 @@ export function startProgress(opts: ProgressOptions): Progress {
   const now = opts.now ?? Date.now;
   const state = new ProgressState(opts.label, opts.total, opts.unit ?? 'items', opts.startedAtMs ?? now(), opts.initial);
   const showAfterMs = opts.showAfterMs ?? 0;
-  if (mode === 'off') return progressOf(state, stream, { render: () => undefined, log: (line) => stream.write(`${line}\n`), finish: () => undefined });
+  if (mode === 'off') return progressOf(state, stream, now, { render: () => undefined, log: (line) => stream.write(`${line}\n`), finish: () => undefined });
   if (mode === 'live') return liveProgress(state, stream, now, showAfterMs);
   return plainProgress(state, stream, now, opts.plainIntervalMs ?? DEFAULT_PLAIN_INTERVAL_MS, showAfterMs);
 }
@@ -134,6 +134,12 @@ class ProgressState {
   note = '';
   /** Settled when watching began: the rate counts only what settles after it. */
   private readonly settledAtStart: number;
+  /**
+   * The first change after the start. The rate runs from here: units after
+   * it over the time since, so start-up costs before the first unit
+   * (pipeline compiles, warm-ups) do not drag the ETA for the rest.
+   */
+  private firstChange: { settled: number; atMs: number } | null = null;
 
   constructor(
     readonly label: string,
@@ -142,25 +148,28 @@ class ProgressState {
     readonly startMs: number,
     initial: ProgressCounts | undefined,
   ) {
-    if (initial !== undefined) this.apply(initial);
+    if (initial !== undefined) this.apply(initial, startMs);
     this.settledAtStart = this.settled;
+    this.firstChange = null;
   }
 
-  apply(c: ProgressCounts): void {
+  apply(c: ProgressCounts, nowMs: number): void {
     if (c.done !== undefined) this.done = c.done;
     if (c.failed !== undefined) this.failed = c.failed;
     if (c.total !== undefined) this.total = c.total;
     if (c.note !== undefined) this.note = c.note;
+    if (this.firstChange === null && this.settled !== this.settledAtStart) this.firstChange = { settled: this.settled, atMs: nowMs };
   }
 
   get settled(): number {
     return this.done + (this.failed ?? 0);
   }
 
-  /** Units per second since the start; null before any unit settled. */
+  /** Units per second since the first change; null until a second one. */
   ratePerS(nowMs: number): number | null {
-    const units = this.settled - this.settledAtStart;
-    const seconds = (nowMs - this.startMs) / 1000;
+    if (this.firstChange === null) return null;
+    const units = this.settled - this.firstChange.settled;
+    const seconds = (nowMs - this.firstChange.atMs) / 1000;
     return units > 0 && seconds > 0 ? units / seconds : null;
   }
 
@@ -205,17 +214,17 @@ interface Renderer {
   finish(): void;
 }
 
-function progressOf(state: ProgressState, stream: ProgressStream, r: Renderer): Progress {
+function progressOf(state: ProgressState, stream: ProgressStream, now: () => number, r: Renderer): Progress {
   let stopped = false;
   return {
     update(c) {
       if (stopped) return;
-      state.apply(c);
+      state.apply(c, now());
       r.render();
     },
     increment(by = 1) {
       if (stopped) return;
-      state.apply({ done: state.done + by });
+      state.apply({ done: state.done + by }, now());
       r.render();
     },
     log(message) {
@@ -247,7 +256,7 @@ function plainProgress(state: ProgressState, stream: ProgressStream, now: () => 
   // work that holds the event loop between updates (model generation).
   const heartbeat = setInterval(writeIfDue, Math.min(intervalMs, showAfterMs || intervalMs));
   heartbeat.unref();
-  return progressOf(state, stream, {
+  return progressOf(state, stream, now, {
     render: writeIfDue,
     log: (line) => stream.write(`${line}\n`),
     finish: () => {
@@ -305,7 +314,7 @@ function liveProgress(state: ProgressState, stream: ProgressStream, now: () => n
   const deferred = showAfterMs > 0 ? setTimeout(startIfDue, showAfterMs) : null;
   deferred?.unref();
   startIfDue();
-  return progressOf(state, stream, {
+  return progressOf(state, stream, now, {
     render: () => {
       if (startIfDue()) redraw(false);
     },

@@ -37,10 +37,10 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     const lines = stream.text().trimEnd().split('\n');
     expect(lines).toHaveLength(4);
     expect(lines[0]).toBe('job: 0/100 (done 0, failed 0), - items/s, ETA ?, 0s elapsed');
-    // 21 settled in 1 s; 79 left at 21/s.
-    expect(lines[1]).toBe('job: 21/100 (done 20, failed 1), 21.0 items/s, ETA 4s, 1s elapsed');
-    expect(lines[2]).toBe('job: 40/100 (done 39, failed 1), 20.0 items/s, ETA 3s, 2s elapsed');
-    expect(lines[3]).toBe('job: 40/100 (done 39, failed 1), 16.0 items/s, finished in 3s');
+    // The rate runs from the first change (10 at 400 ms): 11 more in 0.6 s, 79 left.
+    expect(lines[1]).toBe('job: 21/100 (done 20, failed 1), 18.3 items/s, ETA 4s, 1s elapsed');
+    expect(lines[2]).toBe('job: 40/100 (done 39, failed 1), 18.8 items/s, ETA 3s, 2s elapsed');
+    expect(lines[3]).toBe('job: 40/100 (done 39, failed 1), 14.3 items/s, finished in 3s');
     expect(stream.text()).not.toContain(ESC);
   });
 
@@ -48,11 +48,14 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     let t = 0;
     const stream = recorder(false);
     const p = startProgress({ label: 'b', total: 100, initial: { done: 50 }, unit: 'runs', stream, plainIntervalMs: 1000, now: () => t, mode: 'plain' });
-    t = 10_000;
-    p.update({ done: 60 });
+    t = 5000;
+    p.update({ done: 55 });
+    t = 15_000;
+    p.update({ done: 65 });
     p.stop();
-    // 10 runs in 10 s (not 60): 40 left -> 40 s.
-    expect(stream.text()).toContain('60/100, 1.00 runs/s, ETA 40s');
+    // 10 runs in the 10 s since the first change (not 65 in 15 s): 35 left -> 35 s.
+    expect(stream.text()).toContain('b: 55/100, - runs/s, ETA ?, 5s elapsed');
+    expect(stream.text()).toContain('b: 65/100, 1.00 runs/s, ETA 35s, 15s elapsed');
   });
 
   it('increment counts done units and a note follows the counts', () => {
@@ -67,9 +70,9 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     p.stop();
     expect(stream.text().trimEnd().split('\n')).toEqual([
       'gen: 0/3, - tensors/s, ETA ?, 0s elapsed',
-      'gen: 1/3, 1.00 tensors/s, ETA 2s, 1s elapsed',
-      'gen: 3/3, 1.50 tensors/s, ETA 0s, 2s elapsed',
-      'gen: 3/3, 1.50 tensors/s, finished in 2s, writing',
+      'gen: 1/3, - tensors/s, ETA ?, 1s elapsed',
+      'gen: 3/3, 2.00 tensors/s, ETA 0s, 2s elapsed',
+      'gen: 3/3, 2.00 tensors/s, finished in 2s, writing',
     ]);
   });
 
@@ -103,7 +106,7 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     p.update({ done: 3 }); // within the interval after the first line
     t = 2000;
     p.stop();
-    expect(slow.text().trimEnd().split('\n')).toEqual(['s: 2/4, 2.00 items/s, ETA 1s, 1s elapsed', 's: 3/4, 1.50 items/s, finished in 2s']);
+    expect(slow.text().trimEnd().split('\n')).toEqual(['s: 2/4, 10.0 items/s, ETA 0s, 1s elapsed', 's: 3/4, 1.82 items/s, finished in 2s']);
   });
 
   it('log() writes its message as a line of its own', () => {
@@ -118,8 +121,8 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     expect(stream.text().trimEnd().split('\n')).toEqual([
       'k: 0/2, - items/s, ETA ?, 0s elapsed',
       'gemm 128x768x768 rb: 9.1 GFLOP/s',
-      'k: 1/2, 1.00 items/s, ETA 1s, 1s elapsed',
-      'k: 1/2, 1.00 items/s, finished in 1s',
+      'k: 1/2, - items/s, ETA ?, 1s elapsed',
+      'k: 1/2, - items/s, finished in 1s',
       'after',
     ]);
   });
@@ -141,11 +144,13 @@ describe('startProgress, live mode (a terminal)', () => {
     p.update({ done: 0, failed: 0 });
     t = 2000;
     p.update({ done: 3, failed: 1 });
+    t = 3000;
+    p.update({ done: 5, failed: 1 });
     p.stop();
     const text = stream.text();
     expect(text).toContain(ESC); // cursor control from cli-progress, not plain lines
     expect(text).toContain('batch b1 [');
-    expect(text).toContain('4/10 (done 3, failed 1) | 2.00 items/s | finished in 2s');
+    expect(text).toContain('6/10 (done 5, failed 1) | 2.00 items/s | finished in 3s');
   });
 
   it('prints log() messages above the line, before its last drawing', () => {
@@ -192,10 +197,10 @@ describe('startPhasedProgress', () => {
     // Each phase is timed from when the one before it last reported: generating began at 0, writing at 1000.
     expect(stream.text().trimEnd().split('\n')).toEqual([
       'ckpt generate: 0/2, - tensors/s, ETA ?, 1s elapsed',
-      'ckpt generate: 2/2, 2.00 tensors/s, finished in 1s',
+      'ckpt generate: 2/2, - tensors/s, finished in 1s',
       'ckpt write: 0/2, - tensors/s, ETA ?, 0s elapsed',
-      'ckpt write: 2/2, 2.00 tensors/s, ETA 0s, 1s elapsed',
-      'ckpt write: 2/2, 2.00 tensors/s, finished in 1s',
+      'ckpt write: 2/2, 1.00 tensors/s, ETA 0s, 1s elapsed',
+      'ckpt write: 2/2, 1.00 tensors/s, finished in 1s',
     ]);
   });
 });
