@@ -8,7 +8,7 @@ import { batchQueueSettings } from '../queue/settings.js';
 import { WorkerTaskSync } from '../queue/task-sync.js';
 import { BatchWorker } from '../queue/worker.js';
 import { startRuntime } from '../runtime/runtime.js';
-import { InferenceGateway } from '../server/inference.js';
+import { InferenceGateway } from '../gateway/gateway.js';
 import { createLogger, type Logger } from '../util/logger.js';
 import { parseIntOption } from './options.js';
 

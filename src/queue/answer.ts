@@ -1,7 +1,7 @@
 import type { InferenceService } from '../scheduler/types.js';
-import type { InferenceGateway } from '../server/inference.js';
-import { predictOutput } from '../server/protocol/predict-output.js';
-import type { ClassificationOutput, EmbeddingOutput } from '../server/protocol/v1.js';
+import type { InferenceGateway } from '../gateway/gateway.js';
+import { predictOutput } from '../gateway/predict-output.js';
+import type { ClassificationOutput, EmbeddingOutput } from '../gateway/outputs.js';
 import type { StoredItem } from './types.js';
 
 /**

@@ -2,6 +2,7 @@
 // handler. Everything the routes need comes in through AppDeps; nothing here
 // touches the GPU or reads the environment.
 
+import { basename } from 'node:path';
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import helmet from 'helmet';
 import type { Registry } from 'prom-client';
@@ -13,13 +14,14 @@ import type { InferenceService } from '../scheduler/types.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import type { Logger } from '../util/logger.js';
 import { RouteNotFoundError, toHttpFailure, UnauthorizedError } from './errors.js';
-import { InferenceGateway } from './inference.js';
+import { InferenceGateway } from '../gateway/gateway.js';
 import { ServerLifecycle } from './lifecycle.js';
 import { ApiKeys, bearerToken } from './middleware/api-keys.js';
 import { corsFor, refuseForeignOrigins } from './middleware/cors.js';
 import { requestContext } from './middleware/request-context.js';
 import { buildOpenApiDocument } from './openapi.js';
 import type { ErrorBody } from './protocol/v1.js';
+import { openAiOpenApiPaths, openAiRouter } from './routes/openai.js';
 import { predictRouter } from './routes/predict.js';
 import { taskRouter } from './routes/tasks.js';
 import { v2Router } from './routes/v2.js';
@@ -89,6 +91,7 @@ export function createApp(deps: AppDeps): Express {
     logger,
   });
   const openApi = buildOpenApiDocument();
+  Object.assign(openApi['paths'] as Record<string, unknown>, openAiOpenApiPaths);
   if (deps.openApiPaths) Object.assign(openApi['paths'] as Record<string, unknown>, deps.openApiPaths);
 
   const keys = new ApiKeys(server.apiKeys, server.adminToken);
@@ -113,6 +116,17 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.use(predictRouter({ gateway, counters, maxBodyBytes: server.maxBodyBytes }));
+  app.use(
+    openAiRouter({
+      gateway,
+      registry: runtime.registry,
+      counters,
+      baseModelId: basename(runtime.checkpoint.dir),
+      baseCreated: Math.floor(Date.now() / 1000),
+      maxBodyBytes: server.maxBodyBytes,
+      requireKey: keys.require(),
+    }),
+  );
   app.use(v2Router({ gateway, counters, lifecycle, maxBodyBytes: server.maxBodyBytes, readinessParts: deps.readinessParts }));
   app.use(
     taskRouter({

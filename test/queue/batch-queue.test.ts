@@ -7,7 +7,7 @@ import { BatchService } from '../../src/queue/producer.js';
 import type { BatchQueueSettings } from '../../src/queue/settings.js';
 import type { BatchView, ResultLine } from '../../src/queue/types.js';
 import { BatchWorker, type BatchWorkerOptions } from '../../src/queue/worker.js';
-import { predictOutput } from '../../src/server/protocol/predict-output.js';
+import { predictOutput } from '../../src/gateway/predict-output.js';
 import { silentLogger } from '../../src/util/logger.js';
 import {
   deletePrefix,

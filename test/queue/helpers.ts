@@ -19,7 +19,7 @@ import {
   type InferenceService,
   type SchedulerStats,
 } from '../../src/scheduler/types.js';
-import { InferenceGateway } from '../../src/server/inference.js';
+import { InferenceGateway } from '../../src/gateway/gateway.js';
 import { TextTokenizer } from '../../src/tokenizer/text-tokenizer.js';
 
 export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';

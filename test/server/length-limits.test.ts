@@ -5,8 +5,8 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InferenceGateway } from '../../src/server/inference.js';
-import { SequenceTooLongError } from '../../src/server/errors.js';
+import { InferenceGateway } from '../../src/gateway/gateway.js';
+import { SequenceTooLongError } from '../../src/gateway/errors.js';
 import { TextTokenizer } from '../../src/tokenizer/text-tokenizer.js';
 import { FakeService, tinyModel, type TinyModel } from '../queue/helpers.js';
 

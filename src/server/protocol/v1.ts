@@ -50,18 +50,8 @@ export const predictRequestSchema = z
 export type PredictRequest = z.infer<typeof predictRequestSchema>;
 export type PredictOptions = z.infer<typeof predictOptionsSchema>;
 
-/** One answer of a classification task. */
-export interface ClassificationOutput {
-  label: string;
-  score: number;
-  scores: Record<string, number>;
-  logits?: number[];
-}
-
-/** One answer of an embedding task (numLabels 0): the pooled [CLS] output. */
-export interface EmbeddingOutput {
-  embedding: number[];
-}
+import type { ClassificationOutput, EmbeddingOutput } from '../../gateway/outputs.js';
+export type { ClassificationOutput, EmbeddingOutput };
 
 export interface PredictResponse {
   task: string;

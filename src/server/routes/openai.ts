@@ -2,7 +2,7 @@ import { Router, type NextFunction, type Request, type RequestHandler, type Resp
 import type { z } from 'zod';
 import type { TaskInfo, TaskRegistry } from '../../pet/registry.js';
 import { RequestValidationError, toHttpFailure } from '../errors.js';
-import type { InferenceGateway, Sequence } from '../inference.js';
+import type { InferenceGateway, Sequence } from '../../gateway/gateway.js';
 import { jsonBody } from '../middleware/json-body.js';
 import {
   embeddingsRequestSchema,

@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
-import type { InferenceGateway, Sequence } from '../inference.js';
+import type { InferenceGateway, Sequence } from '../../gateway/gateway.js';
 import { jsonBody } from '../middleware/json-body.js';
-import { predictOutput } from '../protocol/predict-output.js';
+import { predictOutput } from '../../gateway/predict-output.js';
 import { predictRequestSchema, type PredictResponse } from '../protocol/v1.js';
 import type { TaskRequestCounters } from '../task-counters.js';
 import { parseOrThrow } from '../validate.js';

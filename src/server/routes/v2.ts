@@ -3,7 +3,7 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import type { TaskInfo } from '../../pet/registry.js';
 import { RequestValidationError, RouteNotFoundError, toHttpFailure } from '../errors.js';
-import { softmax, type InferenceGateway, type Sequence } from '../inference.js';
+import { softmax, type InferenceGateway, type Sequence } from '../../gateway/gateway.js';
 import type { ServerLifecycle } from '../lifecycle.js';
 import { jsonBody } from '../middleware/json-body.js';
 import {

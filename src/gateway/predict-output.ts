@@ -2,10 +2,10 @@
 // (POST /v1/tasks/:task/predict, one entry of `outputs`) and each result line
 // of an offline batch (`response`) are built here, so the two cannot differ.
 
-import type { TaskInfo } from '../../pet/registry.js';
-import type { InferenceResult } from '../../scheduler/types.js';
-import { softmax } from '../inference.js';
-import type { ClassificationOutput, EmbeddingOutput } from './v1.js';
+import type { TaskInfo } from '../pet/registry.js';
+import type { InferenceResult } from '../scheduler/types.js';
+import { softmax } from './gateway.js';
+import type { ClassificationOutput, EmbeddingOutput } from './outputs.js';
 
 /** Labels with probabilities for a classification task, the pooled output for an embedding task (numLabels 0). */
 export function predictOutput(task: TaskInfo, r: InferenceResult, returnLogits: boolean): ClassificationOutput | EmbeddingOutput {

@@ -1,6 +1,8 @@
-// What /v1 predict and V2 infer share: turning texts or token ids into checked
-// sequences, submitting them (one sequence per submit; the scheduler batches),
-// and turning logits into probabilities.
+// The one front door below the HTTP server and the queue worker: every route
+// (/v1 predict, V2 infer, OpenAI embeddings) and every batch item turns texts or
+// token ids into sequences checked against the model HERE, once, then submits
+// them (one sequence per submit; the scheduler batches). The scheduler and the
+// engine trust what the gateway passes them.
 
 import type { BertConfig } from '../model/bert-config.js';
 import { UnknownTaskError, type TaskInfo, type TaskRegistry } from '../pet/registry.js';
