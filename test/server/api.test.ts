@@ -351,7 +351,7 @@ describe('Open Inference Protocol (V2)', () => {
     expectV2(await infer('nope', { inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: ['x'] }] }), 404, /nope/);
     expectV2(await infer('cls-lora', { inputs: [{ name: 'input_ids', datatype: 'FP32', shape: [1, 2], data: [101, 102] }] }), 400, /integer type/);
     expectV2(await infer('cls-lora', { inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [1, 3], data: [101, 102] }] }), 400, /3 elements/);
-    expectV2(await infer('cls-lora', { inputs: [{ name: 'pixels', datatype: 'INT64', shape: [1, 1], data: [1] }] }), 400, /pixels/);
+    expectV2(await infer('cls-lora', { inputs: [{ name: 'pixels', datatype: 'INT64', shape: [1, 1], data: [1] }] }), 400, /inputs\[0\]\.name is not an input/);
     expectV2(
       await infer('cls-lora', { inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: ['x'] }], outputs: [{ name: 'pooler_output' }] }),
       400,
