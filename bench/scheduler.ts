@@ -19,7 +19,8 @@ import { scheduleOperators } from '../src/scheduler/operator-scheduler.js';
 import { ModelRunner, type TaskRow } from '../src/engine/model-runner.js';
 import { silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
-import { benchArgs, flag } from './lib/args.js';
+import { benchArgs, flag, intFlag } from './lib/args.js';
+import { otherCpuShare, sampleCpu } from './lib/cpu-load.js';
 import { lognormalLengths, normalLengths } from './lib/lengths.js';
 import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
 import {
@@ -28,12 +29,17 @@ import {
   paddedEngine,
   percentile,
   runClosed,
-  runOpenLoop,
   runSeqS,
   schedulerConfig,
   type Harness,
   type RunStats,
+  type SchedulerEngine,
+  type Workload,
 } from './lib/serving-harness.js';
+import { Scheduler, type SchedulerConfig } from '../src/scheduler/scheduler.js';
+import type { CostEstimator } from '../src/scheduler/cost-model.js';
+import type { BatchReport } from '../src/scheduler/types.js';
+import { PetServeError } from '../src/util/errors.js';
 import { barChartSvg, lineChartSvg } from './lib/svg-chart.js';
 
 const experiment = benchArgs.find((a) => !a.startsWith('--') && !/^\d/.test(a)) ?? '';
@@ -204,60 +210,199 @@ async function lengthVariance(h: Harness): Promise<Report> {
   };
 }
 
-/** 3. Open loop: Poisson arrivals at fractions of measured max throughput. */
+/** 3. Open loop: Poisson arrivals at fractions of measured max throughput, repeated; per-batch traces. */
 async function openLoop(h: Harness): Promise<Report> {
   h.ensureTasks(64);
   const tasks = h.taskIds.slice(0, 64);
-  const durationS = Number(flag('--seconds') ?? (quick ? 8 : 15));
+  const durationS = Number(flag('--seconds') ?? (quick ? 8 : 60));
+  const repeats = intFlag('--repeats', quick ? 1 : 3);
   const rngW = new Rng(900);
   const probe = makeWorkload(rngW, tasks, normalLengths(rngW, 256, 32, 8, 128), h.base.config.vocabSize);
+  // Warm pipelines and let the online cost model see real batches before anything is measured.
   await runClosed(h.runner, h.cost, schedulerConfig({}), probe);
   const max = await runClosed(h.runner, h.cost, schedulerConfig({}), probe);
   const maxRps = (max.requests * 1000) / max.ms;
   // SLO: a few full-batch times, so that it is meetable at moderate load and not trivially at any.
   const sloMs = Number(flag('--slo-ms') ?? Math.round(Math.max(250, 3 * h.cost.estimateMs({ rows: 32, tokens: 1024, sumSqLen: 32 * 32 * 32, kindTokens: {}, distinctTasks: 16 }))));
-  const loads = quick ? [0.3, 0.7, 1.0] : [0.1, 0.3, 0.5, 0.7, 0.9, 1.0];
+  const loads = flag('--loads')?.split(',').map(Number) ?? (quick ? [0.3, 0.7, 1.0] : [0.5, 0.7, 1.0, 1.3]);
+  if (loads.some((l) => !(l > 0))) throw new Error('--loads must be positive fractions, e.g. 0.5,0.7,1.0');
+  const only = flag('--systems')?.split(',');
   const systems = [
-    { name: 'FIFO', engine: h.runner, cfg: schedulerConfig({ policy: 'fifo', maxBatchRows: FIXED_ROWS, operatorScheduler: false, defaultSloMs: sloMs }) },
-    { name: 'PetS-style', engine: h.runner, cfg: schedulerConfig({ policy: 'pets', operatorScheduler: false, defaultSloMs: sloMs }) },
-    { name: 'ours', engine: h.runner, cfg: schedulerConfig({ policy: 'slo', defaultSloMs: sloMs, maxWaitMs: sloMs }) },
-  ];
-  const rows: string[][] = [];
-  const json: unknown[] = [];
-  const attain = new Map<string, [number, number][]>(systems.map((s) => [s.name, []]));
-  const p99s = new Map<string, [number, number][]>(systems.map((s) => [s.name, []]));
+    { name: 'FIFO', cfg: schedulerConfig({ policy: 'fifo', maxBatchRows: FIXED_ROWS, operatorScheduler: false, defaultSloMs: sloMs }) },
+    { name: 'PetS-style', cfg: schedulerConfig({ policy: 'pets', operatorScheduler: false, defaultSloMs: sloMs }) },
+    { name: 'ours', cfg: schedulerConfig({ policy: 'slo', defaultSloMs: sloMs, maxWaitMs: sloMs }) },
+  ].filter((s) => !only || only.includes(s.name));
+  const runs: (OpenLoopRun & { load: number; system: string; repeat: number })[] = [];
+  const traces: string[] = [];
   for (const load of loads) {
     const rate = load * maxRps;
     const count = Math.max(20, Math.round(rate * durationS));
-    const rng = new Rng(Math.round(load * 1000));
-    const w = makeWorkload(rng, tasks, normalLengths(rng, count, 32, 8, 128), h.base.config.vocabSize);
-    for (const s of systems) {
-      const r = await runOpenLoop(s.engine, h.cost, s.cfg, w, rate, new Rng(7));
-      const p50 = percentile(r.latenciesMs, 50);
-      const p99 = percentile(r.latenciesMs, 99);
-      const slo = r.sloMet / r.total;
-      attain.get(s.name)!.push([load * 100, slo * 100]);
-      p99s.get(s.name)!.push([load * 100, Number.isFinite(p99) ? p99 : sloMs * 4]);
-      rows.push([`${Math.round(load * 100)} %`, s.name, fmt(p50, 0), Number.isFinite(p99) ? fmt(p99, 0) : 'expired', `${fmt(slo * 100, 1)} %`, String(r.expired), fmt(r.batches.length ? r.batches.reduce((a, b) => a + b.rows, 0) / r.batches.length : 0, 1)]);
-      json.push({ load, system: s.name, requests: r.total, p50Ms: round(p50), p99Ms: Number.isFinite(p99) ? round(p99) : null, sloAttainment: round(slo), expired: r.expired, batches: r.batches.length });
+    // Repeat-major: every system runs repeat r before any runs r+1, so machine noise hits all alike.
+    for (let repeat = 0; repeat < repeats; repeat++) {
+      const rng = new Rng(Math.round(load * 1000) + 7919 * repeat);
+      const w = makeWorkload(rng, tasks, normalLengths(rng, count, 32, 8, 128), h.base.config.vocabSize);
+      for (const s of systems) {
+        const r = await runOpenLoopTraced(h.runner, h.cost, s.cfg, w, rate, new Rng(7 + repeat));
+        runs.push({ ...r, load, system: s.name, repeat });
+        for (const b of r.trace) traces.push(JSON.stringify({ load, system: s.name, repeat, ...b }));
+        console.error(
+          `load ${load} ${s.name} #${repeat}: ${fmt(r.sloMet * 100 / r.total, 1)} % met, p99 ${fmt(percentile(r.latenciesMs, 99), 0)} ms, ` +
+            `refused ${r.refused}, expired ${r.expired}, late ${r.late}, other CPU ${fmt(r.otherCpuShare * 100, 0)} %`,
+        );
+      }
     }
   }
+  const rows: string[][] = [];
+  const json: unknown[] = [];
+  const attain = new Map<string, [number, number][]>(systems.map((s) => [s.name, []]));
+  const spread = (xs: number[], digits: number, scale = 1): string => {
+    const v = xs.map((x) => x * scale);
+    const m = v.reduce((a, b) => a + b, 0) / v.length;
+    return v.length > 1 ? `${fmt(m, digits)} (${fmt(Math.min(...v), digits)}–${fmt(Math.max(...v), digits)})` : fmt(m, digits);
+  };
+  const p99Of = (r: OpenLoopRun): number => percentile(r.latenciesMs, 99);
+  for (const load of loads) {
+    for (const s of systems) {
+      const rs = runs.filter((r) => r.load === load && r.system === s.name);
+      const met = rs.map((r) => r.sloMet / r.total);
+      const p99 = rs.map(p99Of);
+      attain.get(s.name)!.push([load * 100, (met.reduce((a, b) => a + b, 0) / met.length) * 100]);
+      rows.push([
+        `${Math.round(load * 100)} %`,
+        s.name,
+        spread(rs.map((r) => percentile(r.latenciesMs, 50)), 0),
+        p99.every(Number.isFinite) ? spread(p99, 0) : `${rs.filter((r) => !Number.isFinite(p99Of(r))).length}/${rs.length} ∞`,
+        spread(met, 1, 100),
+        spread(rs.map((r) => r.refused), 0),
+        spread(rs.map((r) => r.expired), 0),
+        spread(rs.map((r) => r.late), 0),
+        spread(rs.map((r) => r.batches.length ? r.batches.reduce((a, b) => a + b.rows, 0) / r.batches.length : 0), 1),
+        spread(rs.map((r) => r.otherCpuShare), 0, 100),
+      ]);
+      for (const r of rs) {
+        json.push({
+          load,
+          system: s.name,
+          repeat: r.repeat,
+          requests: r.total,
+          p50Ms: round(percentile(r.latenciesMs, 50)),
+          p99Ms: Number.isFinite(p99Of(r)) ? round(p99Of(r)) : null,
+          p99ServedMs: round(percentile(r.servedMs, 99)),
+          sloAttainment: round(r.sloMet / r.total),
+          refused: r.refused,
+          refusedMedianMs: r.refusedMs.length ? round(percentile(r.refusedMs, 50)) : null,
+          expired: r.expired,
+          late: r.late,
+          batches: r.batches.length,
+          otherCpuShare: round(r.otherCpuShare),
+        });
+      }
+    }
+  }
+  const adapter = adapterSlug(h.ctx.capabilities.adapterName);
+  const traceFile = join(outDir, `sched-latency-trace-${adapter}-${fileStamp(new Date())}.jsonl`);
+  if (!benchArgs.includes('--no-trace')) await writeFile(traceFile, `${traces.join('\n')}\n`);
   return {
-    title: `Open-loop latency over 64 tasks: SLO ${sloMs} ms`,
-    table: { title: 'open loop', headers: ['load', 'system', 'p50 ms', 'p99 ms', 'SLO met', 'expired', 'rows/batch'], rows },
-    json: { maxRequestsPerSec: round(maxRps), sloMs, durationS, points: json },
+    title: `Open-loop latency over 64 tasks: SLO ${sloMs} ms, ${durationS} s per point, ${repeats} repeats`,
+    table: {
+      title: 'open loop',
+      headers: ['load', 'system', 'p50 ms', 'p99 ms', 'SLO met %', '429 early', '504 expired', 'served late', 'rows/batch', 'other CPU %'],
+      rows,
+    },
+    json: { maxRequestsPerSec: round(maxRps), sloMs, durationS, repeats, costModel: { ...h.cost.state(), coef: h.cost.coef }, points: json },
     svg: lineChartSvg({
-      title: `SLO attainment vs load (SLO ${sloMs} ms, ${preset})`,
+      title: `SLO attainment vs load (SLO ${sloMs} ms, ${preset}, mean of ${repeats})`,
       xLabel: 'offered load, % of measured max throughput',
       yLabel: 'SLO attainment %',
       series: [...attain].map(([name, points]) => ({ name, points })),
     }),
     notes: [
-      `Max throughput measured first (closed loop, ours): ${fmt(maxRps, 1)} requests/s; each load point offers Poisson arrivals for ${durationS} s; lengths N(32, 8).`,
-      'Every system drops a request whose deadline passed before it ran (counted as a miss, latency ∞ in p99).',
-      'FIFO: fixed batches of 32 rows on the packed engine; PetS-style: length DP snapshot, no deadlines; ours: deadline-aware DP, batch time capped by the SLO, operator scheduler on.',
+      `Max throughput measured first (closed loop, ours, 256 requests): ${fmt(maxRps, 1)} requests/s; each load point offers Poisson arrivals for ${durationS} s, ${repeats} repeats (repeat-major: all systems run repeat r before r+1); lengths N(32, 8) clipped to 1..128.`,
+      'Cells are mean (min–max) over repeats. SLO met = answered within the SLO / all offered (429s and 504s count as misses). p99 over all offered requests with misses as ∞ ("k/n ∞" = k of n repeats had ∞ at p99).',
+      '429 early: refused at submit (DEADLINE_UNREACHABLE; only ours refuses); 504 expired: deadline passed while queued; served late: answered after the SLO.',
+      'other CPU %: share of the 2 cores used by other processes during the run (the machine is shared).',
+      'FIFO: fixed batches of 32 rows on the packed engine; PetS-style: length DP snapshot, no deadlines; ours: deadline-aware DP, batch time capped by the SLO, early refusal, operator scheduler on.',
+      'All systems share one online cost model (it learns from every batch of every system).',
+      `Per-batch traces (predicted vs measured ms, cap, mode, queue): ${traceFile}`,
     ],
   };
+}
+
+interface OpenLoopRun {
+  latenciesMs: number[];
+  servedMs: number[];
+  refusedMs: number[];
+  sloMet: number;
+  refused: number;
+  expired: number;
+  late: number;
+  total: number;
+  batches: BatchReport[];
+  trace: Record<string, unknown>[];
+  otherCpuShare: number;
+}
+
+/** Poisson arrivals at `ratePerSec`; resolves when every answer is in. Records one trace line per batch. */
+async function runOpenLoopTraced(engine: SchedulerEngine, cost: CostEstimator, config: SchedulerConfig, w: Workload, ratePerSec: number, rng: Rng): Promise<OpenLoopRun> {
+  const batches: BatchReport[] = [];
+  const trace: Record<string, unknown>[] = [];
+  let t0 = performance.now();
+  const s = new Scheduler(engine, config, {
+    logger: silentLogger,
+    cost,
+    observer: {
+      batchDone: (b) => {
+        batches.push(b);
+        const d = b.decision;
+        trace.push({
+          tMs: Math.round(performance.now() - t0),
+          rows: b.rows,
+          tokens: b.tokens,
+          tasks: b.distinctTasks,
+          estMs: round(b.estimatedMs),
+          wallMs: round(b.wallMs),
+          mode: d?.mode,
+          capMs: d?.capMs === null || d?.capMs === undefined ? null : round(d.capMs),
+          queuedBefore: d?.queuedBefore,
+          maxQueueWaitMs: d ? round(d.maxQueueWaitMs) : null,
+          minSlackAtStartMs: d ? round(d.minSlackAtStartMs) : null,
+        });
+      },
+    },
+  });
+  const out: OpenLoopRun = { latenciesMs: [], servedMs: [], refusedMs: [], sloMet: 0, refused: 0, expired: 0, late: 0, total: w.requests.length, batches, trace, otherCpuShare: 0 };
+  const pending: Promise<void>[] = [];
+  const cpu0 = sampleCpu();
+  t0 = performance.now();
+  let next = 0;
+  for (const r of w.requests) {
+    next += (-Math.log(1 - rng.next()) / ratePerSec) * 1000;
+    const wait = t0 + next - performance.now();
+    if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+    const sent = performance.now();
+    pending.push(
+      s.submit({ ...r, sloMs: config.defaultSloMs, dropExpired: true }).then(
+        () => {
+          const ms = performance.now() - sent;
+          out.latenciesMs.push(ms);
+          out.servedMs.push(ms);
+          if (ms <= config.defaultSloMs) out.sloMet++;
+          else out.late++;
+        },
+        (err: unknown) => {
+          if (err instanceof PetServeError && (err.code === 'DEADLINE_UNREACHABLE' || err.code === 'OVERLOADED')) {
+            out.refused++;
+            out.refusedMs.push(performance.now() - sent);
+          } else out.expired++;
+          out.latenciesMs.push(Infinity);
+        },
+      ),
+    );
+  }
+  await Promise.all(pending);
+  out.otherCpuShare = otherCpuShare(cpu0);
+  await s.close();
+  return out;
 }
 
 /** 4. Operator scheduler on vs off per PET mix: device time from timestamp queries and wall time. */

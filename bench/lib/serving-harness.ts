@@ -14,9 +14,9 @@ import type { PresetName } from '../../src/model/presets.js';
 import { generatePet } from '../../src/pet/init-pet.js';
 import { TaskRegistry } from '../../src/pet/registry.js';
 import { PET_KINDS, type PetBundle, type PetKind } from '../../src/pet/types.js';
-import { loadOrProfileCostModel } from '../../src/scheduler/cost-profiler.js';
-import type { LinearCostModel } from '../../src/scheduler/cost-model.js';
-import { ENGINE_COST_VERSION } from '../../src/scheduler/create-scheduler.js';
+import type { CostEstimator } from '../../src/scheduler/cost-model.js';
+import { createCostModel } from '../../src/scheduler/create-scheduler.js';
+import type { OnlineCostModel } from '../../src/scheduler/online-cost-model.js';
 import { Scheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
 import type { BatchReport, InferenceRequest, RequestReport } from '../../src/scheduler/types.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -29,7 +29,8 @@ export interface Harness {
   base: BertCheckpoint;
   registry: TaskRegistry;
   runner: ModelRunner;
-  cost: LinearCostModel;
+  /** Online: learns from every batch any system of the benchmark runs (shared, as one server's would be). */
+  cost: OnlineCostModel;
   bundles: Map<string, PetBundle>;
   taskIds: string[];
   /** Register tasks until there are `n` (kinds drawn uniformly, seeded). */
@@ -44,12 +45,7 @@ export async function createHarness(opts: { preset: PresetName; maxBatchTokens: 
   const ctx = await GpuContext.create({ adapter: process.env['PETSERVE_GPU_ADAPTER'] }, silentLogger);
   const registry = new TaskRegistry(base, { logger: silentLogger });
   const runner = await ModelRunner.create(ctx, base, { dtype: 'f32', logger: silentLogger, registry, poolBytes: 1 << 30 });
-  const cost = await loadOrProfileCostModel(
-    runner,
-    { adapter: ctx.capabilities.adapterName, model: base.config, dtype: 'f32', engineVersion: ENGINE_COST_VERSION },
-    '.cache/cost-model',
-    { logger: silentLogger, maxTokens: opts.maxBatchTokens },
-  );
+  const cost = await createCostModel(ctx, runner, { costCacheDir: '.cache/cost-model', maxBatchTokens: opts.maxBatchTokens }, silentLogger);
   const rng = new Rng(opts.seed ?? 77);
   const bundles = new Map<string, PetBundle>();
   const taskIds: string[] = [];
@@ -136,7 +132,7 @@ export interface RunStats {
 }
 
 /** Closed loop: everything queued at once, time until the last answer. */
-export async function runClosed(engine: SchedulerEngine, cost: LinearCostModel, config: SchedulerConfig, w: Workload): Promise<RunStats> {
+export async function runClosed(engine: SchedulerEngine, cost: CostEstimator, config: SchedulerConfig, w: Workload): Promise<RunStats> {
   const batches: BatchReport[] = [];
   const reports: RequestReport[] = [];
   const s = new Scheduler(engine, config, {
@@ -188,7 +184,7 @@ export async function runSeqS(h: Harness, w: Workload, maxRows: number): Promise
 /** Poisson arrivals at `ratePerSec` for `durationMs`; resolves when every answer is in. */
 export async function runOpenLoop(
   engine: SchedulerEngine,
-  cost: LinearCostModel,
+  cost: CostEstimator,
   config: SchedulerConfig,
   w: Workload,
   ratePerSec: number,

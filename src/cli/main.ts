@@ -5,6 +5,7 @@ import { exitCodeFor } from './exit-codes.js';
 import { registerInitModel } from './init-model-command.js';
 import { registerInitPet } from './init-pet-command.js';
 import { registerPredict } from './predict-command.js';
+import { registerProfile } from './profile-command.js';
 import { registerServe } from './serve-command.js';
 import { registerWorker } from './worker-command.js';
 
@@ -33,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
   registerServe(program, run);
   registerWorker(program, run);
   registerBatch(program, run);
+  registerProfile(program, run);
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -473,6 +473,28 @@ export class PetServeMetrics {
       registers,
       collect: () => inFlight.set(this.schedulerSource?.stats().inFlightBatches ?? Number.NaN),
     });
+    // The online cost model: its error falling below scheduler's threshold is what "converged" means.
+    const costError: Gauge = new Gauge({
+      name: `${p}cost_model_error`,
+      help: "Mean relative error |predicted - measured| / measured of the cost model's last batch predictions, each made before the model learned from that batch (NaN before the first).",
+      registers,
+      collect: () => costError.set(this.schedulerSource?.stats().costModel?.recentError ?? Number.NaN),
+    });
+    const costConverged: Gauge = new Gauge({
+      name: `${p}cost_model_converged`,
+      help: 'Whether the online cost model has converged (1) or is still calibrating (0): until then SLO decisions are conservative.',
+      registers,
+      collect: () => {
+        const c = this.schedulerSource?.stats().costModel;
+        costConverged.set(c ? (c.phase === 'converged' ? 1 : 0) : Number.NaN);
+      },
+    });
+    const costBatches: Gauge = new Gauge({
+      name: `${p}cost_model_batches`,
+      help: 'Batches the online cost model has learned from since start.',
+      registers,
+      collect: () => costBatches.set(this.schedulerSource?.stats().costModel?.batches ?? Number.NaN),
+    });
   }
 
   /**

@@ -37,7 +37,12 @@ export async function registerTaskDirectories(
       await registry.register(id, join(root, id));
       scan.registered.push(id);
     } catch (err) {
-      if (opts.onInvalid === 'fail' || !(err instanceof PetServeError)) throw err;
+      if (!(err instanceof PetServeError)) throw err;
+      if (opts.onInvalid === 'fail') {
+        // PET loaders name files relative to the PET directory; say which task it was (class and code unchanged).
+        err.message = `task '${id}': ${err.message}`;
+        throw err;
+      }
       opts.logger.error({ task: id, dir: join(root, id), err: err.message }, 'task directory not registered');
       scan.skipped.push({ id, reason: err.message });
     }

@@ -25,6 +25,23 @@ export interface CostEstimator {
   estimateMs(f: BatchFeatures): number;
   /** How much heavier a PET of this size is than the profiled one of its kind (1 = same). */
   sizeScale?(kind: string, packedFloats: number): number;
+  /** Learn from one measured batch (online models; see online-cost-model.ts). */
+  observe?(f: BatchFeatures, measuredMs: number): void;
+  /** False while an online model is still calibrating: the scheduler then decides conservatively. Absent = a fixed, trusted model. */
+  readonly converged?: boolean;
+  /** Calibration state for /v1/status and the status page. */
+  state?(): CostModelState;
+}
+
+/** Where an online cost model stands (status page: "cost model: calibrating, 12 batches"). */
+export interface CostModelState {
+  phase: 'calibrating' | 'converged';
+  /** Real batches observed since start. */
+  batches: number;
+  /** Mean |predicted − measured| / measured over the last predictions, each made before its batch was learned from; null before any. */
+  recentError: number | null;
+  /** Where the model started from: 'cache' (a model saved on this device), 'calibration' (a few timed batches at start). */
+  source: string;
 }
 
 export interface CostCoefficients {
@@ -75,7 +92,7 @@ export function fitNonNegative(rows: readonly number[][], targets: readonly numb
     if (idx.length === 0) return coef;
     const A = idx.map((a) => idx.map((b) => rows.reduce((s, r) => s + r[a]! * r[b]!, 0)));
     const y = idx.map((a) => rows.reduce((s, r, k) => s + r[a]! * targets[k]!, 0));
-    const x = solve(A, y);
+    const x = solveLinear(A, y);
     idx.forEach((col, i) => (coef[col] = x[i]!));
     const negative = idx.filter((col) => coef[col]! < 0);
     if (negative.length === 0) return coef;
@@ -84,7 +101,7 @@ export function fitNonNegative(rows: readonly number[][], targets: readonly numb
   }
 }
 
-function solve(A: number[][], y: number[]): number[] {
+export function solveLinear(A: number[][], y: number[]): number[] {
   const n = y.length;
   const M = A.map((row, i) => [...row, y[i]!]);
   for (let c = 0; c < n; c++) {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { ModelRunner, TaskRow } from '../engine/model-runner.js';
 import { generatePet } from '../pet/init-pet.js';
 import { PET_KINDS, type PetKind } from '../pet/types.js';
-import { PetServeError } from '../util/errors.js';
+import { PoolExhaustedError } from '../pet/gpu-pool.js';
 import type { Logger } from '../util/logger.js';
 import { Rng } from '../util/random.js';
 import { fitNonNegative, LinearCostModel, type CostCoefficients } from './cost-model.js';
@@ -23,6 +23,16 @@ export interface ProfileOptions {
   maxTokens: number;
   /** Timed repetitions per point (median taken) after one untimed warm-up. */
   reps?: number;
+  /** Called after each timed point (a CLI shows a progress line with it). */
+  onProgress?: (progress: ProfileProgress) => void;
+}
+
+export interface ProfileProgress {
+  /** Points timed so far, of `total`. */
+  done: number;
+  total: number;
+  /** What was just timed, e.g. "base 16×32" or "lora". */
+  what: string;
 }
 
 /** Identifies what a cached model is valid for. */
@@ -40,35 +50,97 @@ export function costModelKeyHash(key: CostModelKey): string {
   return createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 16);
 }
 
-/** Read a cached model, profile on a miss, write it back (atomically). */
+/** Where the model for `key` is cached under `cacheDir`. */
+export function costModelFile(cacheDir: string, key: CostModelKey): string {
+  return join(cacheDir, `cost-${costModelKeyHash(key)}.json`);
+}
+
+/** The cached coefficients for `key`, or null when absent, unreadable or for another key. */
+export async function readCachedCostModel(cacheDir: string | null, key: CostModelKey): Promise<CostCoefficients | null> {
+  if (!cacheDir) return null;
+  try {
+    const cached = JSON.parse(await readFile(costModelFile(cacheDir, key), 'utf8')) as { key: CostModelKey; coef: CostCoefficients };
+    return JSON.stringify(cached.key) === JSON.stringify(key) ? cached.coef : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Write the coefficients for `key` atomically (a reader never sees half a file). */
+export async function writeCachedCostModel(cacheDir: string, key: CostModelKey, coef: CostCoefficients, meta: Record<string, unknown> = {}): Promise<string> {
+  const file = costModelFile(cacheDir, key);
+  await mkdir(cacheDir, { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify({ key, coef, ...meta }, null, 2));
+  await rename(tmp, file);
+  return file;
+}
+
+/** Read a cached model, run the full profile on a miss, write it back. */
 export async function loadOrProfileCostModel(
   runner: ModelRunner,
   key: CostModelKey,
   cacheDir: string | null,
   opts: ProfileOptions,
 ): Promise<LinearCostModel> {
-  const file = cacheDir ? join(cacheDir, `cost-${costModelKeyHash(key)}.json`) : null;
-  if (file) {
-    try {
-      const cached = JSON.parse(await readFile(file, 'utf8')) as { key: CostModelKey; coef: CostCoefficients };
-      if (JSON.stringify(cached.key) === JSON.stringify(key)) {
-        opts.logger.info({ file }, 'cost model loaded from cache');
-        return new LinearCostModel(cached.coef);
-      }
-    } catch {
-      // Missing or unreadable cache: profile below.
-    }
+  const cached = await readCachedCostModel(cacheDir, key);
+  if (cached) {
+    opts.logger.info({ cacheDir }, 'cost model loaded from cache');
+    return new LinearCostModel(cached);
   }
   const t0 = performance.now();
   const model = await profileCostModel(runner, opts);
   opts.logger.info({ ms: Math.round(performance.now() - t0), coef: model.coef }, 'cost model profiled');
-  if (file && cacheDir) {
-    await mkdir(cacheDir, { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify({ key, coef: model.coef }, null, 2));
-    await rename(tmp, file);
-  }
+  if (cacheDir) await writeCachedCostModel(cacheDir, key, model.coef, { source: 'profile' });
   return model;
+}
+
+/**
+ * Multiples of the base per-token cost assumed for what the short calibration
+ * does not time (PET ops, distinct tasks), until real batches teach the online
+ * model. Chosen above what the full profile measured for bert-mini on lavapipe,
+ * so an untaught term errs toward "slower": smaller batches, earlier at-risk
+ * decisions, never a promise the device cannot keep.
+ */
+const PRIOR_KIND_TOKEN_FACTOR = 0.5;
+const PRIOR_TASK_FIXED_FACTOR = 0.25;
+
+/**
+ * A few seconds instead of the full profile: one untimed warm-up (compiles the
+ * pipelines), then three base batches of different shapes, each timed twice
+ * (the faster kept). Fits the fixed and per-token terms; the terms it cannot
+ * separate (per row, Σlen², PET kinds, distinct tasks) start from the
+ * conservative multiples above and are learned online (online-cost-model.ts).
+ */
+export async function calibrateCostModel(runner: ModelRunner, opts: { maxTokens: number; onProgress?: (done: number, total: number) => void }): Promise<CostCoefficients> {
+  const cfg = runner.checkpoint.config;
+  const rng = new Rng(4242);
+  const seq = (len: number): number[] => Array.from({ length: len }, () => rng.int(Math.min(1000, cfg.vocabSize - 1), cfg.vocabSize));
+  const maxLen = Math.min(cfg.maxPositionEmbeddings, 64);
+  const shapes: [number, number][] = [
+    [1, 8],
+    [1, maxLen],
+    [Math.max(1, Math.min(8, Math.floor(opts.maxTokens / 32))), Math.min(32, maxLen)],
+  ];
+  await runner.runTasks([{ task: null, inputIds: seq(8) }], { logits: true });
+  const X: number[][] = [];
+  const y: number[] = [];
+  for (const [i, [rows, len]] of shapes.entries()) {
+    const batch = Array.from({ length: rows }, (): TaskRow => ({ task: null, inputIds: seq(len) }));
+    let best = Infinity;
+    for (let r = 0; r < 2; r++) {
+      const t0 = performance.now();
+      await runner.runTasks(batch, { logits: true });
+      best = Math.min(best, performance.now() - t0);
+    }
+    X.push([1, rows * len]);
+    y.push(best);
+    opts.onProgress?.(i + 1, shapes.length);
+  }
+  const [fixedMs, perTokenMs] = fitNonNegative(X, y) as [number, number];
+  const perKindTokenMs: Record<string, number> = {};
+  for (const kind of PET_KINDS) perKindTokenMs[kind] = PRIOR_KIND_TOKEN_FACTOR * perTokenMs;
+  return { fixedMs, perRowMs: 0, perTokenMs, perSqLenMs: 0, perKindTokenMs, perTaskMs: PRIOR_TASK_FIXED_FACTOR * fixedMs };
 }
 
 export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions): Promise<LinearCostModel> {
@@ -98,19 +170,22 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
     if (len > maxLen) continue;
     for (const rows of [1, 4, 16, 64]) if (rows * len <= budget) shapes.push([rows, len]);
   }
+  const registry = runner.registry;
+  // Base grid, then (with a registry) the probe, one point per PET kind, one LoRA and the spread.
+  const total = shapes.length + (registry ? PET_KINDS.length + 3 : 0);
+  let done = 0;
+  const progress = (what: string): void => opts.onProgress?.({ done: ++done, total, what });
   const X: number[][] = [];
   const y: number[] = [];
-  const baseRows = new Map<string, TaskRow[]>();
   for (const [rows, len] of shapes) {
     const batch = Array.from({ length: rows }, (): TaskRow => ({ task: null, inputIds: seq(len) }));
-    baseRows.set(`${rows}x${len}`, batch);
     X.push([1, rows, rows * len, rows * len * len]);
     y.push(await timeRows(batch));
+    progress(`base ${rows}×${len}`);
   }
   const [fixedMs, perRowMs, perTokenMs, perSqLenMs] = fitNonNegative(X, y) as [number, number, number, number];
 
   // PET kinds: the same 8×32 rows under one temporary task of each kind.
-  const registry = runner.registry;
   const perKindTokenMs: Record<string, number> = {};
   const profiledPackedFloats: Record<string, number> = {};
   let perTaskMs = 0;
@@ -118,6 +193,7 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
     const probeRows = Math.min(8, Math.floor(budget / 32));
     const probe = Array.from({ length: probeRows }, (): TaskRow => ({ task: null, inputIds: seq(32) }));
     const baseMs = await timeRows(probe);
+    progress('base probe');
     const ids: string[] = [];
     try {
       for (const kind of PET_KINDS) {
@@ -127,6 +203,7 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
         profiledPackedFloats[kind] = info.packedFloats;
         const ms = await timeRows(probe.map((r) => ({ ...r, task: id })));
         perKindTokenMs[kind] = Math.max(0, (ms - baseMs) / (probeRows * 32));
+        progress(kind);
       }
       // Distinct tasks: the LoRA probe spread over 8 tasks instead of one.
       const spread: string[] = [];
@@ -137,13 +214,16 @@ export async function profileCostModel(runner: ModelRunner, opts: ProfileOptions
         spread.push(id);
       }
       const oneMs = await timeRows(probe.map((r) => ({ ...r, task: `${PROFILE_TASK_PREFIX}lora` })));
+      progress('one LoRA task');
       try {
         const spreadMs = await timeRows(probe.map((r, i) => ({ ...r, task: spread[i % spread.length]! })));
         perTaskMs = Math.max(0, (spreadMs - oneMs) / 7);
+        progress('8 LoRA tasks');
       } catch (err) {
         // A pool too small for 8 LoRAs at once: leave the per-task term at 0 rather than fail start-up.
-        if (!(err instanceof PetServeError && err.code === 'POOL_EXHAUSTED')) throw err;
+        if (!(err instanceof PoolExhaustedError)) throw err;
         opts.logger.warn('PET pool too small to profile the per-task cost; assuming 0');
+        progress('8 LoRA tasks (skipped: pool too small)');
       }
     } finally {
       for (const id of ids) await registry.unregister(id);

@@ -2,16 +2,18 @@ import type { PetServeConfig } from '../config/config.js';
 import type { PhaseTiming } from '../gpu/batch-encoder.js';
 import { validateSequence } from '../engine/batch-input.js';
 import type { ModelRunner, TaskRow, TaskRowResult } from '../engine/model-runner.js';
+import { PoolExhaustedError } from '../pet/gpu-pool.js';
 import { UnknownTaskError } from '../pet/registry.js';
 import type { PetKind } from '../pet/types.js';
 import { InvalidInputError, PetServeError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { batchFeatures, greedyFill, partitionByLength, pickFifo, pickSlo, type BatchLimits, type QueuedItem } from './batch-policy.js';
-import { type CostEstimator } from './cost-model.js';
+import type { CostEstimator } from './cost-model.js';
 import { deviceTimeSplit } from './device-time.js';
 import { scheduleOperators } from './operator-scheduler.js';
 import {
   DeadlineExceededError,
+  DeadlineUnreachableError,
   OverloadError,
   ShuttingDownError,
   type InferenceRequest,
@@ -48,6 +50,13 @@ interface Entry extends QueuedItem {
 /** Safety margin on deadlines: cost-model error plus host jitter, as a fraction of the estimate. */
 const MARGIN_FRACTION = 0.25;
 /**
+ * Until the online cost model has converged, SLO decisions take every batch as
+ * this much longer than estimated (smaller batches under the time cap, items
+ * found at risk earlier), and no request is refused as unreachable: a guess
+ * may make the scheduler cautious, never make it turn requests away.
+ */
+const UNCONVERGED_PESSIMISM = 1.5;
+/**
  * A batch may take at most this fraction of the tightest recent SLO: a request
  * arriving just after a batch started then waits one batch and runs in the next,
  * within its SLO. How long "recent" lasts: */
@@ -71,6 +80,8 @@ export class Scheduler implements InferenceService {
   private requestsDone = 0;
   /** PetS runs a queue snapshot's whole partition before looking at new arrivals. */
   private petsPlan: Entry[][] = [];
+  /** The batch on the device: when it started and how long the cost model said it would take. */
+  private inFlight: { startedMs: number; estimatedMs: number } | null = null;
   /** Tokens per ms actually achieved (EWMA), for Retry-After. */
   private tokensPerMs = 0;
   private idleWaiters: (() => void)[] = [];
@@ -78,6 +89,8 @@ export class Scheduler implements InferenceService {
   private tightSlo = { ms: Infinity, atMs: -Infinity };
   private readonly now: () => number;
   private readonly limits: BatchLimits;
+  /** How the batch about to run was chosen (for BatchReport.decision). */
+  private lastDecision: { mode: string; capMs: number | null; queuedBefore: number } = { mode: '', capMs: null, queuedBefore: 0 };
 
   constructor(
     private readonly runner: Pick<ModelRunner, 'runTasks' | 'checkpoint' | 'registry'>,
@@ -111,25 +124,58 @@ export class Scheduler implements InferenceService {
     if (priority === 'online' && (sloMs <= this.tightSlo.ms || now - this.tightSlo.atMs > TIGHT_SLO_MEMORY_MS)) {
       this.tightSlo = { ms: sloMs, atMs: now };
     }
+    const item: QueuedItem = {
+      seq: this.seq++,
+      task: req.task,
+      kind,
+      length: req.inputIds.length,
+      petScale,
+      arrivalMs: now,
+      dueMs: now + Math.min(sloMs, this.config.maxWaitMs),
+      offline: priority === 'offline',
+    };
+    const dropExpired = req.dropExpired ?? true;
+    if (this.config.policy === 'slo' && !item.offline && dropExpired && this.opts.cost.converged !== false) {
+      // Refused when predicted to end within the scheduler's safety margin of its
+      // deadline or later: the same margin the batch policy plans with, so a request
+      // admitted is one the scheduler expects to finish, not a coin toss for a 504.
+      const { finishMs, marginMs } = this.predictFinish(item, now);
+      const predictedMs = finishMs - now;
+      if (predictedMs > sloMs - marginMs) {
+        this.opts.observer?.requestDone?.({ kind, outcome: 'overload', queueWaitMs: 0, latencyMs: 0, slackMs: sloMs - predictedMs, priority });
+        return Promise.reject(new DeadlineUnreachableError(predictedMs, sloMs, Math.max(1, Math.ceil((predictedMs - sloMs) / 1000))));
+      }
+    }
     return new Promise<InferenceResult>((resolve, reject) => {
-      this.queue.push({
-        seq: this.seq++,
-        task: req.task,
-        kind,
-        length: req.inputIds.length,
-        petScale,
-        arrivalMs: now,
-        deadlineMs: now + sloMs,
-        dueMs: now + Math.min(sloMs, this.config.maxWaitMs),
-        offline: priority === 'offline',
-        req,
-        submittedMs: now,
-        dropExpired: req.dropExpired ?? true,
-        resolve,
-        reject,
-      });
+      this.queue.push({ ...item, req, deadlineMs: now + sloMs, submittedMs: now, dropExpired, resolve, reject });
       this.kick();
     });
+  }
+
+  /**
+   * When `item` would finish if submitted now, by the cost model: the rest of the
+   * running batch, then the online work due no later than it (the slo policy runs
+   * earliest-due first) with `item` itself, cut into as many batches as the row,
+   * token and time limits make, each paying the fixed per-batch cost. The margin
+   * is MARGIN_FRACTION of the average batch, as pickSlo's.
+   */
+  private predictFinish(item: QueuedItem, now: number): { finishMs: number; marginMs: number } {
+    const cost = this.opts.cost;
+    const busyMs = this.running && this.inFlight ? Math.max(0, this.inFlight.startedMs + this.inFlight.estimatedMs - now) : 0;
+    const ahead: QueuedItem[] = this.queue.filter((e) => !e.offline && e.dueMs <= item.dueMs);
+    ahead.push(item);
+    const f = batchFeatures(ahead);
+    const workMs = cost.estimateMs(f);
+    const fixedMs = cost.estimateMs({ rows: 0, tokens: 0, sumSqLen: 0, kindTokens: {}, distinctTasks: 0 });
+    const capMs = BATCH_SLO_FRACTION * this.tightSlo.ms;
+    const batches = Math.max(
+      Math.ceil(f.rows / this.limits.maxRows),
+      Math.ceil(f.tokens / this.limits.maxTokens),
+      Number.isFinite(capMs) && capMs > fixedMs ? Math.ceil((workMs - fixedMs) / (capMs - fixedMs)) : 1,
+      1,
+    );
+    const totalMs = workMs + (batches - 1) * fixedMs;
+    return { finishMs: now + busyMs + totalMs, marginMs: (MARGIN_FRACTION * totalMs) / batches };
   }
 
   stats(): SchedulerStats {
@@ -143,6 +189,7 @@ export class Scheduler implements InferenceService {
       maxQueue: this.config.maxQueue,
       batchesRun: this.batchesRun,
       requestsDone: this.requestsDone,
+      costModel: this.opts.cost.state?.() ?? null,
     };
   }
 
@@ -184,6 +231,13 @@ export class Scheduler implements InferenceService {
     return { kind, petScale };
   }
 
+  /** The cost model as SLO decisions see it: pessimistic until an online model has converged (UNCONVERGED_PESSIMISM). */
+  private decisionCost(): CostEstimator {
+    const cost = this.opts.cost;
+    if (cost.converged !== false) return cost;
+    return { estimateMs: (f) => UNCONVERGED_PESSIMISM * cost.estimateMs(f) };
+  }
+
   private retryAfterSeconds(): number {
     const queuedTokens = this.queue.reduce((s, e) => s + e.length, 0);
     if (this.tokensPerMs <= 0) return 1;
@@ -212,15 +266,24 @@ export class Scheduler implements InferenceService {
     }
   }
 
-  /** Requests whose deadline already passed are answered 'expired' instead of taking device time. */
+  /**
+   * Requests whose deadline already passed are answered 'expired' instead of
+   * taking device time; under the slo policy with a converged cost model, so are
+   * those that could no longer finish in time even run alone right now: serving
+   * them late would only delay the requests that still can make it.
+   */
   private expire(): void {
     const now = this.now();
+    const judge = this.config.policy === 'slo' && this.opts.cost.converged !== false;
     for (let i = this.queue.length - 1; i >= 0; i--) {
       const e = this.queue[i]!;
-      if (e.dropExpired && e.deadlineMs <= now) {
+      if (!e.dropExpired) continue;
+      const passed = e.deadlineMs <= now;
+      if (passed || (judge && now + this.opts.cost.estimateMs(batchFeatures([e])) > e.deadlineMs)) {
         this.queue.splice(i, 1);
         this.finish(e, 'expired', now, now);
-        e.reject(new DeadlineExceededError(`deadline of ${Math.round(e.deadlineMs - e.submittedMs)} ms passed while queued`));
+        const sloMs = Math.round(e.deadlineMs - e.submittedMs);
+        e.reject(new DeadlineExceededError(passed ? `deadline of ${sloMs} ms passed while queued` : `deadline of ${sloMs} ms cannot be met any more: too little time is left to run it`));
       }
     }
   }
@@ -228,6 +291,7 @@ export class Scheduler implements InferenceService {
   private nextBatch(): Entry[] {
     if (this.queue.length === 0) return [];
     let chosen: QueuedItem[];
+    this.lastDecision = { mode: this.config.policy, capMs: null, queuedBefore: this.queue.length };
     switch (this.config.policy) {
       case 'fifo':
         chosen = pickFifo(this.queue, this.limits);
@@ -241,14 +305,17 @@ export class Scheduler implements InferenceService {
       case 'slo': {
         const now = this.now();
         const limits = { ...this.limits, maxMs: BATCH_SLO_FRACTION * this.tightSlo.ms };
-        const typical = this.opts.cost.estimateMs(batchFeatures(greedyFill(this.queue, limits, [], this.opts.cost)));
-        chosen = pickSlo(this.queue, {
+        const cost = this.decisionCost();
+        const typical = cost.estimateMs(batchFeatures(greedyFill(this.queue, limits, [], cost)));
+        const pick = pickSlo(this.queue, {
           nowMs: now,
-          cost: this.opts.cost,
+          cost,
           limits,
           window: 4 * this.limits.maxRows,
           marginMs: typical * MARGIN_FRACTION,
-        }).batch;
+        });
+        chosen = pick.batch;
+        this.lastDecision = { mode: pick.mode, capMs: limits.maxMs, queuedBefore: this.queue.length };
         break;
       }
     }
@@ -266,7 +333,11 @@ export class Scheduler implements InferenceService {
       else live.push(e);
     }
     if (live.length === 0) return;
+    // Predicted before the run: what the decision was based on (the online model learns from the measurement after).
+    const f = batchFeatures(live);
+    const estimatedMs = this.opts.cost.estimateMs(f);
     const started = this.now();
+    this.inFlight = { startedMs: started, estimatedMs };
     const profile = this.config.profileEveryBatches > 0 && this.batchesRun % this.config.profileEveryBatches === 0 ? 'dispatches' : false;
     this.batchesRun += 1;
     let rows: TaskRowResult[];
@@ -280,8 +351,9 @@ export class Scheduler implements InferenceService {
       rows = r.rows;
       phases = r.phases;
     } catch (err) {
+      this.inFlight = null;
       const tasks = new Set(live.map((e) => e.task));
-      if (tasks.size > 1 && err instanceof PetServeError && err.code === 'POOL_EXHAUSTED') {
+      if (tasks.size > 1 && err instanceof PoolExhaustedError) {
         // The batch's distinct PETs do not fit the GPU pool at once: run it as two
         // batches of half the tasks each (recursively), never failing the requests.
         const half = new Set([...tasks].slice(0, Math.ceil(tasks.size / 2)));
@@ -299,8 +371,9 @@ export class Scheduler implements InferenceService {
       return;
     }
     const done = this.now();
-    const f = batchFeatures(live);
     const wallMs = done - started;
+    this.inFlight = null;
+    this.opts.cost.observe?.(f, wallMs);
     if (wallMs > 0) this.tokensPerMs = this.tokensPerMs === 0 ? f.tokens / wallMs : 0.8 * this.tokensPerMs + 0.2 * (f.tokens / wallMs);
     this.opts.observer?.batchDone?.({
       rows: live.length,
@@ -309,7 +382,12 @@ export class Scheduler implements InferenceService {
       maxBatchTokens: this.config.maxBatchTokens,
       wallMs,
       deviceMs: phases ? deviceTimeSplit(phases) : null,
-      estimatedMs: this.opts.cost.estimateMs(f),
+      estimatedMs,
+      decision: {
+        ...this.lastDecision,
+        maxQueueWaitMs: Math.max(...live.map((e) => started - e.submittedMs)),
+        minSlackAtStartMs: Math.min(...live.map((e) => e.deadlineMs - started - estimatedMs)),
+      },
     });
     live.forEach((e, i) => {
       const row = rows[i]!;

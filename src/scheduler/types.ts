@@ -1,4 +1,5 @@
 import type { PetKind } from '../pet/types.js';
+import type { CostModelState } from './cost-model.js';
 import { PetServeError } from '../util/errors.js';
 
 /**
@@ -48,6 +49,8 @@ export interface SchedulerStats {
   maxQueue: number;
   batchesRun: number;
   requestsDone: number;
+  /** The online cost model's calibration state; null for a fixed model. */
+  costModel?: CostModelState | null;
 }
 
 /** Implemented by the scheduler; the server and workers only see this. */
@@ -80,11 +83,27 @@ export interface BatchReport {
   deviceMs: { total: number; shared: number; pet: Record<string, number> } | null;
   /** The cost model's estimate for this batch (ms), for calibration. */
   estimatedMs: number;
+  /** Why this batch was cut (traces): the policy's mode, the batch-time cap in force, the queue around it. */
+  decision?: BatchDecision;
+}
+
+export interface BatchDecision {
+  /** 'throughput' (DP batch), 'deadline' (earliest-due fill), or the baseline policy's name. */
+  mode: string;
+  /** Batch-time cap by the cost model (ms); null = none. */
+  capMs: number | null;
+  /** Requests queued when the batch was cut (before taking it). */
+  queuedBefore: number;
+  /** Longest queue wait among the batch's rows when it started (ms). */
+  maxQueueWaitMs: number;
+  /** Least slack (deadline − predicted finish) among the rows at start (ms). */
+  minSlackAtStartMs: number;
 }
 
 /** One finished (or refused) request. */
 export interface RequestReport {
   kind: PetKind | 'base';
+  /** 'overload': refused at submit, queue full or deadline unreachable (429). */
   outcome: 'ok' | 'error' | 'overload' | 'expired';
   queueWaitMs: number;
   latencyMs: number;
@@ -104,8 +123,24 @@ export class OverloadError extends PetServeError {
   constructor(
     message: string,
     readonly retryAfterSeconds: number,
+    code: 'OVERLOADED' | 'DEADLINE_UNREACHABLE' = 'OVERLOADED',
   ) {
-    super('OVERLOADED', message);
+    super(code, message);
+  }
+}
+
+/**
+ * Refused at submit: by the cost model, the work queued ahead plus the request's
+ * own cost ends past its deadline by more than the margin, so it would only wait
+ * to fail with 504 (HTTP 429 with Retry-After: when the queue ahead has drained).
+ */
+export class DeadlineUnreachableError extends OverloadError {
+  constructor(predictedMs: number, sloMs: number, retryAfterSeconds: number) {
+    super(
+      `the request cannot finish within its ${Math.round(sloMs)} ms deadline: the work queued ahead of it would take it to about ${Math.round(predictedMs)} ms; retry later`,
+      retryAfterSeconds,
+      'DEADLINE_UNREACHABLE',
+    );
   }
 }
 

@@ -178,6 +178,11 @@
       rows.push(['queue limit', fmtNum(s.scheduler.maxQueue, 0)]);
       rows.push(['batches in flight', fmtNum(s.scheduler.inFlightBatches, 0)]);
       rows.push(['batches run / requests done', `${fmtNum(s.scheduler.batchesRun, 0)} / ${fmtNum(s.scheduler.requestsDone, 0)}`]);
+      const cm = s.scheduler.costModel;
+      if (cm) {
+        const err = cm.recentError === null ? '' : `, error ${fmtNum(cm.recentError * 100, 1)} %`;
+        rows.push(['cost model', `${cm.phase}, ${fmtNum(cm.batches, 0)} batches${err} (from ${cm.source})`]);
+      }
     }
     if (s.queue) {
       rows.push(['batch queue', s.queue.up ? 'up' : 'unreachable']);

@@ -206,6 +206,19 @@ describe('collectors', () => {
     expect(await gauge(reg, 'petserve_scheduler_in_flight_batches')).toBe(1);
   });
 
+  it("exports the online cost model's recent error, batches learned and whether it has converged", async () => {
+    const reg = new Registry();
+    const m = createMetrics(reg, { defaultMetrics: false });
+    let costModel: SchedulerStats['costModel'] = { phase: 'calibrating', batches: 3, recentError: 0.42, source: 'calibration' };
+    m.bindScheduler({ stats: () => ({ policy: 'slo', queued: 0, queuedOnline: 0, queuedOffline: 0, inFlightBatches: 0, maxQueue: 1, batchesRun: 3, requestsDone: 3, costModel }) });
+    expect(await gauge(reg, 'petserve_cost_model_error')).toBe(0.42);
+    expect(await gauge(reg, 'petserve_cost_model_converged')).toBe(0);
+    expect(await gauge(reg, 'petserve_cost_model_batches')).toBe(3);
+    costModel = { phase: 'converged', batches: 40, recentError: 0.04, source: 'calibration' };
+    expect(await gauge(reg, 'petserve_cost_model_error')).toBe(0.04);
+    expect(await gauge(reg, 'petserve_cost_model_converged')).toBe(1);
+  });
+
   it('exports BullMQ jobs by state and workers; an unreachable or hanging Redis sets queue_up 0 without failing the scrape', async () => {
     const reg = new Registry();
     const m = createMetrics(reg, { defaultMetrics: false, queueTimeoutMs: 200 });

@@ -3,7 +3,7 @@ import type { TaskRow } from '../../src/engine/model-runner.js';
 import { batchFeatures } from '../../src/scheduler/batch-policy.js';
 import { LinearCostModel } from '../../src/scheduler/cost-model.js';
 import { Scheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
-import { DeadlineExceededError, OverloadError, ShuttingDownError, type InferenceRequest, type InferenceResult } from '../../src/scheduler/types.js';
+import { DeadlineExceededError, DeadlineUnreachableError, OverloadError, ShuttingDownError, type InferenceRequest, type InferenceResult } from '../../src/scheduler/types.js';
 import { PoolExhaustedError } from '../../src/pet/gpu-pool.js';
 import { UnknownTaskError } from '../../src/pet/registry.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -32,7 +32,7 @@ class Sim {
   /** Distinct tasks whose PETs fit the (fake) GPU pool at once. */
   poolTasks = Infinity;
 
-  constructor(config: Partial<SchedulerConfig> = {}) {
+  constructor(config: Partial<SchedulerConfig> = {}, costState: { converged?: boolean } = {}) {
     const runner = {
       checkpoint: { config: { maxPositionEmbeddings: 512, vocabSize: 1000, typeVocabSize: 2 } },
       registry: {
@@ -69,7 +69,7 @@ class Sim {
         costCacheDir: null,
         ...config,
       },
-      { logger: silentLogger, cost: COST, now: () => this.clock },
+      { logger: silentLogger, cost: costState.converged === false ? { estimateMs: (f) => COST.estimateMs(f), converged: false } : COST, now: () => this.clock },
     );
   }
 
@@ -186,10 +186,40 @@ describe('Scheduler', () => {
   });
 
   it('answers expired requests with a deadline error instead of running them', async () => {
-    const sim = new Sim({ maxBatchRows: 1 });
+    // FIFO does not refuse at submit, so the tight request is queued and expires there.
+    const sim = new Sim({ maxBatchRows: 1, policy: 'fifo' });
     await sim.run([{ t: 0, req: req('a', 400) }, { t: 1, req: req('a', 400) }, { t: 2, req: req('b', 10, { sloMs: 5 }) }]);
     expect(sim.results[2]!.error).toBeInstanceOf(DeadlineExceededError);
     expect(sim.batches.flat().some((r) => r.task === 'b')).toBe(false);
+  });
+
+  it('refuses at once, with 429 DEADLINE_UNREACHABLE, a request the queue ahead makes miss its deadline', async () => {
+    const sim = new Sim({ maxBatchRows: 1 });
+    await sim.run([{ t: 0, req: req('a', 400) }, { t: 1, req: req('a', 400) }, { t: 2, req: req('b', 10, { sloMs: 5 }) }]);
+    const err = sim.results[2]!.error as DeadlineUnreachableError;
+    expect(err).toBeInstanceOf(DeadlineUnreachableError);
+    expect(err.code).toBe('DEADLINE_UNREACHABLE');
+    expect(err.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect(sim.batches.flat().some((r) => r.task === 'b')).toBe(false);
+  });
+
+  it('under a burst, refuses early what cannot make it and serves the rest in time: no 504', async () => {
+    const sim = new Sim();
+    const sloMs = 200;
+    await sim.run(Array.from({ length: 200 }, (_, i) => ({ t: i * 0.1, req: req(i % 2 ? 'a' : 'b', 10 + (i % 30), { sloMs }) })));
+    const refused = sim.results.filter((r) => r.error instanceof DeadlineUnreachableError);
+    const served = sim.results.filter((r) => r.result);
+    expect(sim.results.filter((r) => r.error instanceof DeadlineExceededError)).toEqual([]);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(served.length).toBeGreaterThan(0);
+    expect(refused.length + served.length).toBe(200);
+    for (const r of served) expect(r.doneAt - r.arrival.t).toBeLessThanOrEqual(sloMs);
+  });
+
+  it('refuses nobody as unreachable while an online cost model is still calibrating', async () => {
+    const sim = new Sim({ maxBatchRows: 1 }, { converged: false });
+    await sim.run([{ t: 0, req: req('a', 400) }, { t: 1, req: req('a', 400) }, { t: 2, req: req('b', 10, { sloMs: 5 }) }]);
+    expect(sim.results[2]!.error).toBeInstanceOf(DeadlineExceededError);
   });
 
   it('fails only the rows of a task removed while queued', async () => {
