@@ -7,19 +7,23 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Command } from 'commander';
 import type { BatchView } from '../queue/types.js';
 import { isTerminal } from '../queue/types.js';
-import { PetServeError } from '../util/errors.js';
+import { isErrorCode, PetServeError } from '../util/errors.js';
 import { UsageError } from './exit-codes.js';
 import { parseIntOption } from './options.js';
 import { startProgress, type ProgressCounts } from './progress.js';
 
-/** The server answered with an error body; carries its code (exit code 2 for input errors, else 1). */
+/**
+ * The server answered with an error body; carries its code (exit code 2 for
+ * input errors, else 1). A code this CLI does not know becomes SERVER_ERROR,
+ * with the server's own in `serverCode`.
+ */
 export class BatchApiError extends PetServeError {
   constructor(
-    code: string,
+    readonly serverCode: string,
     message: string,
     readonly httpStatus: number,
   ) {
-    super(code, `${message} (HTTP ${httpStatus})`);
+    super(isErrorCode(serverCode) ? serverCode : 'SERVER_ERROR', `${message} (HTTP ${httpStatus})`);
   }
 }
 

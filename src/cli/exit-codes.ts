@@ -1,7 +1,8 @@
-import { PetServeError } from '../util/errors.js';
+import { PetServeError, type ErrorCode } from '../util/errors.js';
 
 /** Process exit codes by error code: the one place CLI failures are mapped. */
-const EXIT_BY_CODE: Record<string, number> = {
+/** Codes without an entry exit with 1 (other failure). */
+const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   INVALID_INPUT: 2,
   USAGE: 2,
   CONFIG_INVALID: 2,

@@ -4,7 +4,7 @@
 
 import { MulterError } from 'multer';
 import { OverloadError } from '../scheduler/types.js';
-import { PetServeError } from '../util/errors.js';
+import { PetServeError, type ErrorCode } from '../util/errors.js';
 import { jsonSyntaxWhere } from '../util/json-syntax.js';
 
 /** The request does not match the route's schema (wrong types, missing or unknown fields). */
@@ -99,7 +99,11 @@ export class PathOutsideRootError extends PetServeError {
   }
 }
 
-const STATUS_BY_CODE: Readonly<Record<string, number>> = {
+/**
+ * HTTP status of every error code. Exhaustive over ErrorCode: a new code that is
+ * not given a status here does not compile (it would otherwise become a 500).
+ */
+const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   INVALID_REQUEST: 400,
   MALFORMED_JSON: 400,
   MALFORMED_MULTIPART: 400,
@@ -133,6 +137,23 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   GPU_UNAVAILABLE: 503,
   DEVICE_LOST: 503,
   DEADLINE_EXCEEDED: 504,
+  CATALOG_UNAVAILABLE: 503,
+  POOL_EXHAUSTED: 503,
+  // Failures of a model or PET the server loads itself, or of the CLI alone: a
+  // request never causes them, so reaching a client means a server fault.
+  USAGE: 500,
+  CONFIG_INVALID: 500,
+  INIT_MODEL_OPTIONS: 500,
+  CHECKPOINT_INVALID: 500,
+  SAFETENSORS_FORMAT: 500,
+  SAFETENSORS_WRITE: 500,
+  TENSOR_NOT_FOUND: 500,
+  TENSOR_CONVERSION: 500,
+  SHADER_INVALID: 500,
+  SERVER_UNREACHABLE: 500,
+  SERVER_ERROR: 500,
+  // A queue chunk's transient fault, retried by the worker: never an HTTP answer.
+  CHUNK_RETRY: 503,
 };
 
 export interface HttpFailure {

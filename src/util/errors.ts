@@ -1,11 +1,72 @@
 /**
  * Typed errors. Every failure a user can cause or meet has its own class and a
- * stable `code`. Codes are mapped in one place each: to HTTP status in
- * src/server/errors.ts, to process exit codes in src/cli/exit-codes.ts.
+ * stable `code` from the closed list below; the CLI (src/cli/exit-codes.ts) and
+ * the HTTP layer (src/server/errors.ts) map codes to exit codes / statuses in
+ * one place each, and the compiler refuses a map that misses a code.
  */
+export const ERROR_CODES = [
+  // Input and configuration
+  'INVALID_INPUT',
+  'INVALID_REQUEST',
+  'USAGE',
+  'CONFIG_INVALID',
+  'INIT_MODEL_OPTIONS',
+  'MALFORMED_JSON',
+  'MALFORMED_MULTIPART',
+  'CLIENT_ABORTED',
+  'REQUEST_TIMEOUT',
+  'PAYLOAD_TOO_LARGE',
+  'TOO_MANY_INPUTS',
+  'SEQUENCE_TOO_LONG',
+  'TEXT_INPUT_UNSUPPORTED',
+  'UNSUPPORTED_MEDIA_TYPE',
+  'UNAUTHORIZED',
+  'ORIGIN_FORBIDDEN',
+  'DISABLED',
+  'NOT_FOUND',
+  'PATH_OUTSIDE_ROOT',
+  // Models, PETs and tasks
+  'CHECKPOINT_INVALID',
+  'SAFETENSORS_FORMAT',
+  'SAFETENSORS_WRITE',
+  'TENSOR_NOT_FOUND',
+  'TENSOR_CONVERSION',
+  'PET_INVALID',
+  'ARCHIVE_INVALID',
+  'TASK_NOT_FOUND',
+  'TASK_EXISTS',
+  'POOL_EXHAUSTED',
+  // Capacity and time
+  'OVERLOADED',
+  'DEADLINE_UNREACHABLE',
+  'DEADLINE_EXCEEDED',
+  'SHUTTING_DOWN',
+  // Device
+  'GPU_UNAVAILABLE',
+  'DEVICE_LOST',
+  'SHADER_INVALID',
+  // Offline batches, the shared catalog, the CLI's HTTP client
+  'BATCH_NOT_FOUND',
+  'BATCH_FINISHED',
+  'BATCH_TOO_LARGE',
+  'IDEMPOTENCY_CONFLICT',
+  'REDIS_UNAVAILABLE',
+  'CATALOG_UNAVAILABLE',
+  'SERVER_UNREACHABLE',
+  'SERVER_ERROR',
+  'CHUNK_RETRY',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Whether `code` (e.g. read from a server's error body) is one of ours. */
+export function isErrorCode(code: string): code is ErrorCode {
+  return (ERROR_CODES as readonly string[]).includes(code);
+}
+
 export class PetServeError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: ErrorCode,
     message: string,
     options?: { cause?: unknown },
   ) {
