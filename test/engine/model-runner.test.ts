@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelRunner } from '../../src/engine/model-runner.js';
 import { loadCheckpoint } from '../../src/model/checkpoint.js';
 import { initModel } from '../../src/model/init-model.js';
-import { InvalidInputError } from '../../src/util/errors.js';
+import { TaskRegistry } from '../../src/pet/registry.js';
+import { ConfigError, InvalidInputError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { createTestGpu, type TestGpu } from '../helpers/gpu.js';
 import { loadRefBert, refBertForward, type RefBert } from '../reference/bert-f64.js';
@@ -94,6 +95,13 @@ describe('BERT on WebGPU matches the float64 reference row by row', () => {
     );
     await expect(runner.run({ inputIds: [[1, 2]], tokenTypeIds: [[0, 2]] }, { logits: true })).rejects.toThrow(
       /token_type_ids/,
+    );
+  });
+
+  it('a runner with tasks needs its pool budget from the config (no default of its own)', async () => {
+    const registry = new TaskRegistry(runner.checkpoint, { logger: silentLogger });
+    await expect(ModelRunner.create(gpu.ctx, runner.checkpoint, { dtype: 'f32', logger: silentLogger, registry })).rejects.toThrow(
+      ConfigError,
     );
   });
 
