@@ -32,6 +32,7 @@ import { predictOutput } from '../src/gateway/predict-output.js';
 import { createLogger, silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
 import { flag, intFlag } from './lib/args.js';
+import { benchProgress } from './lib/progress.js';
 import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
 
 
@@ -149,21 +150,28 @@ async function warmUp(send: (b: Body) => Promise<unknown>, bodies: Body[], taskI
 
 async function measureHttp(url: string, bodies: Body[]): Promise<Measured> {
   let next = 0;
-  const result = await autocannon({
-    url,
-    connections,
-    duration: durationS,
-    requests: [
+  const progress = benchProgress('http: autocannon -> petserve serve', 0, 'requests', { endsAtMs: Date.now() + durationS * 1000 });
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const run = autocannon(
       {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        setupRequest: (req) => {
-          const b = bodies[next++ % bodies.length]!;
-          return { ...req, path: `/v1/tasks/${b.task}/predict`, body: b.json };
-        },
+        url,
+        connections,
+        duration: durationS,
+        requests: [
+          {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            setupRequest: (req) => {
+              const b = bodies[next++ % bodies.length]!;
+              return { ...req, path: `/v1/tasks/${b.task}/predict`, body: b.json };
+            },
+          },
+        ],
       },
-    ],
-  });
+      (err, r) => (err ? reject(err as Error) : resolve(r)),
+    );
+    run.on('response', () => progress.increment());
+  }).finally(() => progress.stop());
   return {
     requests: result.requests.total,
     seconds: result.duration,
@@ -189,6 +197,7 @@ async function measureInProcess(config: PetServeConfig, bodies: Body[], taskIds:
     let next = 0;
     const started = performance.now();
     const endAt = started + durationS * 1000;
+    const progress = benchProgress('http: in-process', 0, 'requests', { endsAtMs: Date.now() + durationS * 1000 });
     await Promise.all(
       Array.from({ length: connections }, async () => {
         while (performance.now() < endAt) {
@@ -197,12 +206,14 @@ async function measureInProcess(config: PetServeConfig, bodies: Body[], taskIds:
           try {
             await answer(b);
             latencies.push(performance.now() - t0);
+            progress.increment();
           } catch {
             errors += 1;
+            progress.update({ failed: errors });
           }
         }
       }),
-    );
+    ).finally(() => progress.stop());
     const seconds = (performance.now() - started) / 1000;
     latencies.sort((a, b) => a - b);
     const adapter = runtime.ctx.capabilities.adapterName;

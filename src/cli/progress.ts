@@ -49,6 +49,8 @@ export interface ProgressOptions {
   now?: () => number;
   /** When the work began, if before this call (ms on the same clock); default now. */
   startedAtMs?: number;
+  /** Time-boxed work (a load test of fixed duration): the ETA is the time left to this, not derived from the rate. */
+  endsAtMs?: number;
 }
 
 /** Absolute counts: what has settled so far. */
@@ -115,7 +117,7 @@ export function startProgress(opts: ProgressOptions): Progress {
   const stream = opts.stream ?? process.stderr;
   const mode = resolveMode(opts.mode ?? 'auto', stream);
   const now = opts.now ?? Date.now;
-  const state = new ProgressState(opts.label, opts.total, opts.unit ?? 'items', opts.startedAtMs ?? now(), opts.initial);
+  const state = new ProgressState(opts.label, opts.total, opts.unit ?? 'items', opts.startedAtMs ?? now(), opts.initial, opts.endsAtMs ?? null);
   const showAfterMs = opts.showAfterMs ?? 0;
   if (mode === 'off') return progressOf(state, stream, now, { render: () => undefined, log: (line) => stream.write(`${line}\n`), finish: () => undefined });
   if (mode === 'live') return liveProgress(state, stream, now, showAfterMs);
@@ -147,6 +149,7 @@ class ProgressState {
     readonly unit: string,
     readonly startMs: number,
     initial: ProgressCounts | undefined,
+    private readonly endsAtMs: number | null,
   ) {
     if (initial !== undefined) this.apply(initial, startMs);
     this.settledAtStart = this.settled;
@@ -174,6 +177,7 @@ class ProgressState {
   }
 
   etaS(nowMs: number): number | null {
+    if (this.endsAtMs !== null) return Math.max(0, this.endsAtMs - nowMs) / 1000;
     const rate = this.ratePerS(nowMs);
     if (rate === null || this.total <= 0) return null;
     return Math.max(0, this.total - this.settled) / rate;

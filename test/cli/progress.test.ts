@@ -76,6 +76,22 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     ]);
   });
 
+  it('time-boxed work (endsAtMs) counts without a total and takes its ETA from the clock', () => {
+    let t = 0;
+    const stream = recorder(false);
+    const p = startProgress({ label: 'load', total: 0, unit: 'requests', endsAtMs: 30_000, stream, plainIntervalMs: 10_000, now: () => t, mode: 'plain' });
+    t = 1000;
+    p.increment(5);
+    t = 10_000;
+    p.increment(90);
+    p.stop();
+    expect(stream.text().trimEnd().split('\n')).toEqual([
+      'load: 0, - requests/s, ETA 30s, 0s elapsed',
+      'load: 95, 10.0 requests/s, ETA 20s, 10s elapsed',
+      'load: 95, 10.0 requests/s, finished in 10s',
+    ]);
+  });
+
   it('auto mode is plain when the stream is not a terminal', () => {
     const stream = recorder(false);
     const p = startProgress({ label: 'x', total: 2, stream });
