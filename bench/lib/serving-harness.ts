@@ -21,6 +21,7 @@ import { Scheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.j
 import type { BatchReport, InferenceRequest, RequestReport } from '../../src/scheduler/types.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { Rng } from '../../src/util/random.js';
+import { benchProgress } from './progress.js';
 
 export type SchedulerEngine = ConstructorParameters<typeof Scheduler>[0];
 
@@ -140,11 +141,16 @@ export async function runClosed(engine: SchedulerEngine, cost: CostEstimator, co
     cost,
     observer: { batchDone: (b) => batches.push(b), requestDone: (r) => reports.push(r) },
   });
-  const t0 = performance.now();
-  await Promise.all(w.requests.map((r) => s.submit(r)));
-  const ms = performance.now() - t0;
-  await s.close();
-  return { ms, tokens: w.tokens, requests: w.requests.length, batches, reports };
+  const progress = benchProgress(`closed loop, policy ${config.policy}`, w.requests.length, 'requests');
+  try {
+    const t0 = performance.now();
+    await Promise.all(w.requests.map((r) => s.submit(r).then(() => progress.increment())));
+    const ms = performance.now() - t0;
+    await s.close();
+    return { ms, tokens: w.tokens, requests: w.requests.length, batches, reports };
+  } finally {
+    progress.stop();
+  }
 }
 
 /**
@@ -159,24 +165,30 @@ export async function runSeqS(h: Harness, w: Workload, maxRows: number): Promise
   let ms = 0;
   let copyBytes = 0;
   const batches: BatchReport[] = [];
-  for (const [task, reqs] of byTask) {
-    const registry = new TaskRegistry(h.base, { logger: silentLogger });
-    registry.registerBundle(task, h.bundles.get(task)!);
-    const runner = await ModelRunner.create(h.ctx, h.base, { dtype: 'f32', logger: silentLogger, registry, poolBytes: 64 << 20 });
-    const s = new Scheduler(paddedEngine(runner), schedulerConfig({ policy: 'fifo', maxBatchRows: maxRows, operatorScheduler: false }), {
-      logger: silentLogger,
-      cost: h.cost,
-      observer: { batchDone: (b) => batches.push(b) },
-    });
-    // Warm the copy (pipelines, pool page-in) outside the timed part, as a resident model would be.
-    await runner.runTasks([{ task, inputIds: [1, 2, 3] }], { logits: true });
-    const t0 = performance.now();
-    await Promise.all(reqs.map((r) => s.submit(r)));
-    ms += performance.now() - t0;
-    const m = runner.memory();
-    copyBytes = Math.max(copyBytes, m.baseModelBytes + (m.pool?.usedBytes ?? 0));
-    await s.close();
-    await runner.dispose();
+  const progress = benchProgress('SeqS, one model copy per task', byTask.size, 'tasks');
+  try {
+    for (const [task, reqs] of byTask) {
+      const registry = new TaskRegistry(h.base, { logger: silentLogger });
+      registry.registerBundle(task, h.bundles.get(task)!);
+      const runner = await ModelRunner.create(h.ctx, h.base, { dtype: 'f32', logger: silentLogger, registry, poolBytes: 64 << 20 });
+      const s = new Scheduler(paddedEngine(runner), schedulerConfig({ policy: 'fifo', maxBatchRows: maxRows, operatorScheduler: false }), {
+        logger: silentLogger,
+        cost: h.cost,
+        observer: { batchDone: (b) => batches.push(b) },
+      });
+      // Warm the copy (pipelines, pool page-in) outside the timed part, as a resident model would be.
+      await runner.runTasks([{ task, inputIds: [1, 2, 3] }], { logits: true });
+      const t0 = performance.now();
+      await Promise.all(reqs.map((r) => s.submit(r)));
+      ms += performance.now() - t0;
+      const m = runner.memory();
+      copyBytes = Math.max(copyBytes, m.baseModelBytes + (m.pool?.usedBytes ?? 0));
+      await s.close();
+      await runner.dispose();
+      progress.increment();
+    }
+  } finally {
+    progress.stop();
   }
   return { ms, tokens: w.tokens, requests: w.requests.length, batches, reports: [], copyBytes, tasks: byTask.size };
 }
@@ -196,28 +208,35 @@ export async function runOpenLoop(
   let sloMet = 0;
   let expired = 0;
   const pending: Promise<void>[] = [];
-  const t0 = performance.now();
-  let next = 0;
-  for (const r of w.requests) {
-    next += (-Math.log(1 - rng.next()) / ratePerSec) * 1000;
-    const wait = t0 + next - performance.now();
-    if (wait > 0) await new Promise((res) => setTimeout(res, wait));
-    const sent = performance.now();
-    pending.push(
-      s.submit({ ...r, sloMs: config.defaultSloMs, dropExpired: true }).then(
-        () => {
-          const ms = performance.now() - sent;
-          latencies.push(ms);
-          if (ms <= config.defaultSloMs) sloMet++;
-        },
-        () => {
-          expired++;
-          latencies.push(Infinity);
-        },
-      ),
-    );
+  const progress = benchProgress(`open loop, policy ${config.policy}, ${ratePerSec.toFixed(1)} requests/s`, w.requests.length, 'requests');
+  try {
+    const t0 = performance.now();
+    let next = 0;
+    for (const r of w.requests) {
+      next += (-Math.log(1 - rng.next()) / ratePerSec) * 1000;
+      const wait = t0 + next - performance.now();
+      if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+      const sent = performance.now();
+      pending.push(
+        s.submit({ ...r, sloMs: config.defaultSloMs, dropExpired: true }).then(
+          () => {
+            const ms = performance.now() - sent;
+            latencies.push(ms);
+            if (ms <= config.defaultSloMs) sloMet++;
+            progress.increment();
+          },
+          () => {
+            expired++;
+            latencies.push(Infinity);
+            progress.update({ failed: expired });
+          },
+        ),
+      );
+    }
+    await Promise.all(pending);
+  } finally {
+    progress.stop();
   }
-  await Promise.all(pending);
   await s.close();
   return { latenciesMs: latencies, sloMet, expired, total: w.requests.length, batches };
 }
