@@ -13,6 +13,7 @@ import { listen, ServerLifecycle, SHUTDOWN_ANSWER_GRACE_MS, type HttpServerHandl
 import { removeStaleUploads } from '../server/task-admin.js';
 import { createLogger, type Logger } from '../util/logger.js';
 import { parseIntOption } from './options.js';
+import { openSharedCatalog } from './shared-catalog.js';
 
 export function registerServe(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
@@ -56,7 +57,9 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   metrics.bindQueue(batches);
   const lifecycle = new ServerLifecycle();
   let http: HttpServerHandle;
+  let catalog: Awaited<ReturnType<typeof openSharedCatalog>> = null;
   try {
+    catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger);
     const status = createStatusRouter({
       metrics,
       memory: runtime.runner,
@@ -79,6 +82,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
       routers: [status, createBatchRouter({ batches, maxUploadBytes: config.server.maxUploadBytes })],
       openApiPaths: { ...batchOpenApiPaths(), ...statusOpenApiPaths() },
       readinessParts: () => ({ batches: batches.health() }),
+      catalog: catalog?.sync ?? null,
     });
     http = await listen(app, {
       host: config.server.host,
@@ -89,6 +93,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
       keysRequired: config.server.apiKeys.length > 0,
     });
   } catch (err) {
+    await catalog?.close();
     await batches.close();
     await runtime.close();
     throw err;
@@ -107,6 +112,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   process.once('SIGTERM', force);
   process.once('SIGINT', force);
   await shutdown(http, runtime, config.server.shutdownTimeoutMs, logger, signal);
+  await catalog?.close();
   await batches.close();
 }
 

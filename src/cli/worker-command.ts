@@ -6,6 +6,7 @@ import { createMetrics } from '../metrics/metrics.js';
 import { redactRedisUrl } from '../queue/redis.js';
 import { batchQueueSettings } from '../queue/settings.js';
 import { WorkerTaskSync } from '../queue/task-sync.js';
+import { openSharedCatalog } from './shared-catalog.js';
 import { BatchWorker } from '../queue/worker.js';
 import { startRuntime } from '../runtime/runtime.js';
 import { InferenceGateway } from '../gateway/gateway.js';
@@ -66,11 +67,17 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   // Workers have no API: /metrics and /healthz on their own port when configured (compose sets it).
   const endpoint = config.metrics.workerPort !== null ? await serveMetrics(registry, { host: config.server.host, port: config.metrics.workerPort }) : null;
   const sync = new WorkerTaskSync(runtime.registry, [config.server.tasksDir, config.server.uploadDir], logger);
+  // Several replicas: tasks registered through any api replica come from the shared catalog.
+  const catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger);
+  const syncTask = async (id: string): Promise<void> => {
+    await catalog?.sync.ensure(id);
+    await sync.sync(id);
+  };
   const gateway = InferenceGateway.forRuntime(runtime, config.server.maxInputsPerRequest);
   const settings = batchQueueSettings(config);
   const worker = BatchWorker.start({
     settings,
-    engine: { gateway, service: runtime.scheduler, syncTask: (id) => sync.sync(id) },
+    engine: { gateway, service: runtime.scheduler, syncTask },
     concurrency: config.batches.workerConcurrency,
     logger,
     lockDurationMs: opts.lockDurationMs,
@@ -108,6 +115,7 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   logger.info({ signal: received }, 'batch worker stopping: finishing running chunks');
   await worker.close(config.server.shutdownTimeoutMs);
   await runtime.scheduler.drain(config.server.shutdownTimeoutMs);
+  await catalog?.close();
   await runtime.close();
   await endpoint?.close();
   logger.info({ ...worker.stats() }, 'batch worker stopped');

@@ -112,6 +112,21 @@ export const configSchema = z.strictObject({
       url: z.string().default('redis://127.0.0.1:6379'),
     })
     .prefault({}),
+  /**
+   * The shared task catalog for several replicas (docs/operating.md "Running
+   * several replicas"): tasks registered through any replica's admin API are
+   * kept in Redis (redis.url) and their files in a shared blob directory.
+   */
+  catalog: z
+    .strictObject({
+      /** Shared directory (NFS / ReadWriteMany volume) of PET files; null = no shared catalog (one replica). */
+      blobDir: z.string().nullable().default(null),
+      /** Where this process copies catalog tasks' files before registering them (its host cache). */
+      cacheDir: z.string().default('.cache/catalog'),
+      /** Redis key prefix of the catalog (tests use their own). */
+      prefix: z.string().min(1).default('petserve'),
+    })
+    .prefault({}),
   batches: z
     .strictObject({
       /** BullMQ queue/key prefix (tests use their own). */
@@ -170,6 +185,8 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_TASKS_DIR: ['server', 'tasksDir'],
   PETSERVE_REGISTER_ROOT: ['server', 'registerRoot'],
   REDIS_URL: ['redis', 'url'],
+  PETSERVE_CATALOG_BLOB_DIR: ['catalog', 'blobDir'],
+  PETSERVE_CATALOG_CACHE_DIR: ['catalog', 'cacheDir'],
   PETSERVE_BATCH_PREFIX: ['batches', 'prefix'],
   PETSERVE_BATCH_CHUNK_SIZE: ['batches', 'chunkSize'],
   PETSERVE_WORKER_CONCURRENCY: ['batches', 'workerConcurrency'],

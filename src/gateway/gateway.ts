@@ -22,6 +22,11 @@ export interface InferenceDeps {
   tokenizer: TextTokenizer | null;
   modelConfig: BertConfig;
   maxInputsPerRequest: number;
+  /**
+   * Bring task `id` up to date with the shared catalog before it is looked up
+   * (several replicas: src/catalog's CatalogSync.ensure); absent for one replica.
+   */
+  syncTask?: ((id: string) => Promise<void>) | undefined;
 }
 
 /** What a gateway needs from a started engine stack (`startRuntime`'s result fits). */
@@ -48,13 +53,14 @@ export class InferenceGateway {
   readonly textLimit: LengthLimit;
 
   /** The gateway over a started runtime: HTTP routes, queue workers and benchmarks all build it so. */
-  static forRuntime(runtime: GatewayRuntime, maxInputsPerRequest: number): InferenceGateway {
+  static forRuntime(runtime: GatewayRuntime, maxInputsPerRequest: number, syncTask?: (id: string) => Promise<void>): InferenceGateway {
     return new InferenceGateway({
       service: runtime.scheduler,
       registry: runtime.registry,
       tokenizer: runtime.tokenizer,
       modelConfig: runtime.checkpoint.config,
       maxInputsPerRequest,
+      syncTask,
     });
   }
 
@@ -65,7 +71,6 @@ export class InferenceGateway {
       declared !== null && declared < this.idsLimit.tokens ? { tokens: declared, source: 'model_max_length of tokenizer_config.json' } : this.idsLimit;
   }
 
-
   get modelConfig(): BertConfig {
     return this.deps.modelConfig;
   }
@@ -74,7 +79,13 @@ export class InferenceGateway {
     return this.deps.tokenizer !== null;
   }
 
-  /** The task's info, or UnknownTaskError (404) before any work is done. */
+  /** The task's info after syncing it with the shared catalog (if any); UnknownTaskError (404) before any work is done. */
+  async taskFor(id: string): Promise<TaskInfo> {
+    await this.deps.syncTask?.(id);
+    return this.task(id);
+  }
+
+  /** The task's info as this process holds it now, or UnknownTaskError (404). */
   task(id: string): TaskInfo {
     const info = this.deps.registry.get(id);
     if (!info) throw new UnknownTaskError(id);

@@ -25,7 +25,7 @@ import { openAiOpenApiPaths, openAiRouter } from './routes/openai.js';
 import { predictRouter } from './routes/predict.js';
 import { taskRouter } from './routes/tasks.js';
 import { v2Router } from './routes/v2.js';
-import { TaskAdmin } from './task-admin.js';
+import { TaskAdmin, type SharedCatalog } from './task-admin.js';
 import { TaskRequestCounters } from './task-counters.js';
 
 /** The runtime pieces the HTTP layer uses (a `Runtime` fits; tests may swap the scheduler). */
@@ -51,6 +51,8 @@ export interface AppDeps {
   openApiPaths?: Record<string, unknown>;
   /** Readiness; the serve command flips it when shutdown begins. */
   lifecycle?: ServerLifecycle;
+  /** The shared task catalog when replicas share one (config catalog.blobDir). */
+  catalog?: (SharedCatalog & { ensure(id: string): Promise<void> }) | null;
   /** Readiness of optional parts for /v2/health/ready (e.g. { batches: {...} }). */
   readinessParts?: () => Record<string, unknown>;
 }
@@ -83,12 +85,14 @@ export function createApp(deps: AppDeps): Express {
   const lifecycle = deps.lifecycle ?? new ServerLifecycle();
   const counters = new TaskRequestCounters((id) => runtime.registry.has(id));
   runtime.registry.onRemoved((id) => counters.forget(id));
-  const gateway = InferenceGateway.forRuntime(runtime, server.maxInputsPerRequest);
+  const catalog = deps.catalog ?? null;
+  const gateway = InferenceGateway.forRuntime(runtime, server.maxInputsPerRequest, catalog ? (id) => catalog.ensure(id) : undefined);
   const admin = new TaskAdmin(runtime.registry, {
     uploadDir: server.uploadDir,
     registerRoot: server.registerRoot,
     maxUploadBytes: server.maxUploadBytes,
     logger,
+    catalog,
   });
   const openApi = buildOpenApiDocument();
   Object.assign(openApi['paths'] as Record<string, unknown>, openAiOpenApiPaths);

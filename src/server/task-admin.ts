@@ -37,11 +37,24 @@ export async function removeStaleUploads(uploadDir: string, logger: Logger): Pro
   return stale;
 }
 
+/**
+ * The shared task catalog (src/catalog's CatalogSync fits) when several
+ * replicas serve: what one registers or deletes, all do.
+ */
+export interface SharedCatalog {
+  /** Add a task this process has just registered from `dir`; refusals: TASK_EXISTS, CATALOG_UNAVAILABLE. */
+  publish(id: string, dir: string, kind: string): Promise<unknown>;
+  /** Remove a task everywhere; UnknownTaskError when the catalog does not hold it. */
+  withdraw(id: string): Promise<unknown>;
+}
+
 export interface TaskAdminOptions {
   uploadDir: string;
   registerRoot: string | null;
   maxUploadBytes: number;
   logger: Logger;
+  /** Set when replicas share a catalog (config catalog.blobDir). */
+  catalog?: SharedCatalog | null;
 }
 
 /** True when `child` is `root` or lies below it (both absolute, resolved). */
@@ -89,6 +102,7 @@ export class TaskAdmin {
         throw err;
       }
       const info = await this.registry.register(id, finalDir);
+      await this.publishOrUndo(info, finalDir);
       this.opts.logger.info({ task: id, dir: finalDir }, 'task registered from upload');
       return info;
     } catch (err) {
@@ -116,17 +130,53 @@ export class TaskAdmin {
     }
     if (!isInside(root, real)) throw new PathOutsideRootError();
     const info = await this.registry.register(id, real);
+    await this.publishOrUndo(info, real);
     this.opts.logger.info({ task: id, dir: real }, 'task registered from server path');
     return info;
   }
 
-  /** Unregister (waits for the task's in-flight batches); files are removed only if we unpacked them. */
-  async unregister(id: string): Promise<TaskInfo> {
+  /**
+   * With a shared catalog, a task exists once the catalog holds it: if the
+   * catalog refuses (the id is taken on another replica, Redis is down), the
+   * local registration is undone, so nothing is half-registered.
+   */
+  private async publishOrUndo(info: TaskInfo, dir: string): Promise<void> {
+    const catalog = this.opts.catalog;
+    if (!catalog) return;
+    try {
+      await catalog.publish(info.id, dir, info.kind);
+    } catch (err) {
+      await this.registry.unregister(info.id).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Unregister (waits for the task's in-flight batches); files are removed only
+   * if we unpacked them. With a shared catalog the task is withdrawn there first
+   * (every replica drops it); a task this replica registered from its own tasks
+   * directory is not in the catalog and is removed here alone.
+   */
+  async unregister(id: string): Promise<{ id: string }> {
+    // Read before withdrawing: the catalog's delete event may drop the local entry meanwhile.
     const info = this.registry.get(id);
-    if (!info) throw new UnknownTaskError(id);
-    await this.registry.unregister(id);
+    const catalog = this.opts.catalog;
+    if (catalog) {
+      try {
+        await catalog.withdraw(id);
+      } catch (err) {
+        if (!(err instanceof UnknownTaskError) || !info) throw err;
+      }
+    } else if (!info) {
+      throw new UnknownTaskError(id);
+    }
+    // Withdrawn from the catalog but never fetched by this replica: nothing local to remove.
+    if (!info) return { id };
+    await this.registry.unregister(id).catch((err: unknown) => {
+      if (!(err instanceof UnknownTaskError)) throw err;
+    });
     const ownDir = join(this.uploadDir, id);
     if (resolve(info.source) === ownDir) await rm(ownDir, { recursive: true, force: true });
-    return info;
+    return { id };
   }
 }

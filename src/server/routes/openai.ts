@@ -86,13 +86,13 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
     res.json(list);
   });
 
-  router.get('/v1/models/:model', (req: Request, res: Response) => {
+  router.get('/v1/models/:model', async (req: Request, res: Response) => {
     const id = String(req.params['model']);
     if (id === deps.baseModelId) {
       res.json(baseModel());
       return;
     }
-    res.json(modelOfTask(deps.gateway.task(id)));
+    res.json(modelOfTask(await deps.gateway.taskFor(id)));
   });
 
   router.post('/v1/embeddings', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
@@ -100,7 +100,7 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
     if (body.model === deps.baseModelId) {
       throw new OpenAiParamError(`model '${body.model}' is the base model; ask a task for embeddings (GET /v1/models lists them)`, 'model');
     }
-    const task = deps.gateway.task(body.model);
+    const task = await deps.gateway.taskFor(body.model);
     const hidden = deps.gateway.modelConfig.hiddenSize;
     if (body.dimensions !== undefined && body.dimensions !== hidden) {
       throw new OpenAiParamError(`dimensions: this model's embeddings have ${hidden} dimensions; other sizes are not supported`, 'dimensions');

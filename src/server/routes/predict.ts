@@ -16,7 +16,7 @@ export interface PredictRouteDeps {
 export function predictRouter(deps: PredictRouteDeps): Router {
   const router = Router();
   router.post('/v1/tasks/:task/predict', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
-    const task = deps.gateway.task(String(req.params['task']));
+    const task = await deps.gateway.taskFor(String(req.params['task']));
     let inputs = 0;
     let ok = false;
     try {

@@ -49,15 +49,15 @@ export function v2Router(deps: V2RouteDeps): Router {
     const parts = deps.readinessParts?.();
     res.status(lifecycle.ready ? 200 : 503).json({ ready: lifecycle.ready, ...(parts ? { parts } : {}) });
   });
-  router.get('/v2/models/:task', (req, res) => {
-    res.json(modelMetadata(gateway.task(String(req.params['task'])), gateway));
+  router.get('/v2/models/:task', async (req, res) => {
+    res.json(modelMetadata(await gateway.taskFor(String(req.params['task'])), gateway));
   });
-  router.get('/v2/models/:task/ready', (req, res) => {
-    const task = gateway.task(String(req.params['task']));
+  router.get('/v2/models/:task/ready', async (req, res) => {
+    const task = await gateway.taskFor(String(req.params['task']));
     res.status(lifecycle.ready ? 200 : 503).json({ name: task.id, ready: lifecycle.ready });
   });
   router.post('/v2/models/:task/infer', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
-    const task = gateway.task(String(req.params['task']));
+    const task = await gateway.taskFor(String(req.params['task']));
     let inputs = 0;
     let ok = false;
     try {
