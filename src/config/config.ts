@@ -184,6 +184,7 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_PUBLIC_STATUS: ['server', 'publicStatus'],
   PETSERVE_TASKS_DIR: ['server', 'tasksDir'],
   PETSERVE_REGISTER_ROOT: ['server', 'registerRoot'],
+  PETSERVE_UPLOAD_DIR: ['server', 'uploadDir'],
   REDIS_URL: ['redis', 'url'],
   PETSERVE_CATALOG_BLOB_DIR: ['catalog', 'blobDir'],
   PETSERVE_CATALOG_CACHE_DIR: ['catalog', 'cacheDir'],

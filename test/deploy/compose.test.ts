@@ -55,9 +55,9 @@ const resolved = (): Resolved => {
 };
 
 describe('docker-compose.yml', () => {
-  it('is valid Compose and defines redis, api, worker, prometheus and grafana, each with a health check', () => {
+  it('is valid Compose and defines redis, api, lb, worker, prometheus and grafana, each with a health check', () => {
     const { services } = resolved();
-    expect(Object.keys(services).sort()).toEqual(['api', 'grafana', 'prometheus', 'redis', 'worker']);
+    expect(Object.keys(services).sort()).toEqual(['api', 'grafana', 'lb', 'prometheus', 'redis', 'worker']);
     for (const [name, s] of Object.entries(services)) {
       expect(s.healthcheck?.test?.[0], `${name} has no health check`).toBe('CMD');
     }
@@ -84,6 +84,18 @@ describe('docker-compose.yml', () => {
     const { worker } = resolved().services as { worker: Service };
     expect(worker.container_name).toBeUndefined();
     expect(worker.ports).toBeUndefined();
+  });
+
+  it('runs two api replicas with a shared catalog behind haproxy, which alone publishes the port', () => {
+    const { api, lb } = resolved().services as { api: Service & { scale?: number }; lb: Service };
+    expect(api.scale).toBe(2);
+    expect(api.ports).toBeUndefined();
+    expect(api.container_name).toBeUndefined();
+    expect(api.environment?.['PETSERVE_CATALOG_BLOB_DIR']).toMatch(/^\/app\/\.cache\//); // on the shared volume
+    expect(api.environment?.['PETSERVE_CATALOG_CACHE_DIR']).not.toMatch(/^\/app\/\.cache\//); // per container
+    expect(lb.ports).toHaveLength(1);
+    expect(lb.command).toEqual(expect.arrayContaining(['/usr/local/etc/haproxy/haproxy.cfg', '/usr/local/etc/haproxy/replicas-compose.cfg']));
+    expect((lb.volumes ?? [])[0]).toBe(`${resolve('configs/haproxy')}:/usr/local/etc/haproxy:ro`);
   });
 
   it('mounts models and tasks read-only, the shared cache and Redis data as volumes, and the monitoring configs', () => {

@@ -4,13 +4,13 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /**
- * configs/haproxy/haproxy.cfg run by Debian's haproxy (scripts/setup-system.sh
+ * configs/haproxy/haproxy.cfg (+ replicas-env.cfg) run by Debian's haproxy (scripts/setup-system.sh
  * installs it) in front of three stand-in replicas: small HTTP servers that say
  * who they are, can be made unready, and can be made slow. What is tested is the
  * load balancer's configuration: task affinity, fall-back, health, bounded load.
  * (The replicas' own behaviour is tested against `petserve serve` elsewhere.)
  */
-const CONFIG = 'configs/haproxy/haproxy.cfg';
+const CONFIG = ['-f', 'configs/haproxy/haproxy.cfg', '-f', 'configs/haproxy/replicas-env.cfg'];
 
 interface Replica {
   name: string;
@@ -79,10 +79,10 @@ beforeAll(async () => {
     PETSERVE_REPLICA_3: `127.0.0.1:${replicas[2]!.port}`,
     PETSERVE_LB_CHECK_MS: String(CHECK_MS),
   };
-  const check = spawnSync('haproxy', ['-c', '-f', CONFIG], { env, encoding: 'utf8' });
+  const check = spawnSync('haproxy', ['-c', ...CONFIG], { env, encoding: 'utf8' });
   expect(check.error, 'haproxy is not installed: run scripts/setup-system.sh').toBeUndefined();
   expect(check.status, check.stderr + check.stdout).toBe(0);
-  lb = spawn('haproxy', ['-db', '-f', CONFIG], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  lb = spawn('haproxy', ['-db', ...CONFIG], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   base = `http://127.0.0.1:${lbPort}`;
   for (let i = 0; ; i++) {
     try {

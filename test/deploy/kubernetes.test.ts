@@ -5,6 +5,7 @@ import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
 import { ConfigMap, Namespace, PersistentVolumeClaim, Service } from 'kubernetes-models/v1';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { ENV_KEYS } from '../../src/config/config.js';
 
 /**
  * The Kubernetes manifests (configs/kustomization.yaml + configs/k8s/) checked
@@ -65,6 +66,7 @@ describe('Kubernetes manifests', () => {
     for (const r of kustomization.resources) expect(existsSync(join('configs', r)), r).toBe(true);
     const files = kustomization.configMapGenerator.flatMap((g) => g.files.map((f) => f.split('=').pop()!));
     expect(files).toContain('haproxy/haproxy.cfg');
+    expect(files).toContain('haproxy/replicas-env.cfg');
     for (const f of files) expect(existsSync(join('configs', f)), f).toBe(true);
   });
 
@@ -113,8 +115,8 @@ describe('Kubernetes manifests', () => {
     const lb = podSpec(named('Deployment', 'petserve-lb'));
     const env = new Map(lb.spec.containers[0]!.env!.map((e) => [e.name, e.value]));
     for (let i = 0; i < replicas; i++) expect(env.get(`PETSERVE_REPLICA_${i + 1}`)).toBe(`petserve-api-${i}.petserve-api:8080`);
-    // haproxy.cfg names exactly as many servers as there are replicas.
-    const cfg = readFileSync('configs/haproxy/haproxy.cfg', 'utf8');
+    // The replicas file names exactly as many servers as there are replicas.
+    const cfg = readFileSync('configs/haproxy/replicas-env.cfg', 'utf8');
     expect(cfg.match(/^\s*server r\d+ /gm)).toHaveLength(replicas);
     expect(lb.spec.volumes?.some((v) => v.configMap?.name === 'petserve-haproxy')).toBe(true);
   });
@@ -134,11 +136,14 @@ describe('Kubernetes manifests', () => {
     expect(rule!.metricsQuery).toContain('petserve_queue_jobs');
   });
 
-  it('api and workers share the ReadWriteMany volume', () => {
+  it('api and workers share the ReadWriteMany volume, which holds the catalog blob directory', () => {
     const pvc = named('PersistentVolumeClaim', 'petserve-shared').spec as { accessModes: string[] };
     expect(pvc.accessModes).toEqual(['ReadWriteMany']);
     for (const w of [named('StatefulSet', 'petserve-api'), named('Deployment', 'petserve-worker')]) {
       expect(podSpec(w).spec.volumes?.some((v) => v.persistentVolumeClaim?.claimName === 'petserve-shared'), w.metadata.name).toBe(true);
+      const env = new Map(podSpec(w).spec.containers[0]!.env!.map((e) => [e.name, e.value]));
+      expect(env.get('PETSERVE_CATALOG_BLOB_DIR'), w.metadata.name).toMatch(/^\/data\/shared\//);
+      for (const key of env.keys()) expect(Object.keys(ENV_KEYS), `${key} is not a config variable`).toContain(key);
     }
   });
 });

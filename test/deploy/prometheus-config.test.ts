@@ -16,12 +16,12 @@ describe('Prometheus configuration', () => {
     expect(r.status).toBe(0);
   });
 
-  it('scrapes the API server and discovers every worker replica by DNS', () => {
+  it('discovers every API and worker replica by DNS', () => {
     const cfg = parseYaml(readFileSync('configs/prometheus.yml', 'utf8')) as {
       scrape_configs: { job_name: string; metrics_path?: string; static_configs?: { targets: string[] }[]; dns_sd_configs?: { names: string[]; type: string; port: number }[] }[];
     };
     const jobs = new Map(cfg.scrape_configs.map((j) => [j.job_name, j]));
-    expect(jobs.get('petserve-api')?.static_configs?.[0]?.targets).toEqual(['api:8080']);
+    expect(jobs.get('petserve-api')?.dns_sd_configs?.[0]).toMatchObject({ names: ['api'], type: 'A', port: 8080 });
     expect(jobs.get('petserve-api')?.metrics_path).toBe('/metrics');
     expect(jobs.get('petserve-worker')?.dns_sd_configs?.[0]).toMatchObject({ names: ['worker'], type: 'A', port: 9464 });
   });

@@ -76,9 +76,9 @@ beforeAll(async () => {
     PETSERVE_REPLICA_3: `127.0.0.1:${ports[2]}`,
     PETSERVE_LB_CHECK_MS: String(CHECK_MS),
   };
-  const check = spawnSync('haproxy', ['-c', '-f', 'configs/haproxy/haproxy.cfg'], { env, encoding: 'utf8' });
+  const check = spawnSync('haproxy', ['-c', '-f', 'configs/haproxy/haproxy.cfg', '-f', 'configs/haproxy/replicas-env.cfg'], { env, encoding: 'utf8' });
   expect(check.status, check.stderr).toBe(0);
-  lb = spawn('haproxy', ['-db', '-f', 'configs/haproxy/haproxy.cfg'], { env, stdio: 'ignore' });
+  lb = spawn('haproxy', ['-db', '-f', 'configs/haproxy/haproxy.cfg', '-f', 'configs/haproxy/replicas-env.cfg'], { env, stdio: 'ignore' });
   lbUrl = `http://127.0.0.1:${ports[3]}`;
   await sleep(4 * CHECK_MS);
 }, 600_000);
