@@ -8,6 +8,7 @@ import { profileCostModel, writeCachedCostModel, type ProfileProgress } from '..
 import { costModelKey } from '../scheduler/create-scheduler.js';
 import { createLogger } from '../util/logger.js';
 import { withGpu } from './gpu-session.js';
+import { startProgress } from './progress.js';
 
 /**
  * `petserve profile`: the full cost-model profile, on demand. `serve` and
@@ -33,19 +34,25 @@ export function registerProfile(program: Command, run: (fn: () => Promise<void>)
         const registry = new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes });
         const out = await withGpu(config, logger, async (ctx) => {
           const runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, poolBytes: config.pets.poolBytes });
+          // The grid's points, on stderr (a live line on a terminal); stdout keeps the one JSON result line.
+          const progress = startProgress({ label: 'petserve: profile', total: 0, unit: 'points' });
           try {
             const t0 = performance.now();
             const model = await profileCostModel(runner, {
               logger,
               maxTokens: config.scheduler.maxBatchTokens,
-              // One stderr log line per timed point; a live progress line can hook in here (ProfileProgress).
-              onProgress: (p: ProfileProgress) => logger.info(p, 'cost profile point'),
+              onProgress: (p: ProfileProgress) => {
+                logger.debug(p, 'cost profile point');
+                progress.update({ done: p.done, total: p.total, note: p.what });
+              },
             });
+            progress.stop();
             const file = config.scheduler.costCacheDir
               ? await writeCachedCostModel(config.scheduler.costCacheDir, costModelKey(ctx, runner), model.coef, { source: 'profile' })
               : null;
             return { file, seconds: Math.round((performance.now() - t0) / 100) / 10, coef: model.coef };
           } finally {
+            progress.stop();
             await runner.dispose();
           }
         });

@@ -168,11 +168,17 @@ class ProgressState {
     return this.done + (this.failed ?? 0);
   }
 
-  /** Units per second since the first change; null until a second one. */
-  ratePerS(nowMs: number): number | null {
-    if (this.firstChange === null) return null;
-    const units = this.settled - this.firstChange.settled;
-    const seconds = (nowMs - this.firstChange.atMs) / 1000;
+  /**
+   * Units per second. While running: since the first change, null until a
+   * second one (the ETA's basis). Finished: over the whole run, the figure a
+   * summary should give (work that settles in bursts, like batches, would
+   * otherwise report the gap between its last two bursts).
+   */
+  ratePerS(nowMs: number, finished = false): number | null {
+    const from = finished ? { settled: this.settledAtStart, atMs: this.startMs } : this.firstChange;
+    if (from === null) return null;
+    const units = this.settled - from.settled;
+    const seconds = (nowMs - from.atMs) / 1000;
     return units > 0 && seconds > 0 ? units / seconds : null;
   }
 
@@ -190,8 +196,8 @@ class ProgressState {
     return `${this.settled}${of}${failed}`;
   }
 
-  rateText(nowMs: number): string {
-    const rate = this.ratePerS(nowMs);
+  rateText(nowMs: number, finished = false): string {
+    const rate = this.ratePerS(nowMs, finished);
     return `${rate === null ? '-' : formatRate(rate)} ${this.unit}/s`;
   }
 
@@ -201,7 +207,7 @@ class ProgressState {
   }
 
   line(nowMs: number, finished: boolean): string {
-    const parts = [this.countsText(), this.rateText(nowMs)];
+    const parts = [this.countsText(), this.rateText(nowMs, finished)];
     if (finished) parts.push(`finished in ${formatSeconds((nowMs - this.startMs) / 1000)}`);
     else parts.push(`ETA ${this.etaText(nowMs)}`, `${formatSeconds((nowMs - this.startMs) / 1000)} elapsed`);
     if (this.note !== '') parts.push(this.note);
@@ -293,7 +299,7 @@ function liveProgress(state: ProgressState, stream: ProgressStream, now: () => n
     return {
       label: state.label,
       counts: state.countsText(),
-      rate: state.rateText(t),
+      rate: state.rateText(t, finished),
       tail: finished ? `finished in ${formatSeconds((t - state.startMs) / 1000)}` : `ETA ${state.etaText(t)}`,
       note: state.note === '' ? '' : ` | ${state.note}`,
     };

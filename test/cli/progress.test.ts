@@ -40,7 +40,8 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     // The rate runs from the first change (10 at 400 ms): 11 more in 0.6 s, 79 left.
     expect(lines[1]).toBe('job: 21/100 (done 20, failed 1), 18.3 items/s, ETA 4s, 1s elapsed');
     expect(lines[2]).toBe('job: 40/100 (done 39, failed 1), 18.8 items/s, ETA 3s, 2s elapsed');
-    expect(lines[3]).toBe('job: 40/100 (done 39, failed 1), 14.3 items/s, finished in 3s');
+    // The last line's rate is over the whole run: 40 in 2.5 s.
+    expect(lines[3]).toBe('job: 40/100 (done 39, failed 1), 16.0 items/s, finished in 3s');
     expect(stream.text()).not.toContain(ESC);
   });
 
@@ -72,7 +73,7 @@ describe('startProgress, plain mode (output not a terminal)', () => {
       'gen: 0/3, - tensors/s, ETA ?, 0s elapsed',
       'gen: 1/3, - tensors/s, ETA ?, 1s elapsed',
       'gen: 3/3, 2.00 tensors/s, ETA 0s, 2s elapsed',
-      'gen: 3/3, 2.00 tensors/s, finished in 2s, writing',
+      'gen: 3/3, 1.50 tensors/s, finished in 2s, writing',
     ]);
   });
 
@@ -88,7 +89,7 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     expect(stream.text().trimEnd().split('\n')).toEqual([
       'load: 0, - requests/s, ETA 30s, 0s elapsed',
       'load: 95, 10.0 requests/s, ETA 20s, 10s elapsed',
-      'load: 95, 10.0 requests/s, finished in 10s',
+      'load: 95, 9.50 requests/s, finished in 10s',
     ]);
   });
 
@@ -122,7 +123,7 @@ describe('startProgress, plain mode (output not a terminal)', () => {
     p.update({ done: 3 }); // within the interval after the first line
     t = 2000;
     p.stop();
-    expect(slow.text().trimEnd().split('\n')).toEqual(['s: 2/4, 10.0 items/s, ETA 0s, 1s elapsed', 's: 3/4, 1.82 items/s, finished in 2s']);
+    expect(slow.text().trimEnd().split('\n')).toEqual(['s: 2/4, 10.0 items/s, ETA 0s, 1s elapsed', 's: 3/4, 1.50 items/s, finished in 2s']);
   });
 
   it('log() writes its message as a line of its own', () => {
@@ -138,7 +139,7 @@ describe('startProgress, plain mode (output not a terminal)', () => {
       'k: 0/2, - items/s, ETA ?, 0s elapsed',
       'gemm 128x768x768 rb: 9.1 GFLOP/s',
       'k: 1/2, - items/s, ETA ?, 1s elapsed',
-      'k: 1/2, - items/s, finished in 1s',
+      'k: 1/2, 1.00 items/s, finished in 1s',
       'after',
     ]);
   });
@@ -213,10 +214,10 @@ describe('startPhasedProgress', () => {
     // Each phase is timed from when the one before it last reported: generating began at 0, writing at 1000.
     expect(stream.text().trimEnd().split('\n')).toEqual([
       'ckpt generate: 0/2, - tensors/s, ETA ?, 1s elapsed',
-      'ckpt generate: 2/2, - tensors/s, finished in 1s',
+      'ckpt generate: 2/2, 2.00 tensors/s, finished in 1s',
       'ckpt write: 0/2, - tensors/s, ETA ?, 0s elapsed',
       'ckpt write: 2/2, 1.00 tensors/s, ETA 0s, 1s elapsed',
-      'ckpt write: 2/2, 1.00 tensors/s, finished in 1s',
+      'ckpt write: 2/2, 2.00 tensors/s, finished in 1s',
     ]);
   });
 });
