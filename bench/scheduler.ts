@@ -9,7 +9,7 @@
  * Flags: --model bert-mini (preset), --requests N, --quick, --out bench/results.
  * Each writes sched-<experiment>-<adapter>-<stamp>.{json,md,svg}.
  */
-import { writeFile } from 'node:fs/promises';
+import { appendFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isPresetName, type PresetName } from '../src/model/presets.js';
 import { generatePet } from '../src/pet/init-pet.js';
@@ -232,8 +232,8 @@ async function openLoop(h: Harness): Promise<Report> {
     { name: 'PetS-style', cfg: schedulerConfig({ policy: 'pets', operatorScheduler: false, defaultSloMs: sloMs }) },
     { name: 'ours', cfg: schedulerConfig({ policy: 'slo', defaultSloMs: sloMs, maxWaitMs: sloMs }) },
   ].filter((s) => !only || only.includes(s.name));
+  const traceFile = join(outDir, `sched-latency-trace-${adapterSlug(h.ctx.capabilities.adapterName)}-${fileStamp(new Date())}.jsonl`);
   const runs: (OpenLoopRun & { load: number; system: string; repeat: number })[] = [];
-  const traces: string[] = [];
   for (const load of loads) {
     const rate = load * maxRps;
     const count = Math.max(20, Math.round(rate * durationS));
@@ -244,10 +244,13 @@ async function openLoop(h: Harness): Promise<Report> {
       for (const s of systems) {
         const r = await runOpenLoopTraced(h.runner, h.cost, s.cfg, w, rate, new Rng(7 + repeat));
         runs.push({ ...r, load, system: s.name, repeat });
-        for (const b of r.trace) traces.push(JSON.stringify({ load, system: s.name, repeat, ...b }));
+        const lines = r.trace.map((b) => JSON.stringify({ load, system: s.name, repeat, ...b }));
+        // Written as the run goes, so a long run's traces can be read before it ends.
+        if (!benchArgs.includes('--no-trace')) await appendFile(traceFile, lines.map((l) => `${l}\n`).join(''));
         console.error(
           `load ${load} ${s.name} #${repeat}: ${fmt(r.sloMet * 100 / r.total, 1)} % met, p99 ${fmt(percentile(r.latenciesMs, 99), 0)} ms, ` +
-            `refused ${r.refused}, expired ${r.expired}, late ${r.late}, other CPU ${fmt(r.otherCpuShare * 100, 0)} %`,
+            `refused ${r.refused}, expired ${r.expired}, late ${r.late}, other CPU ${fmt(r.otherCpuShare * 100, 0)} %, ` +
+            `cost model ${h.cost.state().phase} (${h.cost.state().batches} batches, error ${fmt((h.cost.state().recentError ?? 0) * 100, 0)} %)`,
         );
       }
     }
@@ -299,9 +302,6 @@ async function openLoop(h: Harness): Promise<Report> {
       }
     }
   }
-  const adapter = adapterSlug(h.ctx.capabilities.adapterName);
-  const traceFile = join(outDir, `sched-latency-trace-${adapter}-${fileStamp(new Date())}.jsonl`);
-  if (!benchArgs.includes('--no-trace')) await writeFile(traceFile, `${traces.join('\n')}\n`);
   return {
     title: `Open-loop latency over 64 tasks: SLO ${sloMs} ms, ${durationS} s per point, ${repeats} repeats`,
     table: {

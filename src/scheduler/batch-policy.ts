@@ -201,24 +201,32 @@ export function pickSlo(queue: readonly QueuedItem[], ctx: SloPickContext): SloP
  * them back to back by the cost model and count the items done by their due time.
  * No margin here: the margin decided that something is at risk; among the plans,
  * the one the model says meets the most wins (a margin would trade items that
- * the model says make it for none). The largest k with the best count wins
- * (more throughput for what comes next).
+ * the model says make it for none). Among plans that meet as many, the largest k
+ * whose first batch is all on time (more throughput for what comes next); if no
+ * such plan meets the most — the first batch would carry a late row whatever k —
+ * the smallest k: never a batch made larger by rows that are late anyway
+ * (a model that prices everything as late must not send the whole queue at once).
  * O(maxRows × candidates) feature updates; each batch's estimate is O(kinds).
  */
 export function bestDueChunk(byDueOrder: readonly QueuedItem[], ctx: SloPickContext): QueuedItem[] {
   const n = byDueOrder.length;
-  let bestK = 1;
   let bestMet = -1;
+  let bestK = 1;
   for (let k = 1; k <= Math.min(n, ctx.limits.maxRows); k++) {
     let t = ctx.nowMs;
     let met = 0;
+    let firstOnTime = true;
     for (let i = 0; i < n; ) {
       const chunk = takeChunk(byDueOrder, i, k, ctx.limits.maxTokens);
       t += ctx.cost.estimateMs(batchFeatures(chunk));
-      for (const it of chunk) if (it.dueMs >= t) met++;
+      for (const it of chunk) {
+        if (it.dueMs >= t) met++;
+        else if (i === 0) firstOnTime = false;
+      }
       i += chunk.length;
     }
-    if (met >= bestMet) {
+    // More met wins; at an equal count, a larger k replaces the smaller only if its first batch is all on time.
+    if (met > bestMet || (met === bestMet && firstOnTime)) {
       bestMet = met;
       bestK = k;
     }

@@ -31,6 +31,8 @@ export interface CostEstimator {
   readonly converged?: boolean;
   /** Calibration state for /v1/status and the status page. */
   state?(): CostModelState;
+  /** Largest batch (tokens) the model has grounds to price; the slo policy cuts no larger batch. Absent = any. */
+  trustedBatchTokens?(): number;
 }
 
 /** Where an online cost model stands (status page: "cost model: calibrating, 12 batches"). */

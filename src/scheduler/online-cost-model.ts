@@ -60,10 +60,19 @@ export interface OnlineCostOptions {
   minBatches?: number;
   /** Converged when the mean relative error of the last `errorWindow` predictions is at most this. */
   convergedError?: number;
+  /**
+   * Converged anyway after this many batches: the window then holds enough data
+   * that the error left is the device's own timing noise (a machine shared with
+   * other work), which waiting longer does not remove.
+   */
+  maxCalibrationBatches?: number;
   errorWindow?: number;
   /** True when the prior is itself a model fitted on this device (the cache): converged from the start. */
   priorConverged?: boolean;
 }
+
+/** The largest batch the start-up calibration times (cost-profiler.ts: 8 rows × 32 tokens). */
+const CALIBRATED_TOKENS = 256;
 
 interface Observation {
   x: number[];
@@ -82,6 +91,8 @@ export class OnlineCostModel implements CostEstimator {
   private readonly colSq: number[] = new Array<number>(P).fill(0);
   private readonly errors: number[] = [];
   private seen = 0;
+  /** Tokens of the largest batch observed since start. */
+  private largestTokens = 0;
   private convergedFlag: boolean;
   private readonly opts: Required<Omit<OnlineCostOptions, 'priorConverged'>>;
   private listeners: ((model: OnlineCostModel) => void)[] = [];
@@ -96,6 +107,7 @@ export class OnlineCostModel implements CostEstimator {
       priorWeight: opts.priorWeight ?? 0.25,
       minBatches: opts.minBatches ?? 16,
       convergedError: opts.convergedError ?? 0.15,
+      maxCalibrationBatches: opts.maxCalibrationBatches ?? 64,
       errorWindow: opts.errorWindow ?? 16,
     };
     this.prior = toVector(prior).map((v) => Math.max(0, v));
@@ -123,6 +135,18 @@ export class OnlineCostModel implements CostEstimator {
     return this.convergedFlag;
   }
 
+  /**
+   * The largest batch (tokens) whose estimate the scheduler should act on: twice
+   * the largest batch learned from (at least CALIBRATED_TOKENS, what start-up
+   * timed). A linear fit is trustworthy where it has data; beyond, batches grow
+   * geometrically, each teaching the model the next size, instead of betting a
+   * burst on one extrapolated giant batch. A cached model is trusted everywhere.
+   */
+  trustedBatchTokens(): number {
+    if (this.source === 'cache') return Infinity;
+    return Math.max(CALIBRATED_TOKENS, 2 * this.largestTokens);
+  }
+
   state(): CostModelState {
     return { phase: this.convergedFlag ? 'converged' : 'calibrating', batches: this.seen, recentError: this.recentError(), source: this.source };
   }
@@ -148,11 +172,13 @@ export class OnlineCostModel implements CostEstimator {
     this.accumulate(obs, 1);
     if (this.window.length > this.opts.window) this.accumulate(this.window.shift()!, -1);
     this.seen += 1;
+    this.largestTokens = Math.max(this.largestTokens, f.tokens);
     // Running sums drift in floating point; rebuild them once per window.
     if (this.seen % this.opts.window === 0) this.rebuildSums();
     this.current = new LinearCostModel(fromVector(this.fit(), this.current.coef.profiledPackedFloats));
     const wasConverged = this.convergedFlag;
-    if (!wasConverged && this.seen >= this.opts.minBatches && (this.recentError() ?? Infinity) <= this.opts.convergedError) this.convergedFlag = true;
+    const accurate = this.seen >= this.opts.minBatches && (this.recentError() ?? Infinity) <= this.opts.convergedError;
+    if (!wasConverged && (accurate || this.seen >= this.opts.maxCalibrationBatches)) this.convergedFlag = true;
     if ((this.convergedFlag && !wasConverged) || (this.convergedFlag && this.seen % this.opts.window === 0)) {
       for (const l of this.listeners) l(this);
     }

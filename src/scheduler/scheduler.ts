@@ -47,7 +47,12 @@ interface Entry extends QueuedItem {
   reject: (e: unknown) => void;
 }
 
-/** Safety margin on deadlines: cost-model error plus host jitter, as a fraction of the estimate. */
+/**
+ * Safety margin on deadlines, as a fraction of a typical batch's estimate: at
+ * least this, more when the cost model's recent predictions were off by more
+ * (a device shared with other work runs the same batch 0.5–3× as long), at most
+ * one whole batch.
+ */
 const MARGIN_FRACTION = 0.25;
 /**
  * Until the online cost model has converged, SLO decisions take every batch as
@@ -157,7 +162,7 @@ export class Scheduler implements InferenceService {
    * running batch, then the online work due no later than it (the slo policy runs
    * earliest-due first) with `item` itself, cut into as many batches as the row,
    * token and time limits make, each paying the fixed per-batch cost. The margin
-   * is MARGIN_FRACTION of the average batch, as pickSlo's.
+   * is marginFraction() of the average batch, as pickSlo's.
    */
   private predictFinish(item: QueuedItem, now: number): { finishMs: number; marginMs: number } {
     const cost = this.opts.cost;
@@ -168,14 +173,15 @@ export class Scheduler implements InferenceService {
     const workMs = cost.estimateMs(f);
     const fixedMs = cost.estimateMs({ rows: 0, tokens: 0, sumSqLen: 0, kindTokens: {}, distinctTasks: 0 });
     const capMs = BATCH_SLO_FRACTION * this.tightSlo.ms;
+    const limits = this.sloLimits();
     const batches = Math.max(
-      Math.ceil(f.rows / this.limits.maxRows),
-      Math.ceil(f.tokens / this.limits.maxTokens),
+      Math.ceil(f.rows / limits.maxRows),
+      Math.ceil(f.tokens / limits.maxTokens),
       Number.isFinite(capMs) && capMs > fixedMs ? Math.ceil((workMs - fixedMs) / (capMs - fixedMs)) : 1,
       1,
     );
     const totalMs = workMs + (batches - 1) * fixedMs;
-    return { finishMs: now + busyMs + totalMs, marginMs: (MARGIN_FRACTION * totalMs) / batches };
+    return { finishMs: now + busyMs + totalMs, marginMs: (this.marginFraction() * totalMs) / batches };
   }
 
   stats(): SchedulerStats {
@@ -229,6 +235,16 @@ export class Scheduler implements InferenceService {
     validateSequence(req.inputIds, req.tokenTypeIds, this.runner.checkpoint.config);
     if (req.sloMs !== undefined && !(req.sloMs > 0)) throw new InvalidInputError('deadline_ms: must be a positive number');
     return { kind, petScale };
+  }
+
+  /** The row and token limits the slo policy cuts within: the configured ones, and no larger than the cost model can price. */
+  private sloLimits(): BatchLimits {
+    const trusted = this.opts.cost.trustedBatchTokens?.() ?? Infinity;
+    return { maxRows: this.limits.maxRows, maxTokens: Math.min(this.limits.maxTokens, trusted) };
+  }
+
+  private marginFraction(): number {
+    return Math.min(1, Math.max(MARGIN_FRACTION, this.opts.cost.state?.().recentError ?? 0));
   }
 
   /** The cost model as SLO decisions see it: pessimistic until an online model has converged (UNCONVERGED_PESSIMISM). */
@@ -304,7 +320,7 @@ export class Scheduler implements InferenceService {
       }
       case 'slo': {
         const now = this.now();
-        const limits = { ...this.limits, maxMs: BATCH_SLO_FRACTION * this.tightSlo.ms };
+        const limits = { ...this.sloLimits(), maxMs: BATCH_SLO_FRACTION * this.tightSlo.ms };
         const cost = this.decisionCost();
         const typical = cost.estimateMs(batchFeatures(greedyFill(this.queue, limits, [], cost)));
         const pick = pickSlo(this.queue, {
@@ -312,7 +328,7 @@ export class Scheduler implements InferenceService {
           cost,
           limits,
           window: 4 * this.limits.maxRows,
-          marginMs: typical * MARGIN_FRACTION,
+          marginMs: typical * this.marginFraction(),
         });
         chosen = pick.batch;
         this.lastDecision = { mode: pick.mode, capMs: limits.maxMs, queuedBefore: this.queue.length };

@@ -92,6 +92,21 @@ describe('pickSlo', () => {
     expect(pick.batch).toEqual(expect.arrayContaining([urgentShort, urgentLong]));
   });
 
+  it('serves a queue at risk in batches larger than the time cap when capped singletons would miss (issue 11)', () => {
+    // Fixed 10 ms per batch, 3.2 ms per request: the cap (15 ms) admits one request per batch.
+    // Six queued, all due at 40 ms: singletons finish the sixth at 79 ms; two batches of three at 39 ms.
+    const queued = Array.from({ length: 6 }, () => item(32, { dueMs: 40 }));
+    const pick = pickSlo(queued, { nowMs: 0, cost: linear, limits: { maxRows: 8, maxTokens: 10_000, maxMs: 15 }, window: 64, marginMs: 2 });
+    expect(pick.mode).toBe('deadline');
+    expect(pick.batch.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('never sends a whole queue the model prices as late in one batch: one row at a time then', () => {
+    const late = Array.from({ length: 6 }, () => item(32, { dueMs: 5 }));
+    const pick = pickSlo(late, { nowMs: 0, cost: linear, limits: { maxRows: 8, maxTokens: 10_000 }, window: 64, marginMs: 2 });
+    expect(pick.batch.length).toBe(1);
+  });
+
   it('uses the throughput grouping when no deadline is at risk', () => {
     const items = Array.from({ length: 6 }, (_, i) => item(10 + i, { dueMs: 1e6 }));
     const pick = pickSlo(items, { nowMs: 0, cost: linear, limits, window: 64, marginMs: 5 });

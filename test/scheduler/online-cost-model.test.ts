@@ -133,6 +133,28 @@ describe('OnlineCostModel', () => {
     for (const v of [c.fixedMs, c.perRowMs, c.perTokenMs, c.perSqLenMs, c.perTaskMs]) expect(v).toBeGreaterThanOrEqual(0);
   });
 
+  it('on a device too noisy for 15 % error, calls itself converged after 64 batches (the noise will not go away)', () => {
+    const rng = new Rng(15);
+    const model = new OnlineCostModel(CALIBRATION_PRIOR, 'calibration');
+    const phases: string[] = [];
+    for (let i = 0; i < 70; i++) {
+      const f = batchFeatures(randomBatch(rng));
+      model.observe(f, measure(f, rng, 0.5));
+      phases.push(model.state().phase);
+    }
+    expect(phases.indexOf('converged')).toBe(63);
+    expect(model.state().recentError!).toBeGreaterThan(0.15);
+  });
+
+  it('trusts batches up to twice the largest it has learned from (256 tokens before any), a cached model everywhere', () => {
+    const model = new OnlineCostModel(CALIBRATION_PRIOR, 'calibration');
+    expect(model.trustedBatchTokens()).toBe(256);
+    const f = batchFeatures([{ seq: 0, task: null, kind: 'base', length: 300, arrivalMs: 0, dueMs: 0, offline: false }]);
+    model.observe(f, truth.estimateMs(f));
+    expect(model.trustedBatchTokens()).toBe(600);
+    expect(new OnlineCostModel(TRUTH, 'cache', { priorConverged: true }).trustedBatchTokens()).toBe(Infinity);
+  });
+
   it('reports calibrating until it has converged, then tells its listeners once', () => {
     const rng = new Rng(14);
     const model = new OnlineCostModel(scaled(TRUTH, 2), 'calibration');
