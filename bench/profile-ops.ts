@@ -19,6 +19,7 @@ import { TaskRegistry } from '../src/pet/registry.js';
 import { PET_KINDS, type PetKind } from '../src/pet/types.js';
 import { silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
+import { benchProgress } from './lib/progress.js';
 import { fmt, textTable } from './lib/report.js';
 
 const args = process.argv.slice(2);
@@ -49,14 +50,20 @@ try {
   const sets = { pets: rows, base: rows.map((r) => ({ ...r, task: null })) };
   const perOp = { pets: new Map<string, number>(), base: new Map<string, number>() };
   for (const rs of Object.values(sets)) await runner.runTasks(rs, { logits: true });
-  for (let rep = 0; rep < reps; rep++) {
-    for (const name of ['pets', 'base'] as const) {
-      const r = await runner.runTasks(sets[name], { logits: true }, { profile: 'dispatches' });
-      for (const p of r.phases ?? []) {
-        const op = p.name.replace(/^l\d+\./, '');
-        perOp[name].set(op, (perOp[name].get(op) ?? 0) + p.ms / reps);
+  const progress = benchProgress('profile-ops', 2 * reps, 'profiled runs');
+  try {
+    for (let rep = 0; rep < reps; rep++) {
+      for (const name of ['pets', 'base'] as const) {
+        const r = await runner.runTasks(sets[name], { logits: true }, { profile: 'dispatches' });
+        for (const p of r.phases ?? []) {
+          const op = p.name.replace(/^l\d+\./, '');
+          perOp[name].set(op, (perOp[name].get(op) ?? 0) + p.ms / reps);
+        }
+        progress.increment();
       }
     }
+  } finally {
+    progress.stop();
   }
   await runner.dispose();
   const total = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0);
