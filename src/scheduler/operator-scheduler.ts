@@ -1,7 +1,7 @@
 import type { OperatorPlanner } from '../engine/model-runner.js';
 import type { PetPlan } from '../engine/pet-plan.js';
 import type { SegmentTables } from '../kernels/segmented.js';
-import type { BertConfig } from '../model/bert-config.js';
+import type { BertConfig } from '../model/families/bert.js';
 import type { OperatorDecisions } from '../model/pet-graph-input.js';
 
 /**
