@@ -4,9 +4,10 @@
  *
  * - live: one redrawn line (cli-progress) when both stderr and stdout are
  *   terminals: someone is watching.
- * - plain: when output is piped or logged, a plain line at the start, then at
- *   most one every `plainIntervalMs` (also while nothing changes, so a log
- *   shows the work is alive), and a last one at stop. No escape codes.
+ * - plain: when output is piped or logged, a plain line when it starts
+ *   showing (at once, or after `showAfterMs`), then at most one every
+ *   `plainIntervalMs` (also while nothing changes, so a log shows the work is
+ *   alive), and a last one at stop. No escape codes.
  *
  * Lower layers (model, scheduler) never import this: they take an
  * `onProgress(done, total)` callback and the CLI command bridges the two.
