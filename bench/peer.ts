@@ -22,7 +22,7 @@
  *
  * Writes bench/results/peer-<adapter>-<stamp>.{json,md} (rewritten after every group).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ModelRunner } from '../src/engine/model-runner.js';
@@ -369,12 +369,29 @@ function resultTable(results: CaseResult[], engines: EngineId[]): Table {
 
 // ------------------------------------------------------------------ main
 
+/**
+ * Claims `<stem>.json` (or `<stem>-2.json`, ...) by creating it exclusively, so two
+ * runs started in the same minute (say one per preset) never overwrite each other.
+ */
+async function reserveStem(dir: string, stem: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  for (let n = 1; ; n++) {
+    const candidate = n === 1 ? stem : `${stem}-${n}`;
+    try {
+      await writeFile(join(dir, `${candidate}.json`), '{"status": "running"}\n', { flag: 'wx' });
+      return candidate;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const plan = readPlan();
   const started = performance.now();
   const ctx = await GpuContext.create({ adapter: process.env['PETSERVE_GPU_ADAPTER'] }, silentLogger);
   const adapter = ctx.capabilities.adapterName;
-  const stem = `peer-${adapterSlug(adapter)}-${fileStamp(new Date())}`;
+  const stem = await reserveStem(plan.outDir, `peer-${adapterSlug(adapter)}-${fileStamp(new Date())}`);
   const command = commandLine();
   const groups = plan.presets.flatMap((preset) => plan.dtypes.map((dtype) => ({ preset, dtype })));
   const deadline = started + plan.budgetS * 1000;

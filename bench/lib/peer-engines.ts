@@ -117,7 +117,8 @@ function initOrtWebGpu(adapterFilter: string): Promise<{ ort: Ort; adapterName: 
     }
     const adapter = await gpu.requestAdapter();
     if (!adapter) throw new Error('no WebGPU adapter for onnxruntime-web');
-    const adapterName = adapter.info.description || adapter.info.vendor;
+    // Named as src/gpu/context.ts names PetServe's adapter.
+    const adapterName = adapter.info.description || adapter.info.device || adapter.info.vendor || 'unknown adapter';
     if (adapterFilter && !adapterName.toLowerCase().includes(adapterFilter.toLowerCase())) {
       throw new Error(`onnxruntime-web got adapter '${adapterName}', PetServe runs on '${adapterFilter}'`);
     }
@@ -142,6 +143,9 @@ function initOrtWebGpu(adapterFilter: string): Promise<{ ort: Ort; adapterName: 
     };
     const ort = (await import('onnxruntime-web/webgpu')) as unknown as Ort & { env: OrtCommon.Env };
     ort.env.logLevel = 'error';
+    // The WebGPU EP computes on the GPU; WASM worker threads would only idle-spin
+    // on the CPU cores that lavapipe, PetServe and onnxruntime-node need.
+    ort.env.wasm.numThreads = 1;
     ort.env.webgpu.adapter = adapter as unknown as OrtCommon.Env.WebGpuFlags['adapter'];
     return { ort, adapterName };
   })();
