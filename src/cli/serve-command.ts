@@ -111,9 +111,10 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   };
   process.once('SIGTERM', force);
   process.once('SIGINT', force);
-  await shutdown(http, runtime, config.server.shutdownTimeoutMs, logger, signal);
-  await catalog?.close();
-  await batches.close();
+  const closeRedis = async (): Promise<void> => {
+    await Promise.all([catalog?.close(), batches.close()]);
+  };
+  await shutdown(http, runtime, closeRedis, config.server.shutdownTimeoutMs, logger, signal);
 }
 
 /**
@@ -132,7 +133,14 @@ export const SHUTDOWN_EXIT_BOUND_MS = SHUTDOWN_ANSWER_GRACE_MS + GPU_RELEASE_WAI
  * after GPU_RELEASE_WAIT_MS; a last timer ends the process at
  * timeoutMs + SHUTDOWN_EXIT_BOUND_MS whatever still holds it.
  */
-async function shutdown(http: HttpServerHandle, runtime: Runtime, timeoutMs: number, logger: Logger, signal: string): Promise<void> {
+async function shutdown(
+  http: HttpServerHandle,
+  runtime: Runtime,
+  closeRedis: () => Promise<void>,
+  timeoutMs: number,
+  logger: Logger,
+  signal: string,
+): Promise<void> {
   const started = Date.now();
   logger.info({ signal, inFlight: http.inFlight(), timeoutMs }, 'shutting down: no new connections, finishing in-flight requests');
   setTimeout(() => {
@@ -141,12 +149,13 @@ async function shutdown(http: HttpServerHandle, runtime: Runtime, timeoutMs: num
   }, timeoutMs + SHUTDOWN_EXIT_BOUND_MS).unref();
   const [answered] = await Promise.all([http.close(timeoutMs), runtime.scheduler.drain(timeoutMs)]);
   let timer: NodeJS.Timeout | undefined;
+  // Redis connections (batch queue, task catalog) close alongside, inside the same wait.
   const released = await Promise.race([
-    runtime.close().then(() => true),
+    Promise.all([runtime.close(), closeRedis()]).then(() => true),
     new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), GPU_RELEASE_WAIT_MS))),
   ]);
   clearTimeout(timer);
-  if (!released) logger.warn({ waitedMs: GPU_RELEASE_WAIT_MS }, 'GPU release abandoned: a batch is still running on the device');
+  if (!released) logger.warn({ waitedMs: GPU_RELEASE_WAIT_MS }, 'GPU release abandoned: a batch is still running on the device (or Redis did not close)');
   logger.info({ ms: Date.now() - started, cutRequests: answered, gpuReleased: released }, 'shutdown complete');
   if (!released) process.exit(process.exitCode ?? 0);
 }

@@ -57,6 +57,9 @@ export function testConfig(root: string, overrides: Record<string, unknown> = {}
       'scheduler.costCacheDir': COST_CACHE_DIR,
       // Small batch budget: a short start-up profile on lavapipe.
       'scheduler.maxBatchTokens': 512,
+      // Functional tests, not latency tests: on a loaded 2-core machine a 2 s objective would turn
+      // answers into 429 DEADLINE_UNREACHABLE / 504 at random. Deadline tests set deadline_ms themselves.
+      'scheduler.defaultSloMs': 600_000,
       'scheduler.maxBatchRows': 32,
       'log.level': 'silent',
       ...overrides,
