@@ -15,6 +15,7 @@ const SCRIPTS: Record<string, { script: string; what: string; passName?: boolean
   kernels: { script: 'bench/kernels.ts', what: 'GEMM / attention / end-to-end kernels' },
   pets: { script: 'bench/pets.ts', what: 'PET memory per task and batch overhead' },
   profile: { script: 'bench/profile-ops.ts', what: 'device time per op of a PET batch' },
+  cluster: { script: 'bench/cluster.ts', what: 'task-affinity routing (haproxy) vs round-robin over 3 replicas: page-ins, throughput' },
   peer: { script: 'bench/peer.ts', what: 'PetServe vs onnxruntime-web WebGPU and onnxruntime-node CPU (same checkpoint)' },
 };
 

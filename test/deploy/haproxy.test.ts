@@ -143,7 +143,7 @@ describe('haproxy task-affinity configuration', () => {
     for (const t of tasks) before.set(t, await replicaFor(`/v1/tasks/${t}/predict`, { method: 'POST' }));
     const victim = replicas.find((r) => [...before.values()].includes(r.name))!;
     victim.ready = false;
-    await sleep(4 * CHECK_MS); // fall 2
+    await sleep(5 * CHECK_MS); // fall 3
     for (const t of tasks) {
       const now = await replicaFor(`/v1/tasks/${t}/predict`, { method: 'POST' });
       expect(now).not.toBe(victim.name);

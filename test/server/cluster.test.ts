@@ -154,7 +154,7 @@ describe('several replicas with a shared task catalog behind haproxy', () => {
     const victimName = owner.get('t0')!;
     const victim = replicas[Number(victimName.slice(1)) - 1]!;
     victim.child.kill('SIGKILL');
-    await sleep(4 * CHECK_MS);
+    await sleep(5 * CHECK_MS); // fall 3
     for (const id of ids) {
       const r = await fetch(`${lbUrl}/v1/tasks/${id}/predict`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ input_ids: [[101, 7, 102]] }) });
       expect(r.status, id).toBe(200);

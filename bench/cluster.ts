@@ -1,0 +1,270 @@
+/**
+ * Task affinity across replicas: three `petserve serve` processes behind
+ * HAProxy, 64 tasks, Zipf-skewed traffic, each replica's GPU pool sized to hold
+ * about a third of the tasks. Routing by task (configs/haproxy/haproxy.cfg:
+ * consistent hashing with bounded load) against round-robin (the same file with
+ * `balance roundrobin`), side by side in one run, replicas restarted between
+ * runs so every run starts with empty pools. Reports PET page-ins per replica
+ * (petserve_pet_page_ins_total) and throughput.
+ *
+ *   npm run bench -- cluster [--tasks 64] [--requests 600] [--concurrency 8] [--zipf 1.1] [--repeats 1]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { stringify } from 'yaml';
+import { loadConfig } from '../src/config/config.js';
+import { loadCheckpoint } from '../src/model/checkpoint.js';
+import { initModel } from '../src/model/init-model.js';
+import { initPet } from '../src/pet/init-pet.js';
+import { TaskRegistry } from '../src/pet/registry.js';
+import { flag, intFlag } from './lib/args.js';
+import { benchProgress } from './lib/progress.js';
+import { commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
+
+const TASKS = intFlag('--tasks', 64);
+const REQUESTS = intFlag('--requests', 600);
+const CONCURRENCY = intFlag('--concurrency', 8);
+const REPEATS = intFlag('--repeats', 1);
+const ZIPF_S = Number(flag('--zipf') ?? '1.1');
+const REPLICAS = 3;
+
+interface Replica {
+  port: number;
+  child: ChildProcess;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((ok) => s.close(ok));
+  return port;
+}
+
+async function startReplica(configFile: string): Promise<Replica> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/run-from-source.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    const tail: string[] = [];
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      tail.push(line);
+      if (tail.length > 5) tail.shift();
+      if (line.includes('"msg":"listening"')) resolve((JSON.parse(line) as { port: number }).port);
+    });
+    child.on('exit', (code) => reject(new Error(`replica exited ${code}: ${tail.join('\n')}`)));
+  });
+  return { port, child };
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  await new Promise((ok) => child.on('exit', ok));
+}
+
+/** Sum of a Prometheus counter (all label sets) in an exposition text. */
+function counter(text: string, name: string): number {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
+    .reduce((s, l) => s + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
+/** Task ranks drawn from Zipf(s) over n tasks with a fixed seed (same sequence for every routing). */
+function zipfSequence(n: number, count: number, s: number, seed: number): number[] {
+  const weights = Array.from({ length: n }, (_, k) => 1 / (k + 1) ** s);
+  const total = weights.reduce((a, b) => a + b, 0);
+  const cdf: number[] = [];
+  let acc = 0;
+  for (const w of weights) cdf.push((acc += w / total));
+  let x = seed >>> 0;
+  const rand = (): number => {
+    // xorshift32: reproducible, independent of Math.random.
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 2 ** 32;
+  };
+  return Array.from({ length: count }, () => {
+    const u = rand();
+    const k = cdf.findIndex((c) => u <= c);
+    return k < 0 ? n - 1 : k;
+  });
+}
+
+interface RunResult {
+  routing: 'affinity' | 'round-robin';
+  repeat: number;
+  seconds: number;
+  requestsPerSecond: number;
+  failed: number;
+  /** Failed requests by "status CODE". */
+  failures: Record<string, number>;
+  pageInsPerReplica: number[];
+  pageInsTotal: number;
+  requestsPerReplica: number[];
+}
+
+async function runOnce(
+  routing: RunResult['routing'],
+  repeat: number,
+  configFiles: string[],
+  haproxyFiles: { routing: string; replicas: string },
+  sequence: number[],
+): Promise<RunResult> {
+  const replicas: Replica[] = [];
+  // One at a time: GPU start-ups at once crowd a small machine.
+  for (const f of configFiles) replicas.push(await startReplica(f));
+  const lbPort = await freePort();
+  const env = {
+    ...process.env,
+    PETSERVE_LB_BIND: `127.0.0.1:${lbPort}`,
+    PETSERVE_LB_CHECK_MS: '1000',
+    ...Object.fromEntries(replicas.map((r, i) => [`PETSERVE_REPLICA_${i + 1}`, `127.0.0.1:${r.port}`])),
+  };
+  const lb = spawn('haproxy', ['-db', '-f', haproxyFiles.routing, '-f', haproxyFiles.replicas], { env, stdio: 'ignore' });
+  try {
+    await new Promise((ok) => setTimeout(ok, 2500)); // first health checks (rise 2)
+    const before = await Promise.all(replicas.map(async (r) => counter(await (await fetch(`http://127.0.0.1:${r.port}/metrics`)).text(), 'petserve_pet_page_ins_total')));
+    const byReplica = new Map<string, number>();
+    let next = 0;
+    let failed = 0;
+    const failures = new Map<string, number>();
+    const progress = benchProgress(`cluster ${routing} #${repeat + 1}`, sequence.length, 'req');
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        for (let i = next++; i < sequence.length; i = next++) {
+          const task = `task-${String(sequence[i]).padStart(3, '0')}`;
+          const res = await fetch(`http://127.0.0.1:${lbPort}/v1/tasks/${task}/predict`, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ input_ids: [[101, 7 + (i % 50), 9, 102]] }),
+          });
+          const body = await res.text();
+          if (res.status !== 200) {
+            failed++;
+            const code = `${res.status} ${(/"code":"([A-Z_]+)"/.exec(body) ?? [])[1] ?? ''}`.trim();
+            failures.set(code, (failures.get(code) ?? 0) + 1);
+          }
+          const who = res.headers.get('x-petserve-replica') ?? '?';
+          byReplica.set(who, (byReplica.get(who) ?? 0) + 1);
+          progress.increment();
+        }
+      }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    progress.stop();
+    const after = await Promise.all(replicas.map(async (r) => counter(await (await fetch(`http://127.0.0.1:${r.port}/metrics`)).text(), 'petserve_pet_page_ins_total')));
+    const pageIns = after.map((a, i) => a - before[i]!);
+    return {
+      routing,
+      repeat,
+      seconds: round(seconds, 2),
+      requestsPerSecond: round(sequence.length / seconds, 2),
+      failed,
+      failures: Object.fromEntries(failures),
+      pageInsPerReplica: pageIns,
+      pageInsTotal: pageIns.reduce((a, b) => a + b, 0),
+      requestsPerReplica: Array.from({ length: REPLICAS }, (_, i) => byReplica.get(`r${i + 1}`) ?? 0),
+    };
+  } finally {
+    lb.kill('SIGTERM');
+    for (const r of replicas) await stop(r.child);
+  }
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'petserve-bench-cluster-'));
+  try {
+    await initModel({ preset: 'bert-tiny', outDir: join(root, 'model'), numLabels: 2, seed: 3, maxPositions: 64 });
+    const base = await loadCheckpoint(join(root, 'model'));
+    const kinds = ['lora', 'adapter', 'bitfit', 'ia3'] as const;
+    for (let t = 0; t < TASKS; t++) {
+      await initPet({ model: base, kind: kinds[t % kinds.length]!, outDir: join(root, 'tasks', `task-${String(t).padStart(3, '0')}`), seed: 1000 + t, numLabels: 2 });
+    }
+    // Pool sized to a third of the tasks: the packed size of the tasks, as the registry counts it (f32).
+    const registry = new TaskRegistry(base);
+    let packedBytes = 0;
+    for (let t = 0; t < TASKS; t++) {
+      const info = await registry.register(`t${t}`, join(root, 'tasks', `task-${String(t).padStart(3, '0')}`));
+      packedBytes += (info.packedFloats + info.packedWords) * 4;
+    }
+    const poolBytes = Math.ceil(packedBytes / 3);
+
+    const configFiles: string[] = [];
+    for (let i = 0; i < REPLICAS; i++) {
+      const config = loadConfig({
+        overrides: {
+          'model.dir': join(root, 'model'),
+          'server.tasksDir': join(root, 'tasks'),
+          'server.uploadDir': join(root, `uploads-${i}`),
+          'server.port': 0,
+          'server.maxInputsPerRequest': 4,
+          'pets.poolBytes': poolBytes,
+          'scheduler.costCacheDir': join(tmpdir(), 'petserve-bench-cluster-cost'),
+          'scheduler.maxBatchTokens': 512,
+          'log.level': 'info',
+        },
+      });
+      const file = join(root, `replica-${i}.yaml`);
+      await writeFile(file, stringify(config));
+      configFiles.push(file);
+    }
+    const affinityCfg = 'configs/haproxy/haproxy.cfg';
+    const roundRobinCfg = join(root, 'haproxy-round-robin.cfg');
+    const text = await readFile(affinityCfg, 'utf8');
+    if (!text.includes('    balance hash var(txn.task)\n')) throw new Error('haproxy.cfg no longer balances by task: update bench/cluster.ts');
+    await writeFile(roundRobinCfg, text.replace('    balance hash var(txn.task)\n', '    balance roundrobin\n'));
+    const sequence = zipfSequence(TASKS, REQUESTS, ZIPF_S, 12345);
+
+    const results: RunResult[] = [];
+    for (let r = 0; r < REPEATS; r++) {
+      // Alternate the order so neither routing always runs on a warmer machine.
+      const order: RunResult['routing'][] = r % 2 === 0 ? ['affinity', 'round-robin'] : ['round-robin', 'affinity'];
+      for (const routing of order) {
+        const cfg = routing === 'affinity' ? affinityCfg : roundRobinCfg;
+        results.push(await runOnce(routing, r, configFiles, { routing: cfg, replicas: 'configs/haproxy/replicas-env.cfg' }, sequence));
+      }
+    }
+
+    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const of = (routing: RunResult['routing']) => results.filter((x) => x.routing === routing);
+    const table: Table = {
+      title: `Task affinity vs round-robin: ${REPLICAS} replicas, ${TASKS} tasks, Zipf s=${ZIPF_S}, ${REQUESTS} requests x ${REPEATS}, concurrency ${CONCURRENCY}, pool = 1/3 of the tasks (${(poolBytes / 1024).toFixed(0)} KiB)`,
+      headers: ['routing', 'repeat', 'req/s', 'failed', 'page-ins r1/r2/r3', 'page-ins total', 'requests r1/r2/r3'],
+      rows: results.map((x) => [
+        x.routing,
+        String(x.repeat + 1),
+        fmt(x.requestsPerSecond),
+        x.failed === 0 ? '0' : `${x.failed} (${Object.entries(x.failures).map(([k, v]) => `${v}x ${k}`).join(', ')})`,
+        x.pageInsPerReplica.join(' / '),
+        String(x.pageInsTotal),
+        x.requestsPerReplica.join(' / '),
+      ]),
+      note:
+        `Mean page-ins: affinity ${fmt(mean(of('affinity').map((x) => x.pageInsTotal)), 1)}, round-robin ${fmt(mean(of('round-robin').map((x) => x.pageInsTotal)), 1)}; ` +
+        `mean req/s: affinity ${fmt(mean(of('affinity').map((x) => x.requestsPerSecond)))}, round-robin ${fmt(mean(of('round-robin').map((x) => x.requestsPerSecond)))}.`,
+    };
+    process.stdout.write(textTable(table) + '\n');
+    const stamp = fileStamp(new Date());
+    const cmd = commandLine();
+    const { markdownPath } = await writeReport(
+      'bench/results',
+      `cluster-llvmpipe-${stamp}`,
+      { machine: machineInfo(), command: cmd, tasks: TASKS, requests: REQUESTS, concurrency: CONCURRENCY, zipf: ZIPF_S, poolBytes, results },
+      `# Cluster affinity benchmark\n\nCommand: \`${cmd.npm ?? cmd.node}\`\n\n${markdownTable(table)}\n`,
+    );
+    process.stderr.write(`wrote ${markdownPath}\n`);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();
