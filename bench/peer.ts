@@ -400,7 +400,8 @@ async function main(): Promise<void> {
   const exports: Record<string, unknown>[] = [];
   log(`adapter ${adapter}; ${groups.length} group(s) (preset × dtype) within ~${plan.budgetS} s`);
 
-  const save = async (): Promise<void> => {
+  // 'running' after each group, 'complete' at the end, or the signal that stopped the run.
+  const save = async (status: string): Promise<void> => {
     const versions = await peerVersions();
     const table = resultTable(results, plan.engines);
     const json = {
@@ -411,6 +412,7 @@ async function main(): Promise<void> {
       versions,
       onnx: { opset: ONNX_OPSET, exports },
       plan: { ...plan, maxTokens: Object.fromEntries(plan.maxTokens), ragged: Object.fromEntries(plan.ragged) },
+      status,
       elapsedS: round((performance.now() - started) / 1000, 1),
       results,
       skipped,
@@ -425,13 +427,22 @@ async function main(): Promise<void> {
       `- ragged: lognormal lengths (median ${RAGGED_MEDIAN}, σ ${RAGGED_SIGMA}, ≤ 512), the scheduler bench's long-tail mix.`,
       `- ${plan.rounds} timed round(s) per case after one untimed run (which also gives the agreement check); engines alternate within a round.`,
       `- agreement: max |Δ| over pooler output and logits vs PetServe at the same dtype; bound ${AGREEMENT_BOUND.f32} (f32), ${AGREEMENT_BOUND.f16} (f16).`,
-      `- elapsed ${json.elapsedS} s${skipped.length > 0 ? `; not run: ${skipped.join('; ')}` : ''}`,
+      `- status: ${status}; elapsed ${json.elapsedS} s${skipped.length > 0 ? `; not run: ${skipped.join('; ')}` : ''}`,
       '',
       markdownTable(table),
       '',
     ].join('\n');
     await writeReport(plan.outDir, stem, json, md);
   };
+
+  // A run stopped by a time limit (scripts/gpu-check.sh uses `timeout`) still
+  // leaves the cases it measured.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log(`${signal}: writing the cases measured so far`);
+    void save(`interrupted by ${signal}`).finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
 
   for (const [g, { preset, dtype }] of groups.entries()) {
     // Each group gets an equal share of what is left; a group that starts runs
@@ -486,9 +497,9 @@ async function main(): Promise<void> {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-    await save();
+    await save('running');
   }
-  await save();
+  await save('complete');
   ctx.destroy();
   console.log(textTable(resultTable(results, plan.engines)));
   if (skipped.length > 0) console.log(`not run: ${skipped.join('; ')}`);

@@ -16,7 +16,7 @@ const SCRIPTS: Record<string, { script: string; what: string; passName?: boolean
   pets: { script: 'bench/pets.ts', what: 'PET memory per task and batch overhead' },
   profile: { script: 'bench/profile-ops.ts', what: 'device time per op of a PET batch' },
   cluster: { script: 'bench/cluster.ts', what: 'task-affinity routing (haproxy) vs round-robin over 3 replicas: page-ins, throughput' },
-  peer: { script: 'bench/peer.ts', what: 'PetServe vs onnxruntime-web WebGPU and onnxruntime-node CPU (same checkpoint)' },
+  peer: { script: 'bench/peer.ts', what: 'PetServe vs onnxruntime-web WebGPU and onnxruntime-node CPU (same checkpoint)', passName: true },
 };
 
 const [name, ...rest] = process.argv.slice(2);
