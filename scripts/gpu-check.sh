@@ -92,7 +92,16 @@ setup_vulkan() {
     export VK_ICD_FILENAMES="$icd" VK_DRIVER_FILES="$icd"
     log "Vulkan ICD: $icd"
   fi
+  # The ICD names libGLX_nvidia.so.0 without a path; NVIDIA containers keep it here.
+  if [[ -d /usr/local/nvidia/lib64 ]]; then
+    export LD_LIBRARY_PATH="/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
   have_vulkan_loader || log "warning: no libvulkan.so.1 found; Dawn will find no Vulkan adapter"
+  # With Mesa also installed Dawn may list a software adapter; PetServe and the
+  # peer must both run on the GPU.
+  if [[ -z "${PETSERVE_GPU_ADAPTER:-}" ]] && command -v nvidia-smi >/dev/null; then
+    export PETSERVE_GPU_ADAPTER=nvidia
+  fi
 }
 
 # ------------------------------------------------------------------ steps

@@ -115,7 +115,7 @@ function initOrtWebGpu(adapterFilter: string): Promise<{ ort: Ort; adapterName: 
     if (!('navigator' in globalThis) || !(globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) {
       Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
     }
-    const adapter = await gpu.requestAdapter();
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw new Error('no WebGPU adapter for onnxruntime-web');
     // Named as src/gpu/context.ts names PetServe's adapter.
     const adapterName = adapter.info.description || adapter.info.device || adapter.info.vendor || 'unknown adapter';
