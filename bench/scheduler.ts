@@ -237,11 +237,13 @@ async function openLoop(h: Harness): Promise<Report> {
   for (const load of loads) {
     const rate = load * maxRps;
     const count = Math.max(20, Math.round(rate * durationS));
-    // Repeat-major: every system runs repeat r before any runs r+1, so machine noise hits all alike.
+    // Repeat-major: every system runs repeat r before any runs r+1, and repeat r starts with
+    // system r (rotated), so machine noise and position in the sequence hit all alike.
     for (let repeat = 0; repeat < repeats; repeat++) {
       const rng = new Rng(Math.round(load * 1000) + 7919 * repeat);
       const w = makeWorkload(rng, tasks, normalLengths(rng, count, 32, 8, 128), h.base.config.vocabSize);
-      for (const s of systems) {
+      const order = systems.map((_, i) => systems[(i + repeat) % systems.length]!);
+      for (const s of order) {
         const r = await runOpenLoopTraced(h.runner, h.cost, s.cfg, w, rate, new Rng(7 + repeat));
         runs.push({ ...r, load, system: s.name, repeat });
         const lines = r.trace.map((b) => JSON.stringify({ load, system: s.name, repeat, ...b }));
@@ -317,7 +319,7 @@ async function openLoop(h: Harness): Promise<Report> {
       series: [...attain].map(([name, points]) => ({ name, points })),
     }),
     notes: [
-      `Max throughput measured first (closed loop, ours, 256 requests): ${fmt(maxRps, 1)} requests/s; each load point offers Poisson arrivals for ${durationS} s, ${repeats} repeats (repeat-major: all systems run repeat r before r+1); lengths N(32, 8) clipped to 1..128.`,
+      `Max throughput measured first (closed loop, ours, 256 requests): ${fmt(maxRps, 1)} requests/s; each load point offers Poisson arrivals for ${durationS} s, ${repeats} repeats (repeat-major: all systems run repeat r before r+1, repeat r starting with system r); lengths N(32, 8) clipped to 1..128.`,
       'Cells are mean (min–max) over repeats. SLO met = answered within the SLO / all offered (429s and 504s count as misses). p99 over all offered requests with misses as ∞ ("k/n ∞" = k of n repeats had ∞ at p99).',
       '429 early: refused at submit (DEADLINE_UNREACHABLE; only ours refuses); 504 expired: deadline passed while queued; served late: answered after the SLO.',
       'other CPU %: share of the 2 cores used by other processes during the run (the machine is shared).',
