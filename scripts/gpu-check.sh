@@ -44,13 +44,19 @@ left_s() { echo $(( BUDGET_S - (SECONDS - START_S) )); }
 
 # ------------------------------------------------------------------ environment
 
+# xz -dc, or Python's lzma where xz-utils is missing.
+unxz_cat() {
+  if command -v xz >/dev/null; then xz -dc "$1"
+  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"; fi
+}
+
 setup_node() {
   if command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
     return 0
   fi
   if [[ -f "$CARRY/node.xz" ]]; then
     mkdir -p "$CARRY/bin"
-    xz -dc "$CARRY/node.xz" > "$CARRY/bin/node" && chmod +x "$CARRY/bin/node"
+    unxz_cat "$CARRY/node.xz" > "$CARRY/bin/node" && chmod +x "$CARRY/bin/node"
     export PATH="$CARRY/bin:$PATH"
     log "node from .carry/node.xz: $(node --version)"
     return 0
@@ -63,7 +69,7 @@ setup_node_modules() {
   if [[ -d node_modules/webgpu && -d node_modules/vitest ]]; then return 0; fi
   if [[ -f "$CARRY/node_modules.tar.xz" ]]; then
     log "unpacking .carry/node_modules.tar.xz"
-    tar -xJf "$CARRY/node_modules.tar.xz" -C "$ROOT"
+    unxz_cat "$CARRY/node_modules.tar.xz" | tar -xf - -C "$ROOT"
     return $?
   fi
   log "no node_modules and no .carry/node_modules.tar.xz"
