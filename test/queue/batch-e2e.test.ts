@@ -34,7 +34,10 @@ const TASKS = [
   { id: 'vec', kind: 'bitfit' as const, numLabels: 0 },
 ];
 // Short locks so a killed worker's chunk is taken over within seconds (production default: 30 s / 15 s).
-const WORKER_FLAGS = ['--lock-duration-ms', '4000', '--stalled-interval-ms', '1000', '--concurrency', '2'];
+// Not shorter than 8 s: a worker renews its locks every half lock, from an event loop that
+// a batch on a loaded 2-core lavapipe machine can hold for seconds; at 4 s the survivor
+// was seen losing its own locks (issue 16's load runs).
+const WORKER_FLAGS = ['--lock-duration-ms', '8000', '--stalled-interval-ms', '1000', '--concurrency', '2'];
 
 let root: string;
 let configFile: string;
