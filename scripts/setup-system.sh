@@ -105,45 +105,30 @@ fi
 
 if [ $vulkan_only = 1 ]; then log "done (--vulkan-only)"; exit 0; fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# install_tool COMMAND PACKAGE [SERVICE]: install PACKAGE (without recommends) when
+# COMMAND is missing. Where systemd runs, SERVICE (which the package would start) is
+# disabled: a test machine wants the binary, not a running daemon.
+install_tool() {
+  local cmd=$1 pkg=$2 service=${3:-}
+  command -v "$cmd" >/dev/null 2>&1 && return 0
   apt_update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  log "installed redis-server"
-fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+  if [ -n "$service" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+  log "installed $pkg ($cmd)"
+}
 
+# Redis: the queue and catalog tests (.ci/run starts one if none answers).
+install_tool redis-server redis-server
 # Observability and deployment checks (test/metrics, test/deploy, test/status):
 #   promtool (package `prometheus`) validates the /metrics exposition, prometheus.yml,
 #     the alert rules and every Grafana panel query;
 #   chromium renders the status page headless (driven by playwright-core);
-#   docker-compose (v1, Python) validates docker-compose.yml without a Docker daemon.
-if ! command -v promtool >/dev/null 2>&1; then
-  apt_update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # Only promtool is wanted: where systemd runs, the package also starts a
-  # Prometheus server on :9090, which a test machine does not need.
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
-  log "installed promtool ($(promtool --version 2>&1 | head -n1))"
-fi
-if ! command -v chromium >/dev/null 2>&1; then
-  apt_update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
-  log "installed chromium"
-fi
-if ! command -v docker-compose >/dev/null 2>&1; then
-  apt_update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
-  log "installed docker-compose"
-fi
-# haproxy: test/deploy/haproxy.test.ts runs configs/haproxy/haproxy.cfg with it.
-if ! command -v haproxy >/dev/null 2>&1; then
-  apt_update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
-  # Only the binary is wanted, not a running service.
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now haproxy >/dev/null 2>&1 || true
-  fi
-  log "installed haproxy ($(haproxy -v | head -n1))"
-fi
+#   docker-compose (v1, Python) validates docker-compose.yml without a Docker daemon;
+#   haproxy runs configs/haproxy/ in test/deploy/haproxy.test.ts and test/server/cluster.test.ts.
+install_tool promtool prometheus prometheus
+install_tool chromium chromium
+install_tool docker-compose docker-compose
+install_tool haproxy haproxy haproxy
 log "done"
