@@ -31,6 +31,8 @@ const REQUESTS = intFlag('--requests', 600);
 const CONCURRENCY = intFlag('--concurrency', 8);
 const REPEATS = intFlag('--repeats', 1);
 const ZIPF_S = Number(flag('--zipf') ?? '1.1');
+/** HAProxy's hash-balance-factor for the affinity routing; 0 = no bounded load (pure consistent hashing). */
+const BALANCE_FACTOR = intFlag('--hash-balance-factor', 150, 0);
 const REPLICAS = 3;
 
 interface Replica {
@@ -223,11 +225,14 @@ async function main(): Promise<void> {
       await writeFile(file, stringify(config));
       configFiles.push(file);
     }
-    const affinityCfg = 'configs/haproxy/haproxy.cfg';
+    const shipped = await readFile('configs/haproxy/haproxy.cfg', 'utf8');
+    if (!shipped.includes('    balance hash var(txn.task)\n') || !shipped.includes('    hash-balance-factor 150\n')) {
+      throw new Error('haproxy.cfg no longer balances by task with hash-balance-factor 150: update bench/cluster.ts');
+    }
+    const affinityCfg = join(root, 'haproxy-affinity.cfg');
+    await writeFile(affinityCfg, shipped.replace('    hash-balance-factor 150\n', BALANCE_FACTOR > 0 ? `    hash-balance-factor ${BALANCE_FACTOR}\n` : ''));
     const roundRobinCfg = join(root, 'haproxy-round-robin.cfg');
-    const text = await readFile(affinityCfg, 'utf8');
-    if (!text.includes('    balance hash var(txn.task)\n')) throw new Error('haproxy.cfg no longer balances by task: update bench/cluster.ts');
-    await writeFile(roundRobinCfg, text.replace('    balance hash var(txn.task)\n', '    balance roundrobin\n'));
+    await writeFile(roundRobinCfg, shipped.replace('    balance hash var(txn.task)\n', '    balance roundrobin\n'));
     const sequence = zipfSequence(TASKS, REQUESTS, ZIPF_S, 12345);
 
     const results: RunResult[] = [];
@@ -243,7 +248,7 @@ async function main(): Promise<void> {
     const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
     const of = (routing: RunResult['routing']) => results.filter((x) => x.routing === routing);
     const table: Table = {
-      title: `Task affinity vs round-robin: ${REPLICAS} replicas, ${TASKS} tasks, Zipf s=${ZIPF_S}, ${REQUESTS} requests x ${REPEATS}, concurrency ${CONCURRENCY}, pool = 1/3 of the tasks (${(poolBytes / 1024).toFixed(0)} KiB)`,
+      title: `Task affinity (hash-balance-factor ${BALANCE_FACTOR || 'off'}) vs round-robin: ${REPLICAS} replicas, ${TASKS} tasks, Zipf s=${ZIPF_S}, ${REQUESTS} requests x ${REPEATS}, concurrency ${CONCURRENCY}, pool = 1/3 of the tasks (${(poolBytes / 1024).toFixed(0)} KiB)`,
       headers: ['routing', 'repeat', 'answered/s', 'failed', 'page-ins r1/r2/r3', 'page-ins total', 'requests r1/r2/r3'],
       rows: results.map((x) => [
         x.routing,
@@ -264,7 +269,7 @@ async function main(): Promise<void> {
     const { markdownPath } = await writeReport(
       'bench/results',
       `cluster-llvmpipe-${stamp}`,
-      { machine: machineInfo(), command: cmd, tasks: TASKS, requests: REQUESTS, concurrency: CONCURRENCY, zipf: ZIPF_S, poolBytes, results },
+      { machine: machineInfo(), command: cmd, hashBalanceFactor: BALANCE_FACTOR, tasks: TASKS, requests: REQUESTS, concurrency: CONCURRENCY, zipf: ZIPF_S, poolBytes, results },
       `# Cluster affinity benchmark\n\nCommand: \`${cmd.npm ?? cmd.node}\`\n\n${markdownTable(table)}\n`,
     );
     process.stderr.write(`wrote ${markdownPath}\n`);

@@ -1,6 +1,7 @@
-import { cp, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { cp, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { InvalidInputError } from '../util/errors.js';
+import { pathExists } from '../util/fs.js';
 
 /**
  * Where PET files live for every replica and worker. A blob is one PET
@@ -41,7 +42,7 @@ export class DirectoryBlobStore implements BlobStore {
   async put(taskId: string, contentHash: string, sourceDir: string): Promise<string> {
     const location = `${taskId}/${contentHash}`;
     const target = this.pathOf(location);
-    if (await exists(target)) return location;
+    if (await pathExists(target)) return location;
     await mkdir(dirname(target), { recursive: true });
     const staging = join(dirname(target), `.staging-${contentHash}-${process.pid}-${Date.now()}`);
     try {
@@ -50,7 +51,7 @@ export class DirectoryBlobStore implements BlobStore {
     } catch (err) {
       // Another replica stored the same content first: the blob is there either way.
       const code = (err as NodeJS.ErrnoException).code;
-      if (!(code === 'ENOTEMPTY' || code === 'EEXIST') || !(await exists(target))) throw err;
+      if (!(code === 'ENOTEMPTY' || code === 'EEXIST') || !(await pathExists(target))) throw err;
     } finally {
       await rm(staging, { recursive: true, force: true });
     }
@@ -69,14 +70,5 @@ export class DirectoryBlobStore implements BlobStore {
   private pathOf(location: string): string {
     if (!LOCATION.test(location)) throw new InvalidInputError(`not a blob location of this store: '${location}'`);
     return join(this.root, location);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

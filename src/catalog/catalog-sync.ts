@@ -1,6 +1,7 @@
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PetServeError } from '../util/errors.js';
+import { pathExists } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import type { BlobStore } from './blob-store.js';
 import { hashDirectory } from './content-hash.js';
@@ -173,7 +174,7 @@ export class CatalogSync {
 
   private async fetchBlob(entry: CatalogEntry): Promise<string> {
     const dir = join(this.cacheDir, `${entry.id}@${entry.contentHash}`);
-    if (await exists(dir)) return dir;
+    if (await pathExists(dir)) return dir;
     const staging = `${dir}.fetching-${process.pid}-${Date.now()}`;
     try {
       await this.blobs.fetch(entry.location, staging);
@@ -190,14 +191,5 @@ export class CatalogSync {
     // Only files this sync fetched live under cacheDir; a publisher's own upload dir is its admin's to remove.
     if (held.dir.startsWith(this.cacheDir)) await rm(held.dir, { recursive: true, force: true });
     this.opts.logger.info({ task: id }, `task ${why}: no longer served here`);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

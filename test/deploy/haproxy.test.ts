@@ -2,6 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/net.js';
 
 /**
  * configs/haproxy/haproxy.cfg (+ replicas-env.cfg) run by Debian's haproxy (scripts/setup-system.sh
@@ -42,14 +43,6 @@ async function startReplica(name: string): Promise<Replica> {
   await new Promise<void>((ok) => r.server.listen(0, '127.0.0.1', ok));
   r.port = (r.server.address() as AddressInfo).port;
   return r;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((ok) => s.close(ok));
-  return port;
 }
 
 const CHECK_MS = 200;

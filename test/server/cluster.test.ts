@@ -4,13 +4,12 @@
 // it is refused by all; a killed replica's tasks move to the others.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/net.js';
 import { stringify } from 'yaml';
 import { initPet } from '../../src/pet/init-pet.js';
 import { deletePrefix } from '../../src/queue/redis.js';
@@ -23,14 +22,6 @@ let root = '';
 const replicas: { name: string; url: string; port: number; child: ChildProcess }[] = [];
 let lb: ChildProcess | null = null;
 let lbUrl = '';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((ok) => s.close(ok));
-  return port;
-}
 
 async function startReplica(name: string, port: number): Promise<void> {
   const config = testConfig(join(root, name), {

@@ -2,7 +2,7 @@
 // that checks dtype, shape and finiteness with the stored name in every
 // message, JSON reading, message helpers, and the PET directory writer.
 
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../model/safetensors.js';
@@ -172,15 +172,7 @@ export function formatIssues(issues: readonly { path: readonly PropertyKey[]; me
   return issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
 }
 
-/** Whether `path` exists (any kind of entry). */
-export async function pathExists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { pathExists } from '../../util/fs.js';
 
 /** What a PET writer put on disk. */
 export interface WrittenPet {
