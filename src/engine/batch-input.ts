@@ -49,8 +49,12 @@ export function validateSequence(ids: readonly number[], types: readonly number[
   }
 }
 
-/** Validate ids against the model and lay the sequences end to end (no padding). */
-export function packBatch(batch: SequenceBatch, cfg: BertConfig): PackedBatch {
+/**
+ * Validate ids against the model and lay the sequences end to end (no padding).
+ * `alreadyValidated`: the rows were checked by validateSequence already (the
+ * runner checks in the caller's order, then packs the plan's reordering once).
+ */
+export function packBatch(batch: SequenceBatch, cfg: BertConfig, opts: { alreadyValidated?: boolean } = {}): PackedBatch {
   const seqs = batch.inputIds;
   if (!Array.isArray(seqs) || seqs.length === 0) throw new InvalidInputError('input_ids: at least one sequence is required');
   const types = batch.tokenTypeIds;
@@ -59,7 +63,7 @@ export function packBatch(batch: SequenceBatch, cfg: BertConfig): PackedBatch {
   }
   const lengths = seqs.map((s, i) => {
     if (types !== undefined && !Array.isArray(types[i])) throw new InvalidInputError(`token_type_ids[${i}]: length differs from input_ids[${i}]`);
-    validateSequence(s, types?.[i], cfg, i);
+    if (opts.alreadyValidated !== true) validateSequence(s, types?.[i], cfg, i);
     return s.length;
   });
   const tokens = lengths.reduce((a, b) => a + b, 0);

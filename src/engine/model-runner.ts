@@ -11,7 +11,7 @@ import type { PackedPet } from '../pet/packed-pet.js';
 import type { TaskRegistry } from '../pet/registry.js';
 import { ConfigError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { packBatch, type PackedBatch, type SequenceBatch } from './batch-input.js';
+import { packBatch, validateSequence, type PackedBatch, type SequenceBatch } from './batch-input.js';
 import { ModelDevice } from './device-state.js';
 import { buildPetPlan, type PetPlan } from './pet-plan.js';
 import { uploadPlan } from './plan-upload.js';
@@ -162,15 +162,17 @@ export class ModelRunner {
     if (!registry && rows.some((r) => r.task !== null)) {
       throw new ConfigError('this runner has no task registry; only base rows (task null) can run');
     }
-    // Validate token ids up front (caller order) so errors name the caller's row.
-    const packedRows = packBatch({ inputIds: rows.map((r) => r.inputIds), tokenTypeIds: tokenTypes(rows) }, this.checkpoint.config);
     if (!registry || rows.every((r) => r.task === null)) {
-      // Base rows only: the plain graph, no PET tables.
+      // Base rows only: the plain graph, no PET tables, rows in caller order (packing validates them).
+      const packedRows = packBatch({ inputIds: rows.map((r) => r.inputIds), tokenTypeIds: tokenTypes(rows) }, this.checkpoint.config);
       const r = await this.enqueue(() => this.execute(packedRows, null, outputs, opts));
       const H = this.checkpoint.config.hiddenSize;
       const L = this.numLabels;
       return { rows: rows.map((_, i) => resultRow(r, i, H, i * L, L)), phases: r.phases };
     }
+    // Validate in caller order, so an error names the caller's row; the batch is packed
+    // once, after the plan has ordered its rows.
+    rows.forEach((r, i) => validateSequence(r.inputIds, r.tokenTypeIds, this.checkpoint.config, i));
     const taskIds = rows.flatMap((r) => (r.task === null ? [] : [r.task]));
     return withTaskLeases(registry, taskIds, (packedById) => this.enqueue(() => this.executeTasks(rows, packedById, outputs, opts)));
   }
@@ -189,7 +191,7 @@ export class ModelRunner {
         rows.map((r) => ({ task: r.task === null ? null : resident.get(r.task)!, inputIds: r.inputIds, tokenTypeIds: r.tokenTypeIds })),
         this.numLabels,
       );
-      const packed = packBatch({ inputIds: plan.inputIds, tokenTypeIds: plan.tokenTypeIds }, config);
+      const packed = packBatch({ inputIds: plan.inputIds, tokenTypeIds: plan.tokenTypeIds }, config, { alreadyValidated: true });
       const operators = opts.operators?.(plan, config, bytesPerElement(this.dtype));
       const r = await this.execute(packed, plan, outputs, opts, operators);
       const H = config.hiddenSize;

@@ -159,4 +159,10 @@ describe('mixed batches', () => {
   it('unknown tasks are refused before the GPU runs', async () => {
     await expect(runner.runTasks([randomRow('nope')], { logits: true })).rejects.toBeInstanceOf(UnknownTaskError);
   });
+
+  it("a bad token id in a mixed batch is refused naming the caller's row, though the plan reorders rows", async () => {
+    // Rows of several tasks: the plan groups them by task, so caller row 2 is not plan row 2.
+    const rows = [randomRow(TASKS[1]!.id), randomRow(null), { task: TASKS[0]!.id, inputIds: [1, 2, VOCAB + 5] }, randomRow(TASKS[1]!.id)];
+    await expect(runner.runTasks(rows, { logits: true })).rejects.toThrow(/^input_ids\[2\]\[2\]: .* is not a token id/);
+  });
 });
