@@ -11,8 +11,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -22,6 +20,7 @@ import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { initModel } from '../src/model/init-model.js';
 import { initPet } from '../src/pet/init-pet.js';
 import { TaskRegistry } from '../src/pet/registry.js';
+import { freePort } from '../test/helpers/net.js';
 import { flag, intFlag } from './lib/args.js';
 import { benchProgress } from './lib/progress.js';
 import { commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
@@ -38,14 +37,6 @@ const REPLICAS = 3;
 interface Replica {
   port: number;
   child: ChildProcess;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((ok) => s.close(ok));
-  return port;
 }
 
 async function startReplica(configFile: string): Promise<Replica> {
