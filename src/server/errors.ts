@@ -9,7 +9,11 @@ import { jsonSyntaxWhere } from '../util/json-syntax.js';
 
 /** The request does not match the route's schema (wrong types, missing or unknown fields). */
 export class RequestValidationError extends PetServeError {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** The first offending field as a client writes it (`input[0]`), when known: OpenAI's `param`. */
+    readonly param: string | null = null,
+  ) {
     super('INVALID_REQUEST', message);
   }
 }

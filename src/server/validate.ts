@@ -15,5 +15,5 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, value: unknown): z.
   if (parsed.success) return parsed.data;
   const issues = parsed.error.issues.slice(0, 5).map((i) => `${fieldPath(i.path)}: ${issueMessage(i)}`);
   const more = parsed.error.issues.length > 5 ? ` (and ${parsed.error.issues.length - 5} more)` : '';
-  throw new RequestValidationError(`invalid request: ${issues.join('; ')}${more}`);
+  throw new RequestValidationError(`invalid request: ${issues.join('; ')}${more}`, fieldPath(parsed.error.issues[0]!.path));
 }

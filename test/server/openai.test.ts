@@ -109,6 +109,7 @@ describe('OpenAI-compatible encoder routes', () => {
       expect(r.body.error).toMatchObject({ type: 'invalid_request_error', code: 'INVALID_REQUEST' });
       expect(typeof r.body.error.param).toBe('string');
       expect(r.body.error.message).not.toContain('int8');
+      expect(r.body.error.message).not.toContain('temperature');
     }
     const r = await call(`${server.url}/v1/embeddings`, { json: { model: 'embed-lora', input: 'x' } });
     expect(r.status).toBe(401);

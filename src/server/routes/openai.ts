@@ -1,5 +1,4 @@
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
-import type { z } from 'zod';
 import type { TaskInfo, TaskRegistry } from '../../pet/registry.js';
 import { RequestValidationError, toHttpFailure } from '../errors.js';
 import type { InferenceGateway, Sequence } from '../../gateway/gateway.js';
@@ -13,17 +12,7 @@ import {
   type OpenAiErrorBody,
 } from '../protocol/openai.js';
 import type { TaskRequestCounters } from '../task-counters.js';
-import { fieldPath } from '../validate.js';
-
-/** A refused field, named in OpenAI's `param`. */
-class OpenAiParamError extends RequestValidationError {
-  constructor(
-    message: string,
-    readonly param: string,
-  ) {
-    super(message);
-  }
-}
+import { parseOrThrow } from '../validate.js';
 
 export interface OpenAiRouteDeps {
   gateway: InferenceGateway;
@@ -96,14 +85,14 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
   });
 
   router.post('/v1/embeddings', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
-    const body = parseParams(embeddingsRequestSchema, req.body);
+    const body = parseOrThrow(embeddingsRequestSchema, req.body);
     if (body.model === deps.baseModelId) {
-      throw new OpenAiParamError(`model '${body.model}' is the base model; ask a task for embeddings (GET /v1/models lists them)`, 'model');
+      throw new RequestValidationError(`model '${body.model}' is the base model; ask a task for embeddings (GET /v1/models lists them)`, 'model');
     }
     const task = await deps.gateway.taskFor(body.model);
     const hidden = deps.gateway.modelConfig.hiddenSize;
     if (body.dimensions !== undefined && body.dimensions !== hidden) {
-      throw new OpenAiParamError(`dimensions: this model's embeddings have ${hidden} dimensions; other sizes are not supported`, 'dimensions');
+      throw new RequestValidationError(`dimensions: this model's embeddings have ${hidden} dimensions; other sizes are not supported`, 'dimensions');
     }
     let inputs = 0;
     let ok = false;
@@ -140,21 +129,11 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
     if (failure.unexpected) return next(err); // the app's handler logs it and answers 500
     const status = failure.status === 422 ? 400 : failure.status;
     const body: OpenAiErrorBody = {
-      error: { message: failure.message, type: openAiErrorType(status), param: err instanceof OpenAiParamError ? err.param : null, code: failure.code },
+      error: { message: failure.message, type: openAiErrorType(status), param: err instanceof RequestValidationError ? err.param : null, code: failure.code },
     };
     res.set(failure.headers).status(status).json(body);
   });
   return router;
-}
-
-/** zod parse whose failure names the first bad field as OpenAI's `param`; messages never echo values. */
-function parseParams<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  const first = parsed.error.issues[0]!;
-  const param = fieldPath(first.path);
-  const issues = parsed.error.issues.slice(0, 5).map((i) => `${fieldPath(i.path)}: ${i.message}`);
-  throw new OpenAiParamError(`invalid request: ${issues.join('; ')}`, param);
 }
 
 /** Little-endian float32 bytes, base64: what the OpenAI SDKs decode for encoding_format=base64. */
