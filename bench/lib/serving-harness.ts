@@ -193,54 +193,6 @@ export async function runSeqS(h: Harness, w: Workload, maxRows: number): Promise
   return { ms, tokens: w.tokens, requests: w.requests.length, batches, reports: [], copyBytes, tasks: byTask.size };
 }
 
-/** Poisson arrivals at `ratePerSec` for `durationMs`; resolves when every answer is in. */
-export async function runOpenLoop(
-  engine: SchedulerEngine,
-  cost: CostEstimator,
-  config: SchedulerConfig,
-  w: Workload,
-  ratePerSec: number,
-  rng: Rng,
-): Promise<{ latenciesMs: number[]; sloMet: number; expired: number; total: number; batches: BatchReport[] }> {
-  const batches: BatchReport[] = [];
-  const s = new Scheduler(engine, config, { logger: silentLogger, cost, observer: { batchDone: (b) => batches.push(b) } });
-  const latencies: number[] = [];
-  let sloMet = 0;
-  let expired = 0;
-  const pending: Promise<void>[] = [];
-  const progress = benchProgress(`open loop, policy ${config.policy}, ${ratePerSec.toFixed(1)} requests/s`, w.requests.length, 'requests');
-  try {
-    const t0 = performance.now();
-    let next = 0;
-    for (const r of w.requests) {
-      next += (-Math.log(1 - rng.next()) / ratePerSec) * 1000;
-      const wait = t0 + next - performance.now();
-      if (wait > 0) await new Promise((res) => setTimeout(res, wait));
-      const sent = performance.now();
-      pending.push(
-        s.submit({ ...r, sloMs: config.defaultSloMs, dropExpired: true }).then(
-          () => {
-            const ms = performance.now() - sent;
-            latencies.push(ms);
-            if (ms <= config.defaultSloMs) sloMet++;
-            progress.increment();
-          },
-          () => {
-            expired++;
-            latencies.push(Infinity);
-            progress.update({ failed: expired });
-          },
-        ),
-      );
-    }
-    await Promise.all(pending);
-  } finally {
-    progress.stop();
-  }
-  await s.close();
-  return { latenciesMs: latencies, sloMet, expired, total: w.requests.length, batches };
-}
-
 export const percentile = (xs: readonly number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
