@@ -1,14 +1,10 @@
-import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { extractPetArchive, inspectArchive } from '../../src/server/bundle-archive.js';
 import { ArchiveError } from '../../src/server/errors.js';
-import { tarBuffer, type TarEntry } from './tar-fixture.js';
+import { tarBuffer, writeZeroBomb, type TarEntry } from './tar-fixture.js';
 
 let root: string;
 let dest: string;
@@ -85,23 +81,6 @@ describe('task archive unpacking', () => {
   });
 });
 
-/** A gzipped tar whose one file is `size` zero bytes, streamed so the test never holds it expanded. */
-async function zeroBomb(file: string, size: number, entries: TarEntry[] = []): Promise<void> {
-  const gzip = createGzip({ level: 9 });
-  const out = createWriteStream(file);
-  const done = pipeline(gzip, out);
-  const write = async (buf: Buffer): Promise<void> => {
-    if (!gzip.write(buf)) await once(gzip, 'drain');
-  };
-  // Leading entries, then the big file's header (without the end blocks tarBuffer appends).
-  const head = tarBuffer([...entries, { path: 'weights.bin', size, data: '' }]);
-  await write(head.subarray(0, head.length - 1024));
-  const zeros = Buffer.alloc(1024 * 1024);
-  for (let left = size; left > 0; left -= zeros.length) await write(left >= zeros.length ? zeros : zeros.subarray(0, left));
-  await write(Buffer.alloc(1024));
-  gzip.end();
-  await done;
-}
 
 const stoppedAt = (message: string): { read: number; total: number } => {
   const m = /stopped after reading (\d+) of its (\d+) bytes/.exec(message);
@@ -112,7 +91,7 @@ const stoppedAt = (message: string): { read: number; total: number } => {
 describe('task archives are checked as a stream that stops at the first violation', () => {
   it('a bomb whose header declares too much is refused at that header, having read a fraction of the file', async () => {
     const file = join(root, 'declared-bomb.tar.gz');
-    await zeroBomb(file, 256 * 1024 * 1024);
+    await writeZeroBomb(file, 256 * 1024 * 1024);
     const err = (await inspectArchive(file, { maxUnpackedBytes: 1024 * 1024, maxEntries: 20 }).catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(ArchiveError);
     expect(err.message).toMatch(/more than 1048576 bytes/);
@@ -122,7 +101,7 @@ describe('task archives are checked as a stream that stops at the first violatio
 
   it('a bomb within the size limit is refused by its compression ratio long before its end', async () => {
     const file = join(root, 'ratio-bomb.tar.gz');
-    await zeroBomb(file, 120 * 1024 * 1024);
+    await writeZeroBomb(file, 120 * 1024 * 1024);
     const err = (await inspectArchive(file, { maxUnpackedBytes: 128 * 1024 * 1024, maxEntries: 20 }).catch((e: unknown) => e)) as Error;
     expect(err.message).toMatch(/expands more than 200:1/);
     const { read, total } = stoppedAt(err.message);
@@ -131,7 +110,7 @@ describe('task archives are checked as a stream that stops at the first violatio
 
   it('the first bad entry stops the read: what follows it is never inflated', async () => {
     const file = join(root, 'bad-first.tar.gz');
-    await zeroBomb(file, 120 * 1024 * 1024, [{ path: '../evil', data: 'x' }]);
+    await writeZeroBomb(file, 120 * 1024 * 1024, [{ path: '../evil', data: 'x' }]);
     const err = (await inspectArchive(file, { maxUnpackedBytes: 128 * 1024 * 1024, maxEntries: 20 }).catch((e: unknown) => e)) as Error;
     expect(err.message).toMatch(/'\.\.\/evil' contains '\.\.'/);
     const { read, total } = stoppedAt(err.message);

@@ -4,13 +4,10 @@
 // origins, slow clients, and a compression bomb while other clients are served.
 
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
@@ -23,7 +20,7 @@ import { listen, ServerLifecycle, type HttpServerHandle } from '../../src/server
 import { batchOpenApiPaths, createBatchRouter } from '../../src/server/routes/batches.js';
 import { testPrefix, testSettings } from '../queue/helpers.js';
 import { admin, call, listenOn, startTestStack, type Listening, type TestStack } from './helpers.js';
-import { tarBuffer } from './tar-fixture.js';
+import { writeZeroBomb } from './tar-fixture.js';
 
 interface LogLine {
   level: number;
@@ -298,27 +295,12 @@ describe('slow clients', () => {
   });
 });
 
-/** A .tar.gz of one `size`-byte file of zeros: ~1000:1, written as a stream. */
-async function zeroBomb(file: string, size: number): Promise<void> {
-  const gzip = createGzip({ level: 9 });
-  const done = pipeline(gzip, createWriteStream(file));
-  const write = async (b: Buffer): Promise<void> => {
-    if (!gzip.write(b)) await once(gzip, 'drain');
-  };
-  const head = tarBuffer([{ path: 'pet.json', data: '{}' }, { path: 'weights.bin', size, data: '' }]);
-  await write(head.subarray(0, head.length - 1024));
-  const zeros = Buffer.alloc(1024 * 1024);
-  for (let left = size; left > 0; left -= zeros.length) await write(left >= zeros.length ? zeros : zeros.subarray(0, left));
-  await write(Buffer.alloc(1024));
-  gzip.end();
-  await done;
-}
 
 describe('a compression bomb', () => {
   it('is refused (422) while liveness and a predict on other connections keep answering', async () => {
     const file = join(stack.root, 'bomb.tar.gz');
     // Within server.maxUploadBytes when unpacked, so only the stream's ratio check stops it.
-    await zeroBomb(file, 200 * 1024 * 1024);
+    await writeZeroBomb(file, 200 * 1024 * 1024, [{ path: 'pet.json', data: '{}' }]);
     const bomb = await readFile(file);
     let uploading = true;
     const probes: { ms: number; status: number }[] = [];

@@ -1,9 +1,12 @@
 // A minimal ustar writer for hostile test archives: the tar package refuses to
 // create '../' paths or absolute names, which is exactly what the tests need.
 
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { pipeline } from 'node:stream/promises';
+import { createGzip, gzipSync } from 'node:zlib';
 
 export interface TarEntry {
   path: string;
@@ -63,4 +66,22 @@ export async function dirEntries(dir: string, prefix = ''): Promise<TarEntry[]> 
   };
   await walk(dir);
   return out;
+}
+
+/** A gzipped tar whose one file is `size` zero bytes, streamed so the test never holds it expanded. */
+export async function writeZeroBomb(file: string, size: number, entries: TarEntry[] = []): Promise<void> {
+  const gzip = createGzip({ level: 9 });
+  const out = createWriteStream(file);
+  const done = pipeline(gzip, out);
+  const write = async (buf: Buffer): Promise<void> => {
+    if (!gzip.write(buf)) await once(gzip, 'drain');
+  };
+  // Leading entries, then the big file's header (without the end blocks tarBuffer appends).
+  const head = tarBuffer([...entries, { path: 'weights.bin', size, data: '' }]);
+  await write(head.subarray(0, head.length - 1024));
+  const zeros = Buffer.alloc(1024 * 1024);
+  for (let left = size; left > 0; left -= zeros.length) await write(left >= zeros.length ? zeros : zeros.subarray(0, left));
+  await write(Buffer.alloc(1024));
+  gzip.end();
+  await done;
 }
