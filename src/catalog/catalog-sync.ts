@@ -118,8 +118,13 @@ export class CatalogSync {
 
   private onEvent(e: CatalogEvent): void {
     // Wait for a check already running (it may have read the old entry), then check again.
+    // Nobody awaits this chain: a failure is logged here, never left as an unhandled rejection
+    // (which would end the process); the next request of the task checks again.
     const running = this.inFlight.get(e.id) ?? Promise.resolve();
-    void running.then(() => this.ensure(e.id));
+    running
+      .catch(() => undefined)
+      .then(() => this.ensure(e.id))
+      .catch((err: unknown) => this.opts.logger.warn({ task: e.id, err: (err as Error).message }, 'catalog event could not be applied'));
   }
 
   private async reconcile(id: string): Promise<void> {
