@@ -56,7 +56,7 @@ export function uploadPlan(
 }
 
 /** All segment tables in one blob, each section 256-byte aligned (storage binding offsets). */
-function uploadSegmentTables(
+export function uploadSegmentTables(
   device: GPUDevice,
   arena: ActivationArena,
   tables: readonly SegmentTables[],

@@ -1,5 +1,13 @@
 import { CheckpointError } from '../util/errors.js';
-import type { SafetensorsFile } from './safetensors.js';
+import type { TensorInfo } from './safetensors.js';
+
+/** What TensorSource reads from: one safetensors file or a sharded checkpoint. */
+export interface TensorFile {
+  readonly path: string;
+  has(name: string): boolean;
+  info(name: string): TensorInfo | undefined;
+  readFloat32(name: string): Float32Array;
+}
 
 /** One linear layer as torch.nn.Linear stores it: weight [out, in], bias [out]. */
 export interface LinearWeights {
@@ -21,7 +29,7 @@ export interface LayerNormWeights {
  */
 export class TensorSource {
   constructor(
-    private readonly file: SafetensorsFile,
+    private readonly file: TensorFile,
     private readonly prefix: string,
     private readonly aliases: (name: string) => string[] = () => [],
   ) {}

@@ -10,10 +10,16 @@ export class PoolExhaustedError extends PetServeError {
   }
 }
 
+/** What the pool stores of a PET: one float block and one u32 block (encoder PETs and decoder adapters alike). */
+export interface PoolBlocks {
+  floats: Float32Array;
+  words: Uint32Array;
+}
+
 /** A PET resident in the pool: its blocks' element offsets inside the pool buffer. */
-export interface ResidentPet {
+export interface ResidentPet<P extends PoolBlocks = PackedPet> {
   taskId: string;
-  packed: PackedPet;
+  packed: P;
   /** Offset of the float block, in elements of the pool dtype. */
   floatBase: number;
   /** Offset of the u32 block, in u32 words. */
@@ -40,11 +46,11 @@ export interface PoolStats {
  * when no run fits, the least recently used *unpinned* PETs are evicted (a PET
  * used by the batch being built or in flight is pinned and never evicted).
  */
-export class PetGpuPool {
+export class PetGpuPool<P extends PoolBlocks = PackedPet> {
   readonly buffer: GPUBuffer;
   readonly budgetBytes: number;
   private readonly pageOwner: (string | null)[];
-  private readonly resident = new Map<string, ResidentPet>();
+  private readonly resident = new Map<string, ResidentPet<P>>();
   private clock = 0;
   private pageIns = 0;
   private evictions = 0;
@@ -94,7 +100,7 @@ export class PetGpuPool {
   }
 
   /** Make `taskId` resident (paging it in if needed) and pin it until `unpin`. */
-  pin(taskId: string, load: () => PackedPet): ResidentPet {
+  pin(taskId: string, load: () => P): ResidentPet<P> {
     const hit = this.resident.get(taskId);
     if (hit) {
       hit.pins += 1;
@@ -129,7 +135,7 @@ export class PetGpuPool {
     }
     if (packed.words.length > 0) this.device.queue.writeBuffer(this.buffer, byteOffset + floatBytes, packed.words);
     for (let p = first; p < first + pageCount; p++) this.pageOwner[p] = taskId;
-    const r: ResidentPet = {
+    const r: ResidentPet<P> = {
       taskId,
       packed,
       floatBase: byteOffset / e,
@@ -159,13 +165,13 @@ export class PetGpuPool {
     return true;
   }
 
-  private release(r: ResidentPet): void {
+  private release(r: ResidentPet<P>): void {
     for (let p = r.firstPage; p < r.firstPage + r.pageCount; p++) this.pageOwner[p] = null;
     this.resident.delete(r.taskId);
   }
 
   private evictOne(): boolean {
-    let victim: ResidentPet | null = null;
+    let victim: ResidentPet<P> | null = null;
     for (const r of this.resident.values()) {
       if (r.pins === 0 && (!victim || r.lastUsed < victim.lastUsed)) victim = r;
     }

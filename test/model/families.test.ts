@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { bertFamily } from '../../src/model/families/bert.js';
-import { MODEL_FAMILIES, UnsupportedModelError, familyForConfig } from '../../src/model/families/index.js';
+import { DECODER_FAMILIES, MODEL_FAMILIES, UnsupportedModelError, decoderFamilyForConfig, familyForConfig } from '../../src/model/families/index.js';
 import { CheckpointError } from '../../src/util/errors.js';
 
 const cfg = bertFamily.parseConfig(
@@ -17,7 +17,7 @@ describe('model family selection from config.json', () => {
   it('an unknown model names itself and every supported family in a typed error', () => {
     const err = (() => {
       try {
-        familyForConfig({ model_type: 'llama', architectures: ['LlamaForCausalLM'] }, '/m/config.json');
+        familyForConfig({ model_type: 'falcon', architectures: ['FalconForCausalLM'] }, '/m/config.json');
       } catch (e) {
         return e;
       }
@@ -25,9 +25,16 @@ describe('model family selection from config.json', () => {
     })();
     expect(err).toBeInstanceOf(UnsupportedModelError);
     expect(err).toBeInstanceOf(CheckpointError);
-    expect(String(err)).toMatch(/\/m\/config\.json: model_type 'llama' is not supported; supported: bert \(model_type 'bert'; BertModel, BertForSequenceClassification\)/);
-    expect(() => familyForConfig({ architectures: ['GPT2LMHeadModel'] }, 'c.json')).toThrow(/architectures \[GPT2LMHeadModel\] are not supported/);
+    expect(String(err)).toMatch(/\/m\/config\.json: model_type 'falcon' is not supported; supported: bert \(model_type 'bert'; BertModel, BertForSequenceClassification\); llama \(model_type 'llama', 'mistral', 'qwen2'/);
+    expect(() => familyForConfig({ architectures: ['FalconForCausalLM'] }, 'c.json')).toThrow(/architectures \[FalconForCausalLM\] is not supported/);
     expect(() => familyForConfig({}, 'c.json')).toThrow(/names neither model_type nor architectures/);
+  });
+
+  it('a decoder given to the encoder path (and an encoder to generation) is refused saying which kind it is', () => {
+    expect(() => familyForConfig({ model_type: 'llama' }, 'c.json')).toThrow(/model_type 'llama' is a causal decoder/);
+    expect(() => decoderFamilyForConfig({ model_type: 'bert' }, 'c.json')).toThrow(/model_type 'bert' is an encoder; generation supports llama/);
+    expect(decoderFamilyForConfig({ architectures: ['GPT2LMHeadModel'] }, 'c.json').name).toBe('gpt2');
+    for (const f of DECODER_FAMILIES) for (const t of f.modelTypes) expect(decoderFamilyForConfig({ model_type: t }, 'c')).toBe(f);
   });
 
   it('every family of the table is reachable by each of its model types', () => {

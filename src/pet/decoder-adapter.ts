@@ -1,0 +1,35 @@
+import type { DecoderGemm } from '../model/families/decoder/types.js';
+
+/**
+ * A decoder adapter in the form the generation engine executes: its tensors in
+ * one float block (for the shared PET GPU pool) plus where each delta attaches.
+ * Offsets are relative to the block; the pool rebases them when resident.
+ */
+export interface DecoderLoraDelta {
+  /** -1 for lm_head. */
+  layer: number;
+  gemm: DecoderGemm | 'lm_head';
+  /** First output column inside the fused GEMM output. */
+  colOffset: number;
+  /** Input width (K) and output width (N) of the module. */
+  K: number;
+  N: number;
+  /** This module's rank (per adapter and per module: never padded). */
+  rank: number;
+  /** A [rank, K] and B [N, rank] (torch.nn.Linear orientation) in the float block. */
+  aOff: number;
+  bOff: number;
+  scale: number;
+}
+
+export interface DecoderAdapter {
+  floats: Float32Array;
+  words: Uint32Array;
+  loras: DecoderLoraDelta[];
+  /** modules_to_save lm_head: the task's own head [V, H] in the float block, or null. */
+  lmHeadOff: number | null;
+  /** Whether the adapter changes what a layer writes into the KV cache (then prefix blocks cannot be shared with the base). */
+  touchesKv: boolean;
+  /** Largest rank of any module (sizes the step's shrink scratch). */
+  maxRank: number;
+}
