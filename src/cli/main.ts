@@ -1,7 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { registerBatch } from './batch-command.js';
 import { registerConvertPet } from './convert-pet-command.js';
+import { registerGenerate } from './generate-command.js';
 import { exitCodeFor } from './exit-codes.js';
+import { registerInitAdapter } from './init-adapter-command.js';
 import { registerInitModel } from './init-model-command.js';
 import { registerInitPet } from './init-pet-command.js';
 import { registerPredict } from './predict-command.js';
@@ -29,7 +31,9 @@ export async function main(argv: string[]): Promise<number> {
     .showHelpAfterError();
   registerInitModel(program, run);
   registerPredict(program, run);
+  registerGenerate(program, run);
   registerInitPet(program, run);
+  registerInitAdapter(program, run);
   registerConvertPet(program, run);
   registerServe(program, run);
   registerWorker(program, run);

@@ -29,3 +29,17 @@ export function parseIdMatrix(flag: string, text: string): number[][] {
     });
   });
 }
+
+/** Parse `--task NAME=DIR` values. */
+export function parseTaskFlags(values: string[]): Map<string, string> {
+  const tasks = new Map<string, string>();
+  for (const v of values) {
+    const eq = v.indexOf('=');
+    if (eq <= 0 || eq === v.length - 1) throw new UsageError(`--task expects NAME=PETDIR, got '${v}'`);
+    const name = v.slice(0, eq);
+    if (tasks.has(name)) throw new UsageError(`--task ${name} given twice`);
+    tasks.set(name, v.slice(eq + 1));
+  }
+  return tasks;
+}
+

@@ -7,25 +7,12 @@ import { TaskRegistry } from '../pet/registry.js';
 import { createLogger } from '../util/logger.js';
 import { UsageError } from './exit-codes.js';
 import { withGpu } from './gpu-session.js';
-import { parseIdMatrix, parseIntOption } from './options.js';
+import { parseIdMatrix, parseIntOption, parseTaskFlags } from './options.js';
 
 function rows(flat: Float32Array, width: number): number[][] {
   const out: number[][] = [];
   for (let i = 0; i < flat.length; i += width) out.push(Array.from(flat.subarray(i, i + width)));
   return out;
-}
-
-/** Parse `--task NAME=DIR` values. */
-function parseTaskFlags(values: string[]): Map<string, string> {
-  const tasks = new Map<string, string>();
-  for (const v of values) {
-    const eq = v.indexOf('=');
-    if (eq <= 0 || eq === v.length - 1) throw new UsageError(`--task expects NAME=PETDIR, got '${v}'`);
-    const name = v.slice(0, eq);
-    if (tasks.has(name)) throw new UsageError(`--task ${name} given twice`);
-    tasks.set(name, v.slice(eq + 1));
-  }
-  return tasks;
 }
 
 /** Parse a JSONL requests file: one {"task"?: NAME, "input_ids": [...], "token_type_ids"?: [...]} per line. */

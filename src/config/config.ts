@@ -43,6 +43,24 @@ export const configSchema = z.strictObject({
       hostCacheBytes: z.coerce.number().int().positive().default(1024 * 1024 * 1024),
     })
     .prefault({}),
+  generation: z
+    .strictObject({
+      /** GPU memory of the paged KV cache (all layers, K and V). */
+      kvCacheBytes: z.coerce.number().int().positive().default(256 * 1024 * 1024),
+      /** Tokens per KV block (the unit of allocation and of prefix sharing). */
+      blockTokens: z.coerce.number().int().positive().max(256).default(16),
+      /** Rows (tokens) in one step: decode rows first, then prefill chunks of what is left. */
+      maxStepTokens: z.coerce.number().int().positive().default(512),
+      /** Sequences running at once. */
+      maxRunning: z.coerce.number().int().positive().default(128),
+      /** Requests waiting beyond this are refused with an overload error (HTTP 429). */
+      maxWaiting: z.coerce.number().int().positive().default(4096),
+      /** max_tokens when a request gives none. */
+      defaultMaxTokens: z.coerce.number().int().positive().default(256),
+      /** Share full KV blocks of identical prompt prefixes within a task. */
+      prefixCaching: envBoolean.default(true),
+    })
+    .prefault({}),
   scheduler: z
     .strictObject({
       /** Batch policy: 'slo' (deadline-aware length-grouped DP, ours), 'pets' (PetS DP, no deadlines), 'fifo' (arrival order, fixed size). */
@@ -170,6 +188,8 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_POOL_BYTES: ['pets', 'poolBytes'],
   PETSERVE_HOST_CACHE_BYTES: ['pets', 'hostCacheBytes'],
   PETSERVE_LOG_LEVEL: ['log', 'level'],
+  PETSERVE_KV_CACHE_BYTES: ['generation', 'kvCacheBytes'],
+  PETSERVE_MAX_STEP_TOKENS: ['generation', 'maxStepTokens'],
   PETSERVE_SCHEDULER_POLICY: ['scheduler', 'policy'],
   PETSERVE_MAX_BATCH_TOKENS: ['scheduler', 'maxBatchTokens'],
   PETSERVE_MAX_BATCH_ROWS: ['scheduler', 'maxBatchRows'],

@@ -71,6 +71,16 @@ export class TextTokenizer {
     return { inputIds: cut(ids), tokenTypeIds: cut(types), truncated: true };
   }
 
+  /** Token ids → text, as the tokenizer's decoder says (byte-level BPE, SentencePiece, ...). */
+  decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): string {
+    return this.tokenizer.decode([...ids], { skip_special_tokens: opts.skipSpecialTokens ?? true });
+  }
+
+  /** The text's ids with the post-processor's special tokens (addSpecialTokens true) or without. */
+  encodeIds(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+  }
+
   tokenToId(token: string): number | undefined {
     return this.tokenizer.token_to_id(token);
   }

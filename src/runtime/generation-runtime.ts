@@ -1,0 +1,90 @@
+// Bootstrap of generation over a causal decoder, without HTTP: the `generate`
+// command, benchmarks and (next) the OpenAI routes start from here so the KV
+// cache, the adapter pool and the step scheduler are set up one way.
+
+import type { PetServeConfig } from '../config/config.js';
+import { DecoderRunner } from '../engine/generation/decoder-runner.js';
+import { KvBlockManager } from '../engine/generation/kv-blocks.js';
+import { kvBlockBytes } from '../engine/generation/kv-cache-gpu.js';
+import { GenerationGateway } from '../gateway/generation.js';
+import type { GpuContext } from '../gpu/context.js';
+import { loadDecoderCheckpoint, type DecoderCheckpoint } from '../model/decoder-checkpoint.js';
+import { DecoderTaskRegistry } from '../pet/decoder-registry.js';
+import { StepScheduler, type StepReport } from '../scheduler/generation/step-scheduler.js';
+import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
+import { ConfigError } from '../util/errors.js';
+
+export interface GenerationRuntime {
+  checkpoint: DecoderCheckpoint;
+  tokenizer: TextTokenizer | null;
+  registry: DecoderTaskRegistry;
+  runner: DecoderRunner;
+  blocks: KvBlockManager;
+  scheduler: StepScheduler;
+  gateway: GenerationGateway;
+  close(): Promise<void>;
+}
+
+export interface GenerationRuntimeOptions {
+  modelDir: string;
+  /** Task id → PEFT LoRA directory, registered before the first request. */
+  tasks?: ReadonlyMap<string, string>;
+  onStep?: (s: StepReport) => void;
+  profile?: boolean;
+}
+
+export async function startGenerationRuntime(ctx: GpuContext, config: PetServeConfig, opts: GenerationRuntimeOptions): Promise<GenerationRuntime> {
+  const checkpoint = await loadDecoderCheckpoint(opts.modelDir);
+  const tokenizer = await TextTokenizer.load(opts.modelDir);
+  const registry = new DecoderTaskRegistry(checkpoint);
+  for (const [id, dir] of opts.tasks ?? []) await registry.register(id, dir);
+
+  const g = config.generation;
+  const dtype = config.model.dtype;
+  if (dtype === 'f16' && !ctx.capabilities.shaderF16) throw new ConfigError('model.dtype f16 needs the shader-f16 feature, which this adapter lacks');
+  const perBlock = kvBlockBytes(checkpoint.config, g.blockTokens, dtype);
+  const perLayerLimit = ctx.capabilities.maxStorageBufferBindingSize;
+  const numBlocks = Math.min(
+    Math.floor(g.kvCacheBytes / perBlock),
+    Math.floor(perLayerLimit / (perBlock / (2 * checkpoint.config.numHiddenLayers))),
+  );
+  if (numBlocks < 1) throw new ConfigError(`generation.kvCacheBytes ${g.kvCacheBytes} holds no KV block (one block is ${perBlock} bytes)`);
+  const runner = new DecoderRunner(ctx, checkpoint, {
+    dtype,
+    numBlocks,
+    blockTokens: g.blockTokens,
+    poolBytes: Math.min(config.pets.poolBytes, ctx.capabilities.maxStorageBufferBindingSize),
+  });
+  const blocks = new KvBlockManager({ numBlocks, blockTokens: g.blockTokens, prefixCaching: g.prefixCaching });
+  const scheduler = new StepScheduler(runner, blocks, registry, {
+    maxStepTokens: g.maxStepTokens,
+    maxRunning: g.maxRunning,
+    maxWaiting: g.maxWaiting,
+    maxContext: checkpoint.config.maxPositionEmbeddings,
+    ...(opts.onStep ? { onStep: opts.onStep } : {}),
+    ...(opts.profile ? { profile: true } : {}),
+  });
+  const gateway = new GenerationGateway({
+    scheduler,
+    tokenizer,
+    config: checkpoint.config,
+    hasTask: (id) => registry.has(id),
+    defaultMaxTokens: g.defaultMaxTokens,
+  });
+  let closed = false;
+  return {
+    checkpoint,
+    tokenizer,
+    registry,
+    runner,
+    blocks,
+    scheduler,
+    gateway,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await scheduler.close();
+      runner.destroy();
+    },
+  };
+}
