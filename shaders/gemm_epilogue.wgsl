@@ -11,7 +11,7 @@
 // without a bit are never read, so the delta buffer needs no clearing.
 // Kernels know slots, not tasks.
 //! param HAS_BIAS: true | false
-//! param ACT: none | gelu | tanh
+//! param ACT: none | gelu | gelu_tanh | tanh
 //! param RESIDUAL: true | false
 //! param TASKS: true | false
 #include lib_math
@@ -57,6 +57,9 @@ fn epilogue_store(rt: RowTask, m: u32, n: u32, acc: f32) {
 #endif
 #if ACT == gelu
   v = gelu_erf(v);
+#endif
+#if ACT == gelu_tanh
+  v = gelu_tanh(v);
 #endif
 #if ACT == tanh
   v = tanh_safe(v);

@@ -6,7 +6,8 @@ import type { Dtype, GemmVariant } from './types.js';
 
 export type { GemmVariant } from './types.js';
 
-export type GemmActivation = 'none' | 'gelu' | 'tanh';
+/** 'gelu' is the exact erf form (BERT), 'gelu_tanh' GPT-2's tanh approximation ("gelu_new"). */
+export type GemmActivation = 'none' | 'gelu' | 'gelu_tanh' | 'tanh';
 
 export interface GemmArgs {
   /** [M, ldx] row-major input; the first K columns are used. */

@@ -3,7 +3,7 @@ import { gemm, type GemmActivation, type GemmVariant } from '../../src/kernels/g
 import type { Dtype } from '../../src/kernels/types.js';
 import { createTestGpu, poisoned, randomArray, roundToDtype, runAndRead, toDevice, type TestGpu } from '../helpers/gpu.js';
 import { expectClose } from '../reference/compare.js';
-import { refGeluErf, refLinear, refTanh } from '../reference/ops-f64.js';
+import { refGeluErf, refGeluTanh, refLinear, refTanh } from '../reference/ops-f64.js';
 
 // Created at collection time: tests skip (it.skipIf) on what the adapter lacks.
 const gpu: TestGpu = await createTestGpu();
@@ -20,13 +20,15 @@ async function check(
   act: GemmActivation,
   withBias: boolean,
   withResidual: boolean,
+  xScale = 1,
 ): Promise<void> {
-  const x = roundToDtype(randomArray(M * K), dtype);
+  const x = roundToDtype(randomArray(M * K, xScale), dtype);
   const w = roundToDtype(randomArray(N * K, 0.5), dtype);
   const b = roundToDtype(randomArray(N), dtype);
   const r = roundToDtype(randomArray(M * N), dtype);
   let expected = refLinear(x, M, K, w, withBias ? b : null, N);
   if (act === 'gelu') expected = refGeluErf(expected);
+  if (act === 'gelu_tanh') expected = refGeluTanh(expected);
   if (act === 'tanh') expected = refTanh(expected);
   if (withResidual) expected = expected.map((v, i) => v + r[i]!);
 
@@ -69,15 +71,20 @@ describe('gemm Y = act(X·Wᵀ + b) + R matches the float64 reference', () => {
   ];
   for (const dtype of ['f32', 'f16'] as const) {
     for (const variant of ['naive', 'tiled', 'rb'] as const) {
-      it.skipIf(dtype === 'f16' && !gpu.ctx.capabilities.shaderF16)(`${variant} ${dtype}: plain, bias, gelu, tanh, residual on ragged shapes`, async () => {
+      it.skipIf(dtype === 'f16' && !gpu.ctx.capabilities.shaderF16)(`${variant} ${dtype}: plain, bias, gelu, gelu_tanh, tanh, residual on ragged shapes`, async () => {
         for (const [M, N, K] of shapes) await check(dtype, variant, M, N, K, 'none', false, false);
         await check(dtype, variant, 70, 45, 36, 'none', true, false);
         await check(dtype, variant, 70, 45, 36, 'gelu', true, false);
+        await check(dtype, variant, 70, 45, 36, 'gelu_tanh', true, false);
         await check(dtype, variant, 70, 45, 36, 'tanh', true, false);
         await check(dtype, variant, 70, 45, 36, 'none', true, true);
       });
     }
   }
+
+  it('gelu_tanh saturates to x and 0 without NaN for pre-activations in the hundreds', async () => {
+    for (const variant of ['naive', 'tiled', 'rb'] as const) await check('f32', variant, 9, 11, 20, 'gelu_tanh', true, false, 100);
+  });
 
   it('K not divisible by 4 falls back from rb and stays correct', async () => {
     await check('f32', 'rb', 19, 23, 37, 'gelu', true, true);

@@ -316,3 +316,144 @@ export function refSplitFusedQkv(
   }
   return { q, k, v };
 }
+
+/** GPT-2's "gelu_new": 0.5·v·(1 + tanh(√(2/π)·(v + 0.044715·v³))). */
+export function refGeluTanh(v: number): number;
+export function refGeluTanh(v: ArrayLike<number>): Float64Array;
+export function refGeluTanh(v: number | ArrayLike<number>): number | Float64Array {
+  const f = (x: number): number => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+  if (typeof v === 'number') return f(v);
+  return Float64Array.from(v, f);
+}
+
+/** LlamaRMSNorm over the last dim: x / sqrt(mean(x²) + eps) · gamma, no mean subtracted, no bias. */
+export function refRmsNorm(
+  x: ArrayLike<number>,
+  rows: number,
+  dim: number,
+  gamma: ArrayLike<number>,
+  eps: number,
+): Float64Array {
+  checkLength('refRmsNorm x', x.length, rows * dim);
+  checkLength('refRmsNorm gamma', gamma.length, dim);
+  const y = new Float64Array(rows * dim);
+  for (let r = 0; r < rows; r++) {
+    let squares = 0;
+    for (let i = 0; i < dim; i++) squares += x[r * dim + i]! ** 2;
+    const invRms = 1 / Math.sqrt(squares / dim + eps);
+    for (let i = 0; i < dim; i++) y[r * dim + i] = x[r * dim + i]! * invRms * gamma[i]!;
+  }
+  return y;
+}
+
+/**
+ * Hugging Face rotary embedding (apply_rotary_pos_emb with rotate_half) on one
+ * tensor of heads: x is [rows, numHeads·headDim], row r at position positions[r].
+ * Only the first rotaryDims dims of each head rotate, dim i with dim
+ * i + rotaryDims/2, by angle position·invFreq[i]. The angle is rounded to f32
+ * because HF computes freqs = inv_freq @ position_ids in float32: that rounding
+ * is part of the model (an angle of 4000 rad moves by up to 2e-4), cos and sin
+ * are then taken in f64.
+ */
+export function refRope(
+  x: ArrayLike<number>,
+  rows: number,
+  numHeads: number,
+  headDim: number,
+  rotaryDims: number,
+  positions: ArrayLike<number>,
+  invFreq: ArrayLike<number>,
+): Float64Array {
+  checkLength('refRope x', x.length, rows * numHeads * headDim);
+  checkLength('refRope positions', positions.length, rows);
+  checkLength('refRope invFreq', invFreq.length, rotaryDims / 2);
+  if (rotaryDims % 2 !== 0 || rotaryDims > headDim) throw new Error(`refRope: bad rotaryDims ${rotaryDims}`);
+  const half = rotaryDims / 2;
+  const y = Float64Array.from(x);
+  for (let r = 0; r < rows; r++) {
+    for (let h = 0; h < numHeads; h++) {
+      const at = (r * numHeads + h) * headDim;
+      for (let i = 0; i < half; i++) {
+        const angle = Math.fround(positions[r]! * invFreq[i]!);
+        const x1 = x[at + i]!;
+        const x2 = x[at + i + half]!;
+        y[at + i] = x1 * Math.cos(angle) - x2 * Math.sin(angle);
+        y[at + i + half] = x2 * Math.cos(angle) + x1 * Math.sin(angle);
+      }
+    }
+  }
+  return y;
+}
+
+/** SwiGLU: y = silu(gate) · up with x [rows, 2·width] holding gate | up, silu(g) = g / (1 + e^−g). */
+export function refSiluMul(x: ArrayLike<number>, rows: number, width: number): Float64Array {
+  checkLength('refSiluMul x', x.length, rows * 2 * width);
+  const y = new Float64Array(rows * width);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < width; c++) {
+      const g = x[r * 2 * width + c]!;
+      const up = x[r * 2 * width + width + c]!;
+      // For very negative g, e^−g = inf and g / inf = −0: no NaN to guard against in f64.
+      y[r * width + c] = (g / (1 + Math.exp(-g))) * up;
+    }
+  }
+  return y;
+}
+
+/** One query row of decoder attention: which sequence's history it reads and how many keys it sees. */
+export interface RefQueryRow {
+  seq: number;
+  visible: number;
+}
+
+/**
+ * Decoder (causal, cached) multi-head attention with dense histories: keys[s]
+ * and values[s] are sequence s's [length_s, numKvHeads·headDim] rows in order,
+ * q is [rows, numHeads·headDim]. Query row r attends to keys 0..visible_r − 1 of
+ * its sequence. Query head h uses kv head floor(h / (numHeads / numKvHeads))
+ * (grouped-query attention, HF repeat_kv). With ALiBi, score_j gains slope_h·j,
+ * as HF BLOOM builds its bias. Returns [rows, numHeads·headDim].
+ */
+export function refAttentionCached(
+  q: ArrayLike<number>,
+  queryRows: readonly RefQueryRow[],
+  keys: readonly ArrayLike<number>[],
+  values: readonly ArrayLike<number>[],
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  scale: number,
+  alibiSlopes: ArrayLike<number> | null,
+): Float64Array {
+  const width = numHeads * headDim;
+  const kvWidth = numKvHeads * headDim;
+  checkLength('refAttentionCached q', q.length, queryRows.length * width);
+  if (keys.length !== values.length) throw new Error('refAttentionCached: keys and values differ in sequence count');
+  if (numHeads % numKvHeads !== 0) throw new Error('refAttentionCached: numHeads not a multiple of numKvHeads');
+  if (alibiSlopes !== null) checkLength('refAttentionCached alibiSlopes', alibiSlopes.length, numHeads);
+  const group = numHeads / numKvHeads;
+  const out = new Float64Array(queryRows.length * width);
+  queryRows.forEach(({ seq, visible }, r) => {
+    const k = keys[seq];
+    const v = values[seq];
+    if (k === undefined || v === undefined) throw new Error(`refAttentionCached: no sequence ${seq}`);
+    if (k.length !== v.length || k.length % kvWidth !== 0) throw new Error(`refAttentionCached: sequence ${seq} mis-sized`);
+    if (visible < 1 || visible * kvWidth > k.length) throw new Error(`refAttentionCached: row ${r} sees ${visible} keys`);
+    for (let h = 0; h < numHeads; h++) {
+      const kvCol = Math.floor(h / group) * headDim;
+      const scores = new Float64Array(visible);
+      for (let j = 0; j < visible; j++) {
+        let dot = 0;
+        for (let d = 0; d < headDim; d++) dot += q[r * width + h * headDim + d]! * k[j * kvWidth + kvCol + d]!;
+        scores[j] = dot * scale + (alibiSlopes === null ? 0 : alibiSlopes[h]! * j);
+      }
+      const probs = refSoftmaxRows(scores, 1, visible);
+      for (let d = 0; d < headDim; d++) {
+        let sum = 0;
+        for (let j = 0; j < visible; j++) sum += probs[j]! * v[j * kvWidth + kvCol + d]!;
+        out[r * width + h * headDim + d] = sum;
+      }
+    }
+  });
+  return out;
+}
