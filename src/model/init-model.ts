@@ -60,15 +60,15 @@ export interface BertTensorSpec {
 const LAYER_NORM_SPREAD = 0.05;
 // Large enough that the logits of different labels differ visibly.
 const CLASSIFIER_WEIGHT_STD = 0.2;
-const TRANSFORMERS_VERSION = '4.46.3';
+export const TRANSFORMERS_VERSION = '4.46.3';
 
-const TORCH_DTYPE_NAMES: Readonly<Record<CheckpointDtype, string>> = {
+export const TORCH_DTYPE_NAMES: Readonly<Record<CheckpointDtype, string>> = {
   f32: 'float32',
   f16: 'float16',
   bf16: 'bfloat16',
 };
 
-const SAFETENSORS_DTYPES: Readonly<Record<CheckpointDtype, TensorToWrite['dtype']>> = {
+export const SAFETENSORS_DTYPES: Readonly<Record<CheckpointDtype, TensorToWrite['dtype']>> = {
   f32: 'F32',
   f16: 'F16',
   bf16: 'BF16',
