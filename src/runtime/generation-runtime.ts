@@ -31,6 +31,8 @@ export interface GenerationRuntimeOptions {
   tasks?: ReadonlyMap<string, string>;
   onStep?: (s: StepReport) => void;
   profile?: boolean;
+  /** Benchmark baselines: PEFT-style one adapter per step. */
+  oneAdapterPerStep?: boolean;
 }
 
 export async function startGenerationRuntime(ctx: GpuContext, config: PetServeConfig, opts: GenerationRuntimeOptions): Promise<GenerationRuntime> {
@@ -63,6 +65,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     maxContext: checkpoint.config.maxPositionEmbeddings,
     ...(opts.onStep ? { onStep: opts.onStep } : {}),
     ...(opts.profile ? { profile: true } : {}),
+    ...(opts.oneAdapterPerStep ? { oneAdapterPerStep: true } : {}),
   });
   const gateway = new GenerationGateway({
     scheduler,

@@ -62,6 +62,11 @@ export interface StepSchedulerOptions {
   onStep?: (s: StepReport) => void;
   /** Profile every step (device time per phase in the report). */
   profile?: boolean;
+  /**
+   * Baseline for benchmarks (PEFT-style unmerged serving): a step holds rows of
+   * ONE adapter only (the oldest sequence's), the others wait. Default false.
+   */
+  oneAdapterPerStep?: boolean;
 }
 
 export interface StepReport {
@@ -226,8 +231,11 @@ export class StepScheduler {
   private planStep(): { seq: Sequence; take: number }[] {
     const plan: { seq: Sequence; take: number }[] = [];
     let budget = this.options.maxStepTokens;
-    const decoding = this.running.filter((s) => s.tokens.length - s.computed === 1 && s.computed > 0);
-    const prefilling = this.running.filter((s) => !decoding.includes(s));
+    // Baseline mode: only the adapter of the oldest sequence (running first, then waiting) takes part.
+    const only = this.options.oneAdapterPerStep ? (this.running[0] ?? this.waiting[0])?.cacheKey : undefined;
+    const eligible = (s: Sequence): boolean => only === undefined || s.cacheKey === only;
+    const decoding = this.running.filter((s) => eligible(s) && s.tokens.length - s.computed === 1 && s.computed > 0);
+    const prefilling = this.running.filter((s) => eligible(s) && !decoding.includes(s));
     for (const seq of decoding) {
       if (budget === 0) break;
       if (!this.growFor(seq, seq.tokens.length)) continue; // seq itself was preempted
@@ -243,6 +251,7 @@ export class StepScheduler {
     }
     while (budget > 0 && this.waiting.length > 0 && this.running.length < this.options.maxRunning) {
       const seq = this.waiting[0]!;
+      if (!eligible(seq)) break;
       if (!this.admit(seq)) break;
       this.waiting.shift();
       this.running.push(seq);
