@@ -1,4 +1,4 @@
-import type { PhaseTiming } from '../../gpu/batch-encoder.js';
+import type { PhaseTiming, ProfileMode } from '../../gpu/batch-encoder.js';
 import type { KvBlockManager } from '../../engine/generation/kv-blocks.js';
 import type { DecoderRunner } from '../../engine/generation/decoder-runner.js';
 import { SequenceSampler, type SampledToken, type SamplingParams } from '../../engine/generation/sampling.js';
@@ -60,8 +60,8 @@ export interface StepSchedulerOptions {
   maxContext: number;
   /** Step timing hook (metrics, benchmarks). */
   onStep?: (s: StepReport) => void;
-  /** Profile every step (device time per phase in the report). */
-  profile?: boolean;
+  /** Profile every step: device time per phase (true) or per dispatch ('dispatches') in the report. */
+  profile?: ProfileMode;
   /**
    * Baseline for benchmarks (PEFT-style unmerged serving): a step holds rows of
    * ONE adapter only (the oldest sequence's), the others wait. Default false.
@@ -190,10 +190,17 @@ export class StepScheduler {
 
   private kick(): void {
     if (this.loop) return;
-    this.loop = this.run().finally(() => {
-      this.loop = null;
-      if (this.waiting.length > 0 || this.running.length > 0) this.kick();
-    });
+    this.loop = this.run()
+      .catch((err: unknown) => this.failAll(err))
+      .finally(() => {
+        this.loop = null;
+        if (this.waiting.length > 0 || this.running.length > 0) this.kick();
+      });
+  }
+
+  /** A scheduler bug must not hang callers: every sequence fails with it, the loop starts clean. */
+  private failAll(err: unknown): void {
+    for (const seq of [...this.running.splice(0), ...this.waiting.splice(0)]) this.finishWith(seq, null, err);
   }
 
   private async run(): Promise<void> {
@@ -238,6 +245,7 @@ export class StepScheduler {
     const prefilling = this.running.filter((s) => eligible(s) && !decoding.includes(s));
     for (const seq of decoding) {
       if (budget === 0) break;
+      if (!this.running.includes(seq)) continue; // preempted to make room for an earlier one
       if (!this.growFor(seq, seq.tokens.length)) continue; // seq itself was preempted
       plan.push({ seq, take: 1 });
       budget -= 1;
