@@ -56,13 +56,19 @@ export function uploadPlan(
 }
 
 /** All segment tables in one blob, each section 256-byte aligned (storage binding offsets). */
-export function uploadSegmentTables(
+/** What a segmented dispatch uploads: u32 records and tiles. */
+export interface UploadableTables {
+  records: Uint32Array;
+  tiles: Uint32Array;
+}
+
+export function uploadSegmentTables<T extends UploadableTables = SegmentTables>(
   device: GPUDevice,
   arena: ActivationArena,
-  tables: readonly SegmentTables[],
-): PetGraphInput['ranges'] {
+  tables: readonly T[],
+): (t: T) => { records: BufferRange; tiles: BufferRange } {
   let bytes = 0;
-  const placed = new Map<SegmentTables, { records: number; tiles: number }>();
+  const placed = new Map<T, { records: number; tiles: number }>();
   for (const t of tables) {
     const records = bytes;
     bytes = alignUp(bytes + t.records.byteLength);

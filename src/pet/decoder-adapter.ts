@@ -22,13 +22,32 @@ export interface DecoderLoraDelta {
   scale: number;
 }
 
+/** An IA³ vector: scales a module's output columns, or (feedforward modules) its input columns. */
+export interface DecoderScale {
+  layer: number;
+  gemm: DecoderGemm;
+  mode: 'output' | 'input';
+  /** First scaled column: of the fused GEMM output (output mode), or 0 (input mode). */
+  colOffset: number;
+  width: number;
+  off: number;
+}
+
 export interface DecoderAdapter {
+  kind: 'lora' | 'ia3';
   floats: Float32Array;
   words: Uint32Array;
   loras: DecoderLoraDelta[];
+  scales: DecoderScale[];
+  /** modules_to_save embed_tokens: the task's own token embedding [V, H] in the float block, or null. */
+  embedOff: number | null;
   /** modules_to_save lm_head: the task's own head [V, H] in the float block, or null. */
   lmHeadOff: number | null;
-  /** Whether the adapter changes what a layer writes into the KV cache (then prefix blocks cannot be shared with the base). */
+  /**
+   * Whether the adapter changes any layer's output, and so the keys and values
+   * cached for later layers (an lm_head-only adapter does not): the reason
+   * prefix blocks are keyed by task.
+   */
   touchesKv: boolean;
   /** Largest rank of any module (sizes the step's shrink scratch). */
   maxRank: number;

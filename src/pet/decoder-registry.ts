@@ -1,13 +1,13 @@
 import type { DecoderConfig, DecoderFamily } from '../model/families/decoder/types.js';
 import { InvalidInputError } from '../util/errors.js';
 import type { DecoderAdapter } from './decoder-adapter.js';
-import { loadDecoderPeftLora } from './formats/peft-decoder.js';
+import { loadDecoderPeft } from './formats/peft-decoder.js';
 import { TaskExistsError, UnknownTaskError } from './registry.js';
 
 export interface DecoderTaskInfo {
   taskId: string;
   dir: string;
-  kind: 'lora';
+  kind: 'lora' | 'ia3';
   /** Host bytes of the adapter's tensors (what a page-in copies). */
   bytes: number;
   maxRank: number;
@@ -30,8 +30,8 @@ export class DecoderTaskRegistry {
       throw new InvalidInputError(`task id '${taskId.slice(0, 64)}' must be 1-128 characters of letters, digits, '.', '_' or '-'`);
     }
     if (this.tasks.has(taskId)) throw new TaskExistsError(taskId);
-    const adapter = await loadDecoderPeftLora(dir, this.model);
-    const info: DecoderTaskInfo = { taskId, dir, kind: 'lora', bytes: adapter.floats.byteLength, maxRank: adapter.maxRank, touchesKv: adapter.touchesKv };
+    const adapter = await loadDecoderPeft(dir, this.model);
+    const info: DecoderTaskInfo = { taskId, dir, kind: adapter.kind, bytes: adapter.floats.byteLength, maxRank: adapter.maxRank, touchesKv: adapter.touchesKv };
     this.tasks.set(taskId, { info, adapter });
     return info;
   }

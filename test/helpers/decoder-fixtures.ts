@@ -54,3 +54,35 @@ export function relativeError(got: Float32Array, ref: Float64Array, offset: numb
   }
   return err / scale;
 }
+
+/**
+ * A random PEFT IA³ directory for a decoder: `targetModules` (PEFT list form)
+ * scaled by vectors around 1, `feedforwardModules` on their input.
+ */
+export async function writeRandomIa3(
+  dir: string,
+  modelDir: string,
+  opts: { targetModules: string[]; feedforwardModules: string[]; seed: number },
+): Promise<void> {
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const { loadDecoderCheckpoint } = await import('../../src/model/decoder-checkpoint.js');
+  const { writeSafetensors } = await import('../../src/model/safetensors.js');
+  const { Rng } = await import('../../src/util/random.js');
+  const ckpt = await loadDecoderCheckpoint(modelDir);
+  const rng = new Rng(opts.seed);
+  const selected = (m: string, list: string[]): boolean => list.some((t) => m === t || m.endsWith(`.${t}`));
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  for (const site of ckpt.family.linearSites(ckpt.config)) {
+    if (!selected(site.module, opts.targetModules)) continue;
+    const input = site.module.endsWith(opts.feedforwardModules.find((f) => site.module.endsWith(f)) ?? '\u0000');
+    const n = input ? site.inDim : site.outDim;
+    const data = Float32Array.from({ length: n }, () => 1 + 0.5 * (2 * rng.next() - 1));
+    tensors[`base_model.model.${site.module}.ia3_l`] = { dtype: 'F32', shape: input ? [1, n] : [n, 1], data };
+  }
+  await mkdir(dir, { recursive: true });
+  await writeFile(
+    join(dir, 'adapter_config.json'),
+    JSON.stringify({ peft_type: 'IA3', task_type: 'CAUSAL_LM', target_modules: opts.targetModules, feedforward_modules: opts.feedforwardModules, init_ia3_weights: true }),
+  );
+  await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors);
+}

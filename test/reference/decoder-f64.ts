@@ -13,6 +13,7 @@ import { parseDecoderSpec } from './decoder-config.js';
 import type { DecoderActivation, DecoderSpec } from './decoder-config.js';
 import { buildDecoderWeights } from './decoder-graph.js';
 import type { DecoderLayer, DecoderWeights, Linear, Norm } from './decoder-graph.js';
+import { isIa3Adapter, mergePeftIa3 } from './decoder-ia3.js';
 import { mergePeftLora } from './decoder-lora.js';
 import { applyRope } from './decoder-positions.js';
 import { refGeluErf, refLayerNorm, refLinear } from './ops-f64.js';
@@ -314,7 +315,10 @@ export function loadRefDecoder(modelDir: string, adapterDir?: string | null): Re
   const spec = parseDecoderSpec(readJsonObject(join(modelDir, 'config.json'), 'config'));
   const tensors = readDecoderCheckpoint(modelDir, spec.family);
   dropTiedHead(spec, tensors);
-  if (adapterDir !== undefined && adapterDir !== null) mergePeftLora(spec, tensors, adapterDir);
+  if (adapterDir !== undefined && adapterDir !== null) {
+    if (isIa3Adapter(adapterDir)) mergePeftIa3(spec, tensors, adapterDir);
+    else mergePeftLora(spec, tensors, adapterDir);
+  }
   return makeRefDecoder(buildDecoderWeights(spec, tensors));
 }
 

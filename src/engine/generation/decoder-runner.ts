@@ -4,7 +4,7 @@ import type { GpuContext } from '../../gpu/context.js';
 import { tuning } from '../../kernels/tuning.js';
 import { bytesPerElement, type Dtype } from '../../kernels/types.js';
 import type { DecoderCheckpoint } from '../../model/decoder-checkpoint.js';
-import { recordDecoderStep, stepActivations, type DecoderLoraInput } from '../../model/families/decoder/graph.js';
+import { recordDecoderStep, stepActivations, type DecoderAdapterInput } from '../../model/families/decoder/graph.js';
 import { uploadDecoderWeights } from '../../model/families/decoder/gpu-weights.js';
 import type { GpuDecoderWeights, GpuKvCache } from '../../model/families/decoder/types.js';
 import type { DecoderAdapter } from '../../pet/decoder-adapter.js';
@@ -76,13 +76,15 @@ export class DecoderRunner {
     q.writeBuffer(b.blockTables, 0, inputs.blockTables);
     if (inputs.logitRows.length > 0) q.writeBuffer(b.logitRows, 0, inputs.logitRows);
 
-    let lora: DecoderLoraInput | null = null;
+    let lora: DecoderAdapterInput | null = null;
     if (inputs.lora) {
       const e = bytesPerElement(this.dtype);
       lora = {
         pool: this.pool.buffer,
         scratch: this.arena.get('dec.loraScratch', Math.max(1, inputs.lora.scratchElems) * e),
         sites: inputs.lora.sites,
+        scales: inputs.lora.scales,
+        taskEmbeds: inputs.lora.taskEmbeds,
         lmHead: inputs.lora.lmHead,
         taskHeads: inputs.lora.taskHeads,
         ranges: uploadSegmentTables(device, this.arena, inputs.lora.tables),

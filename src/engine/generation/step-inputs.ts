@@ -1,5 +1,6 @@
 import { NONE, segGemmTables, type SegGemmSegment, type SegmentTables } from '../../kernels/segmented.js';
-import type { LoraSiteTables } from '../../model/families/decoder/graph.js';
+import { embedTables, scaleTables, type EmbedSegment, type RowSegmentTables, type ScaleSegment } from '../../kernels/seg-rows.js';
+import type { LoraSiteTables, ScaleSiteTables } from '../../model/families/decoder/graph.js';
 import { qkvWidth } from '../../model/families/decoder/graph.js';
 import type { DecoderConfig } from '../../model/families/decoder/types.js';
 import { siteKey } from '../../model/pet-graph-input.js';
@@ -42,10 +43,12 @@ export interface StepInputs {
 
 export interface StepLora {
   sites: Map<string, LoraSiteTables>;
+  scales: Map<string, ScaleSiteTables>;
+  taskEmbeds: RowSegmentTables | null;
   lmHead: LoraSiteTables | null;
   taskHeads: SegmentTables | null;
   scratchElems: number;
-  tables: SegmentTables[];
+  tables: (SegmentTables | RowSegmentTables)[];
 }
 
 /**
@@ -131,10 +134,21 @@ function buildLora(
   groups: readonly { adapter: ResidentPet<DecoderAdapter>; row0: number; rows: number; logit0: number; logits: number }[],
 ): StepLora {
   const bySite = new Map<string, { shrink: SegGemmSegment[]; expand: SegGemmSegment[]; scratch: number }>();
+  const scaleSites = new Map<string, { input: ScaleSegment[]; output: ScaleSegment[] }>();
   const heads: SegGemmSegment[] = [];
+  const embeds: EmbedSegment[] = [];
   for (const g of groups) {
     const base = g.adapter.floatBase;
     const packed = g.adapter.packed;
+    for (const d of packed.scales) {
+      const key = siteKey(d.layer, d.gemm);
+      let site = scaleSites.get(key);
+      if (!site) scaleSites.set(key, (site = { input: [], output: [] }));
+      // Input rows are the GEMM's X (width = its K); output rows are its Y at the module's columns.
+      const ld = d.mode === 'input' ? d.width : outWidth(c, d.gemm);
+      site[d.mode].push({ first: g.row0 * ld + d.colOffset, rows: g.rows, width: d.width, ld, scaleOff: base + d.off });
+    }
+    if (packed.embedOff !== null) embeds.push({ row0: g.row0, rows: g.rows, tableOff: base + packed.embedOff });
     for (const d of packed.loras) {
       const onHead = d.gemm === 'lm_head';
       const rows = onHead ? g.logits : g.rows;
@@ -153,7 +167,7 @@ function buildLora(
     }
   }
   const sites = new Map<string, LoraSiteTables>();
-  const tables: SegmentTables[] = [];
+  const tables: (SegmentTables | RowSegmentTables)[] = [];
   let lmHead: LoraSiteTables | null = null;
   let scratchElems = 0;
   for (const [key, s] of bySite) {
@@ -165,5 +179,13 @@ function buildLora(
   }
   const taskHeads = heads.length > 0 ? segGemmTables(heads) : null;
   if (taskHeads) tables.push(taskHeads);
-  return { sites, lmHead, taskHeads, scratchElems, tables };
+  const scales = new Map<string, ScaleSiteTables>();
+  for (const [key, s] of scaleSites) {
+    const t = { input: s.input.length > 0 ? scaleTables(s.input) : null, output: s.output.length > 0 ? scaleTables(s.output) : null };
+    for (const x of [t.input, t.output]) if (x) tables.push(x);
+    scales.set(key, t);
+  }
+  const taskEmbeds = embeds.length > 0 ? embedTables(embeds, c.hiddenSize) : null;
+  if (taskEmbeds) tables.push(taskEmbeds);
+  return { sites, scales, taskEmbeds, lmHead, taskHeads, scratchElems, tables };
 }

@@ -9,9 +9,9 @@ import { z } from 'zod';
 
 import type { DecoderConfig, DecoderFamily, DecoderLinearSite } from '../../model/families/decoder/types.js';
 import { PetFormatError } from '../../util/errors.js';
-import type { DecoderAdapter, DecoderLoraDelta } from '../decoder-adapter.js';
+import type { DecoderAdapter, DecoderLoraDelta, DecoderScale } from '../decoder-adapter.js';
 import { PetTensorFile, formatIssues, listNames, pathExists, readJsonObject } from './common.js';
-import { isTargetModule, patternKeyFor } from './match.js';
+import { isFeedforwardModule, isTargetModule, patternKeyFor } from './match.js';
 
 export const PEFT_CONFIG_FILE = 'adapter_config.json';
 export const PEFT_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -33,7 +33,9 @@ const configSchema = z.object({
   modules_to_save: z.array(z.string()).nullish(),
   bias: z.string().default('none'),
   fan_in_fan_out: z.boolean().default(false),
+  feedforward_modules: selector.nullish(),
 });
+type PeftConfig = z.infer<typeof configSchema>;
 
 /** Modules of a decoder a LoRA can target: the layer linears plus lm_head. */
 function targetSites(family: DecoderFamily, config: DecoderConfig): DecoderLinearSite[] {
@@ -44,7 +46,6 @@ function targetSites(family: DecoderFamily, config: DecoderConfig): DecoderLinea
   ];
 }
 
-const isKvGemm = (s: DecoderLinearSite): boolean => s.gemm === 'qkv';
 
 class FloatBlock {
   private readonly parts: Float32Array[] = [];
@@ -72,19 +73,20 @@ function permuteRows(b: Float32Array, cols: number, order: Uint32Array): Float32
   return out;
 }
 
-/** Load a PEFT LoRA directory for `model`; PetFormatError naming the file, field or module on anything it cannot serve exactly. */
-export async function loadDecoderPeftLora(dir: string, model: { family: DecoderFamily; config: DecoderConfig }): Promise<DecoderAdapter> {
+/** Load a PEFT LoRA or IA³ directory for `model`; PetFormatError naming the file, field or module on anything it cannot serve exactly. */
+export async function loadDecoderPeft(dir: string, model: { family: DecoderFamily; config: DecoderConfig }): Promise<DecoderAdapter> {
   const configPath = join(dir, PEFT_CONFIG_FILE);
   if (!(await pathExists(configPath))) throw new PetFormatError(`${dir}: ${PEFT_CONFIG_FILE} not found (expected a Hugging Face PEFT directory)`);
   const parsed = configSchema.safeParse(await readJsonObject(configPath, PEFT_CONFIG_FILE));
   if (!parsed.success) throw new PetFormatError(`${PEFT_CONFIG_FILE}: ${formatIssues(parsed.error.issues)}`);
   const cfg = parsed.data;
-  if (cfg.peft_type !== 'LORA') throw new PetFormatError(`${PEFT_CONFIG_FILE}: peft_type '${cfg.peft_type}' is not served for decoders (LORA only)`);
+  if (cfg.peft_type !== 'LORA' && cfg.peft_type !== 'IA3') {
+    throw new PetFormatError(`${PEFT_CONFIG_FILE}: peft_type '${cfg.peft_type}' is not served for decoders (LORA, IA3)`);
+  }
   if (cfg.use_dora) throw new PetFormatError(`${PEFT_CONFIG_FILE}: use_dora true is not supported (DoRA rescales the merged weight)`);
   if (cfg.bias !== 'none') throw new PetFormatError(`${PEFT_CONFIG_FILE}: bias '${cfg.bias}' is not supported (only 'none')`);
   const file = await PetTensorFile.open(join(dir, PEFT_WEIGHTS_FILE), PEFT_WEIGHTS_FILE);
-
-  const sites = targetSites(model.family, model.config);
+  const block = new FloatBlock();
   const spec = {
     targetModules: cfg.target_modules ?? [],
     excludeModules: cfg.exclude_modules ?? null,
@@ -92,9 +94,37 @@ export async function loadDecoderPeftLora(dir: string, model: { family: DecoderF
     layersPattern: cfg.layers_pattern ?? null,
     source: PEFT_CONFIG_FILE,
   };
-  const block = new FloatBlock();
+  const sites = targetSites(model.family, model.config);
+  const loras = cfg.peft_type === 'LORA' ? readLoras(cfg, spec, sites, file, block) : [];
+  const scales = cfg.peft_type === 'IA3' ? readScales(cfg, spec, sites, file, block) : [];
+  const saved = readSavedModules(cfg, model, file, block);
+
+  const unread = file.unread();
+  if (unread.length > 0) {
+    throw new PetFormatError(
+      `${PEFT_WEIGHTS_FILE}: tensors that no module of this ${model.family.name} model takes: ${listNames(unread)} (an adapter for another base model, or an unsupported module)`,
+    );
+  }
+  if (loras.length === 0 && scales.length === 0 && saved.lmHeadOff === null && saved.embedOff === null) {
+    throw new PetFormatError(`${PEFT_WEIGHTS_FILE}: no tensor matches a module of this model`);
+  }
+  return {
+    kind: cfg.peft_type === 'LORA' ? 'lora' : 'ia3',
+    floats: block.finish(),
+    words: new Uint32Array(0),
+    loras,
+    scales,
+    lmHeadOff: saved.lmHeadOff,
+    embedOff: saved.embedOff,
+    touchesKv: scales.length > 0 || saved.embedOff !== null || loras.some((l) => l.gemm !== 'lm_head'),
+    maxRank: Math.max(0, ...loras.map((l) => l.rank)),
+  };
+}
+
+type Spec = Parameters<typeof isTargetModule>[0];
+
+function readLoras(cfg: PeftConfig, spec: Spec, sites: readonly DecoderLinearSite[], file: PetTensorFile, block: FloatBlock): DecoderLoraDelta[] {
   const loras: DecoderLoraDelta[] = [];
-  let touchesKv = false;
   for (const site of sites) {
     const key = (part: 'lora_A' | 'lora_B'): string | null => {
       for (const k of [`${PREFIX}${site.module}.${part}.weight`, `${PREFIX}${site.module}.${part}.default.weight`]) if (file.has(k)) return k;
@@ -126,41 +156,75 @@ export async function loadDecoderPeftLora(dir: string, model: { family: DecoderF
       bOff: block.add(b),
       scale: cfg.use_rslora ? alpha / Math.sqrt(rank) : alpha / rank,
     });
-    if (site.layer >= 0 && isKvGemm(site)) touchesKv = true;
   }
+  return loras;
+}
 
+/**
+ * IA³ vectors. Output scaling is applied to the GEMM output before anything is
+ * added to it, which the graph can do on GEMMs without a fused residual
+ * (q/k/v, gate/up/fc); o_proj and down_proj fuse the residual, so there only
+ * input scaling (feedforward_modules, PEFT's default for down_proj) is served.
+ */
+function readScales(cfg: PeftConfig, spec: Spec, sites: readonly DecoderLinearSite[], file: PetTensorFile, block: FloatBlock): DecoderScale[] {
+  const scales: DecoderScale[] = [];
+  for (const site of sites) {
+    if (site.layer < 0) continue;
+    const key = [`${PREFIX}${site.module}.ia3_l`, `${PREFIX}${site.module}.ia3_l.default`].find((k) => file.has(k));
+    if (!key) continue;
+    if (!isTargetModule(spec, site.module)) {
+      throw new PetFormatError(`${PEFT_WEIGHTS_FILE}: module '${site.module}' has an IA³ vector but target_modules does not select it`);
+    }
+    const input = isFeedforwardModule(cfg.feedforward_modules, site.module, `${PEFT_CONFIG_FILE} feedforward_modules`);
+    if (!input && (site.gemm === 'o' || site.gemm === 'down')) {
+      throw new PetFormatError(
+        `${PEFT_CONFIG_FILE}: IA³ output scaling of '${site.module}' is not supported (its residual is fused); list it in feedforward_modules`,
+      );
+    }
+    const context = `module ${site.module}: IA³ ${input ? 'input' : 'output'} scaling; an adapter for another base model?`;
+    let l = file.readFloat(key, input ? [1, site.inDim] : [site.outDim, 1], context);
+    if (!input && site.outRows) l = permuteRows(l, 1, site.outRows);
+    scales.push({
+      layer: site.layer,
+      gemm: site.gemm,
+      mode: input ? 'input' : 'output',
+      colOffset: input ? 0 : site.colOffset,
+      width: input ? site.inDim : site.outDim,
+      off: block.add(l),
+    });
+  }
+  return scales;
+}
+
+/** modules_to_save lm_head / embed_tokens as per-task head and embedding tables; other saved modules are refused. */
+function readSavedModules(
+  cfg: PeftConfig,
+  model: { family: DecoderFamily; config: DecoderConfig },
+  file: PetTensorFile,
+  block: FloatBlock,
+): { lmHeadOff: number | null; embedOff: number | null } {
+  const { lmHead, embed } = model.family.vocabModules;
+  const shape = [model.config.vocabSize, model.config.hiddenSize];
   let lmHeadOff: number | null = null;
-  const lmHead = model.family.vocabModules.lmHead;
+  let embedOff: number | null = null;
   for (const m of cfg.modules_to_save ?? []) {
-    const isHead = m === lmHead || lmHead.endsWith(`.${m}`);
-    const headKeys = [`${PREFIX}${lmHead}.weight`, `${PREFIX}${lmHead}.modules_to_save.default.weight`];
-    if (isHead) {
-      const k = headKeys.find((n) => file.has(n));
-      if (!k) throw new PetFormatError(`${PEFT_WEIGHTS_FILE}: modules_to_save names '${m}' but no '${headKeys[0]}' tensor is stored`);
-      lmHeadOff = block.add(file.readFloat(k, [model.config.vocabSize, model.config.hiddenSize], `modules_to_save ${m}`));
-    } else {
-      const saved = file.names().some((n) => n.startsWith(`${PREFIX}`) && n.includes(`${m}.`) && !n.includes('lora_'));
-      if (saved) {
-        throw new PetFormatError(
-          `${PEFT_CONFIG_FILE}: modules_to_save '${m}' is not supported for decoders (supported: ${lmHead}); the adapter cannot be served exactly`,
-        );
-      }
+    const names = (module: string): boolean => m === module || module.endsWith(`.${m}`);
+    const read = (module: string): number => {
+      const keys = [`${PREFIX}${module}.weight`, `${PREFIX}${module}.modules_to_save.default.weight`];
+      const k = keys.find((n) => file.has(n));
+      if (!k) throw new PetFormatError(`${PEFT_WEIGHTS_FILE}: modules_to_save names '${m}' but no '${keys[0]}' tensor is stored`);
+      return block.add(file.readFloat(k, shape, `modules_to_save ${m}`));
+    };
+    if (names(lmHead)) lmHeadOff = read(lmHead);
+    else if (names(embed)) embedOff = read(embed);
+    else if (file.names().some((n) => n.startsWith(`${PREFIX}`) && n.includes(`${m}.`) && !n.includes('lora_') && !n.includes('ia3_'))) {
+      throw new PetFormatError(
+        `${PEFT_CONFIG_FILE}: modules_to_save '${m}' is not supported for decoders (supported: ${lmHead}, ${embed}); the adapter cannot be served exactly`,
+      );
     }
   }
-
-  const unread = file.unread();
-  if (unread.length > 0) {
-    throw new PetFormatError(
-      `${PEFT_WEIGHTS_FILE}: tensors that no module of this ${model.family.name} model takes: ${listNames(unread)} (an adapter for another base model, or an unsupported module)`,
-    );
-  }
-  if (loras.length === 0 && lmHeadOff === null) throw new PetFormatError(`${PEFT_WEIGHTS_FILE}: no LoRA tensor matches a module of this model`);
-  return {
-    floats: block.finish(),
-    words: new Uint32Array(0),
-    loras,
-    lmHeadOff,
-    touchesKv,
-    maxRank: Math.max(0, ...loras.map((l) => l.rank)),
-  };
+  return { lmHeadOff, embedOff };
 }
+
+/** @deprecated the bench's old name; use loadDecoderPeft (removed once bench/gen-adapters.ts moves). */
+export const loadDecoderPeftLora = loadDecoderPeft;

@@ -6,6 +6,7 @@ import { embeddingSum } from '../../../kernels/embedding.js';
 import { gemm, type GemmActivation, type GemmVariant } from '../../../kernels/gemm.js';
 import { kvWrite, pagedAttention } from '../../../kernels/paged-attention.js';
 import { gatherRows, layerNorm } from '../../../kernels/row-ops.js';
+import { segEmbed, segScale, type RowSegmentTables } from '../../../kernels/seg-rows.js';
 import { segGemm, type SegmentTables } from '../../../kernels/segmented.js';
 import { bytesPerElement, type Dtype } from '../../../kernels/types.js';
 import { siteKey } from '../../pet-graph-input.js';
@@ -19,17 +20,27 @@ export interface LoraSiteTables {
   expand: SegmentTables;
 }
 
+/** IA³ scaling at a GEMM site: of its input rows before it, of its output columns after it. */
+export interface ScaleSiteTables {
+  input: RowSegmentTables | null;
+  output: RowSegmentTables | null;
+}
+
 /** The adapter work of one step: the graph sees segment tables and a pool, never tasks. */
-export interface DecoderLoraInput {
+export interface DecoderAdapterInput {
   pool: GPUBuffer;
   scratch: GPUBuffer;
   /** By siteKey(layer, gemm). */
   sites: ReadonlyMap<string, LoraSiteTables>;
+  /** IA³ by siteKey(layer, gemm). */
+  scales: ReadonlyMap<string, ScaleSiteTables>;
+  /** modules_to_save embed_tokens: rows that read their task's own embedding table. */
+  taskEmbeds: RowSegmentTables | null;
   /** LoRA on lm_head, over the logit rows. */
   lmHead: LoraSiteTables | null;
   /** modules_to_save lm_head: per-task heads that overwrite their rows' logits. */
   taskHeads: SegmentTables | null;
-  ranges(t: SegmentTables): { records: BufferRange; tiles: BufferRange };
+  ranges(t: SegmentTables | RowSegmentTables): { records: BufferRange; tiles: BufferRange };
 }
 
 /** Activation buffers of a step, from the arena (reused across steps). */
@@ -91,7 +102,7 @@ export function recordDecoderStep(
   b: DecoderActivations,
   s: StepShape,
   gemmVariant: GemmVariant,
-  lora: DecoderLoraInput | null,
+  lora: DecoderAdapterInput | null,
 ): void {
   new StepRecorder(enc, c, w, kv, b, s, gemmVariant, lora).record();
 }
@@ -109,7 +120,7 @@ class StepRecorder {
     private readonly b: DecoderActivations,
     private readonly s: StepShape,
     private readonly gemmVariant: GemmVariant,
-    private readonly lora: DecoderLoraInput | null,
+    private readonly lora: DecoderAdapterInput | null,
   ) {
     this.dt = w.dtype;
     this.T = s.tokens;
@@ -136,22 +147,35 @@ class StepRecorder {
     } else {
       gatherRows(enc, dt, { rows: b.tokenIds, x: w.embed, y: out, count: T, dim: H }, 'embed');
     }
+    const tasks = this.lora?.taskEmbeds;
+    if (tasks) {
+      // The task's table replaces the word embedding of its rows (learned positions added again).
+      const lora = this.lora!;
+      const positions = w.positionEmbed ? { positions: b.positions, table: w.positionEmbed } : null;
+      segEmbed(enc, dt, tasks, { ...lora.ranges(tasks), pool: lora.pool, tokenIds: b.tokenIds, y: out, hidden: H, positions }, 'task_embed');
+    }
     if (w.embedNorm) this.norm(w.embedNorm, b.hiddenMid, b.hidden, T, 'embed_norm');
   }
 
-  /** A layer GEMM, then the LoRA deltas of the step's tasks on it (added before any activation). */
+  /** A layer GEMM with the step's adapter work on it: IA³ input scaling, LoRA deltas and IA³ output scaling (before any activation). */
   private linear(layer: number, gemmName: DecoderGemm, l: GpuDecoderLinear, x: GPUBuffer, y: GPUBuffer, residual: GPUBuffer | null, act: GemmActivation): void {
     const { enc, dt } = this;
-    const site = this.lora?.sites.get(siteKey(layer, gemmName));
+    const key = siteKey(layer, gemmName);
+    const site = this.lora?.sites.get(key);
+    const scale = this.lora?.scales.get(key);
+    const label = `l${layer}.${gemmName}`;
+    if (scale?.input) segScale(enc, dt, scale.input, { ...this.lora!.ranges(scale.input), pool: this.lora!.pool, x }, `${label}.ia3_in`);
+    const split = !!site || !!scale?.output;
     gemm(
       enc,
       dt,
-      { x, w: l.weight, bias: l.bias, y, residual, M: this.T, N: l.outDim, K: l.inDim, act: site ? 'none' : act },
-      `l${layer}.${gemmName}`,
+      { x, w: l.weight, bias: l.bias, y, residual, M: this.T, N: l.outDim, K: l.inDim, act: split ? 'none' : act },
+      label,
       this.gemmVariant,
     );
-    if (!site) return;
-    this.applyLora(site, x, y, `l${layer}.${gemmName}`);
+    if (!split) return;
+    if (site) this.applyLora(site, x, y, label);
+    if (scale?.output) segScale(enc, dt, scale.output, { ...this.lora!.ranges(scale.output), pool: this.lora!.pool, x: y }, `${label}.ia3_out`);
     if (act === 'gelu_tanh') activationInPlace(enc, dt, { x: y, rows: this.T, width: l.outDim, act: 'gelu_tanh' }, `l${layer}.${gemmName}.act`);
     else if (act !== 'none') throw new Error(`activation ${act} after a LoRA delta is not wired`);
   }
