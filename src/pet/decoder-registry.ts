@@ -16,12 +16,20 @@ export interface DecoderTaskInfo {
 
 /**
  * The adapters (tasks) of one decoder base, by task id, on the host. They page
- * into the shared PET GPU pool on demand (the runner's pool); unregistering a
- * task that sequences still use waits for nothing: in-flight sequences keep
- * their pinned copy until they finish.
+ * into the PET GPU pool on demand (the runner's pool); unregistering a task
+ * that sequences still use waits for nothing: in-flight sequences keep the
+ * registration they resolved at submit until they finish.
  */
+/** A registered adapter as a sequence holds it: `key` names this registration (pool page, prefix-cache chain). */
+export interface ResolvedAdapter {
+  key: string;
+  adapter: DecoderAdapter;
+}
+
 export class DecoderTaskRegistry {
-  private readonly tasks = new Map<string, { info: DecoderTaskInfo; adapter: DecoderAdapter }>();
+  private readonly tasks = new Map<string, { info: DecoderTaskInfo; adapter: DecoderAdapter; key: string }>();
+  // A task id registered again gets a new key, so its old pool copy and cached KV blocks are never reused.
+  private registrations = 0;
 
   constructor(private readonly model: { family: DecoderFamily; config: DecoderConfig }) {}
 
@@ -32,22 +40,27 @@ export class DecoderTaskRegistry {
     if (this.tasks.has(taskId)) throw new TaskExistsError(taskId);
     const adapter = await loadDecoderPeft(dir, this.model);
     const info: DecoderTaskInfo = { taskId, dir, kind: adapter.kind, bytes: adapter.floats.byteLength, maxRank: adapter.maxRank, touchesKv: adapter.touchesKv };
-    this.tasks.set(taskId, { info, adapter });
+    this.tasks.set(taskId, { info, adapter, key: `${taskId}@${++this.registrations}` });
     return info;
   }
 
-  unregister(taskId: string): void {
-    if (!this.tasks.delete(taskId)) throw new UnknownTaskError(taskId);
+  /** Forget the task; returns the key of the registration that went (to drop its pool copy and cached blocks). */
+  unregister(taskId: string): string {
+    const t = this.tasks.get(taskId);
+    if (!t) throw new UnknownTaskError(taskId);
+    this.tasks.delete(taskId);
+    return t.key;
   }
 
   has(taskId: string): boolean {
     return this.tasks.has(taskId);
   }
 
-  adapter(taskId: string): DecoderAdapter {
+  /** The current registration of `taskId` (a sequence keeps it to its end, even if the task is unregistered meanwhile). */
+  resolve(taskId: string): ResolvedAdapter {
     const t = this.tasks.get(taskId);
     if (!t) throw new UnknownTaskError(taskId);
-    return t.adapter;
+    return { key: t.key, adapter: t.adapter };
   }
 
   list(): DecoderTaskInfo[] {

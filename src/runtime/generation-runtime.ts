@@ -7,6 +7,7 @@ import { DecoderRunner } from '../engine/generation/decoder-runner.js';
 import { KvBlockManager } from '../engine/generation/kv-blocks.js';
 import { kvBlockBytes } from '../engine/generation/kv-cache-gpu.js';
 import { GenerationGateway } from '../gateway/generation.js';
+import type { ProfileMode } from '../gpu/batch-encoder.js';
 import type { GpuContext } from '../gpu/context.js';
 import { loadDecoderCheckpoint, type DecoderCheckpoint } from '../model/decoder-checkpoint.js';
 import { DecoderTaskRegistry } from '../pet/decoder-registry.js';
@@ -22,6 +23,10 @@ export interface GenerationRuntime {
   blocks: KvBlockManager;
   scheduler: StepScheduler;
   gateway: GenerationGateway;
+  /** Register a PEFT adapter directory as task `id` (hot: no restart, running sequences untouched). */
+  registerTask(id: string, dir: string): Promise<void>;
+  /** Unregister: new requests get 404; its GPU pool copy and cached prefix blocks go (running sequences finish first). */
+  unregisterTask(id: string): void;
   close(): Promise<void>;
 }
 
@@ -30,7 +35,8 @@ export interface GenerationRuntimeOptions {
   /** Task id → PEFT LoRA directory, registered before the first request. */
   tasks?: ReadonlyMap<string, string>;
   onStep?: (s: StepReport) => void;
-  profile?: boolean;
+  /** Time every step on the device: per phase (true) or per dispatch ('dispatches'). */
+  profile?: ProfileMode;
   /** Benchmark baselines: PEFT-style one adapter per step. */
   oneAdapterPerStep?: boolean;
 }
@@ -64,7 +70,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     maxWaiting: g.maxWaiting,
     maxContext: checkpoint.config.maxPositionEmbeddings,
     ...(opts.onStep ? { onStep: opts.onStep } : {}),
-    ...(opts.profile ? { profile: true } : {}),
+    ...(opts.profile ? { profile: opts.profile } : {}),
     ...(opts.oneAdapterPerStep ? { oneAdapterPerStep: true } : {}),
   });
   const gateway = new GenerationGateway({
@@ -83,6 +89,15 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     blocks,
     scheduler,
     gateway,
+    async registerTask(id, dir) {
+      await registry.register(id, dir);
+    },
+    unregisterTask(id) {
+      const key = registry.unregister(id);
+      // A pinned copy (a sequence still running) stays until it ends, then ages out of the LRU pool.
+      runner.pool.drop(key);
+      blocks.dropCacheKey(key);
+    },
     async close() {
       if (closed) return;
       closed = true;

@@ -44,9 +44,9 @@ export class GenerationCancelledError extends PetServeError {
   }
 }
 
-/** Where the scheduler finds a task's adapter (host copy), for paging it into the GPU pool. */
+/** Where the scheduler finds a task's adapter (host copy and registration key), for paging it into the GPU pool. */
 export interface AdapterSource {
-  adapter(taskId: string): DecoderAdapter;
+  resolve(taskId: string): { key: string; adapter: DecoderAdapter };
 }
 
 export interface StepSchedulerOptions {
@@ -84,7 +84,9 @@ export interface StepReport {
 interface Sequence {
   id: number;
   req: GenerationRequest;
+  /** The adapter registration this sequence runs with ('' = base): pool page key and prefix-cache key. */
   cacheKey: string;
+  adapter: DecoderAdapter | null;
   /** Prompt + generated: what the KV cache must hold. */
   tokens: number[];
   /** Tokens whose K/V are in the cache. */
@@ -134,11 +136,13 @@ export class StepScheduler {
   /** Queue a request; resolves when it finishes (or rejects: cancelled, refused). */
   submit(req: GenerationRequest): Promise<GenerationResult> {
     this.check(req);
+    const resolved = req.taskId === null ? null : this.adapters.resolve(req.taskId);
     return new Promise<GenerationResult>((resolve, reject) => {
       const seq: Sequence = {
         id: this.nextId++,
         req,
-        cacheKey: req.taskId ?? '',
+        cacheKey: resolved?.key ?? '',
+        adapter: resolved?.adapter ?? null,
         tokens: [...req.promptIds],
         computed: 0,
         generated: [],
@@ -273,10 +277,10 @@ export class StepScheduler {
   /** Blocks for the prompt + one decode token, and the adapter paged in; all or nothing. */
   private admit(seq: Sequence): boolean {
     let resident: ResidentPet<DecoderAdapter> | null = null;
-    if (seq.req.taskId !== null) {
-      const taskId = seq.req.taskId;
+    const adapter = seq.adapter;
+    if (adapter !== null) {
       try {
-        resident = this.runner.pool.pin(taskId, () => this.adapters.adapter(taskId));
+        resident = this.runner.pool.pin(seq.cacheKey, () => adapter);
       } catch (err) {
         if (err instanceof PoolExhaustedError && this.running.length > 0) return false;
         this.waiting.shift();
@@ -286,7 +290,7 @@ export class StepScheduler {
     }
     const got = this.blocks.allocate(seq.id, seq.cacheKey, seq.tokens, 1);
     if (!got) {
-      if (resident) this.runner.pool.unpin(seq.req.taskId!);
+      if (resident) this.runner.pool.unpin(seq.cacheKey);
       return false;
     }
     seq.resident = resident;
@@ -323,7 +327,7 @@ export class StepScheduler {
 
   private release(seq: Sequence): void {
     this.blocks.free(seq.id);
-    if (seq.resident) this.runner.pool.unpin(seq.req.taskId!);
+    if (seq.resident) this.runner.pool.unpin(seq.cacheKey);
     seq.resident = null;
   }
 
