@@ -16,6 +16,9 @@ const SCRIPTS: Record<string, { script: string; what: string; passName?: boolean
   pets: { script: 'bench/pets.ts', what: 'PET memory per task and batch overhead' },
   profile: { script: 'bench/profile-ops.ts', what: 'device time per op of a PET batch' },
   cluster: { script: 'bench/cluster.ts', what: 'task-affinity routing (haproxy) vs round-robin over 3 replicas: page-ins, throughput' },
+  'gen-adapters': { script: 'bench/gen-adapters.ts', what: 'generation with N LoRA adapters: merged swap vs one adapter per step vs ours vs base (S-LoRA style)' },
+  'gen-decode': { script: 'bench/gen-decode.ts', what: 'decode tokens/s at batch 1/8/32, base and adapters, device time per operator' },
+  'gen-kv': { script: 'bench/gen-kv.ts', what: 'paged KV cache use vs tokens held, prefix caching on and off' },
   peer: { script: 'bench/peer.ts', what: 'PetServe vs onnxruntime-web WebGPU and onnxruntime-node CPU (same checkpoint)', passName: true },
 };
 
@@ -23,7 +26,7 @@ const [name, ...rest] = process.argv.slice(2);
 const entry = name ? SCRIPTS[name] : undefined;
 if (!entry) {
   process.stderr.write(`usage: npm run bench -- <experiment> [flags]\n\n`);
-  for (const [k, v] of Object.entries(SCRIPTS)) process.stderr.write(`  ${k.padEnd(10)} ${v.what}\n`);
+  for (const [k, v] of Object.entries(SCRIPTS)) process.stderr.write(`  ${k.padEnd(12)} ${v.what}\n`);
   process.exit(name ? 2 : 0);
 }
 const r = spawnSync(process.execPath, ['--import', 'tsx', entry.script, ...(entry.passName ? [name!] : []), ...rest], { stdio: 'inherit' });
