@@ -1,7 +1,10 @@
+import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { Registry } from 'prom-client';
 import { loadConfig, type PetServeConfig } from '../config/config.js';
 import { startRuntime, type Runtime } from '../runtime/runtime.js';
+import { startServedGeneration, type ServedGeneration } from '../runtime/served-generation.js';
+import { GenerationMetrics } from '../metrics/generation.js';
 import { httpMetricsMiddleware } from '../metrics/http.js';
 import { createMetrics } from '../metrics/metrics.js';
 import { BatchService } from '../queue/producer.js';
@@ -27,6 +30,7 @@ export function registerServe(program: Command, run: (fn: () => Promise<void>) =
     .option('--port <port>', 'listen port, 0 = any free port (server.port)')
     .option('--model <dir>', 'Hugging Face BERT checkpoint directory (model.dir)')
     .option('--tasks-dir <dir>', 'register each subdirectory as a task named after it (server.tasksDir)')
+    .option('--generation-model <dir>', 'also serve this causal decoder on /v1/chat/completions and /v1/completions (generation.modelDir)')
     .action((o: Record<string, string | undefined>) =>
       run(async () => {
         const config = loadConfig({
@@ -37,6 +41,7 @@ export function registerServe(program: Command, run: (fn: () => Promise<void>) =
             'server.port': o['port'] === undefined ? undefined : parseIntOption('--port', o['port'], 0),
             'model.dir': o['model'],
             'server.tasksDir': o['tasksDir'],
+            'generation.modelDir': o['generationModel'],
           },
         });
         await serve(config, createLogger(config.log.level));
@@ -58,7 +63,20 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   const lifecycle = new ServerLifecycle();
   let http: HttpServerHandle;
   let catalog: Awaited<ReturnType<typeof openSharedCatalog>> = null;
+  let generation: ServedGeneration | null = null;
   try {
+    if (config.generation.modelDir !== null) {
+      // Registered only with a decoder: an encoder-only server's /metrics stays as it was.
+      const genMetrics = new GenerationMetrics(registry);
+      const encoderId = basename(runtime.checkpoint.dir);
+      generation = await startServedGeneration(runtime.ctx, config, {
+        logger,
+        isEncoderModel: (id) => id === encoderId || runtime.registry.has(id),
+        observer: genMetrics.observer,
+        onStep: genMetrics.onStep,
+      });
+      if (generation) genMetrics.bind(generation.runtime);
+    }
     catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger);
     const status = createStatusRouter({
       metrics,
@@ -83,6 +101,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
       openApiPaths: { ...batchOpenApiPaths(), ...statusOpenApiPaths() },
       readinessParts: () => ({ batches: batches.health() }),
       catalog: catalog?.sync ?? null,
+      completions: generation?.completions ?? null,
     });
     http = await listen(app, {
       host: config.server.host,
@@ -95,6 +114,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   } catch (err) {
     await catalog?.close();
     await batches.close();
+    await generation?.close();
     await runtime.close();
     throw err;
   }
@@ -114,7 +134,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   const closeRedis = async (): Promise<void> => {
     await Promise.all([catalog?.close(), batches.close()]);
   };
-  await shutdown(http, runtime, closeRedis, config.server.shutdownTimeoutMs, logger, signal);
+  await shutdown(http, runtime, generation, closeRedis, config.server.shutdownTimeoutMs, logger, signal);
 }
 
 /**
@@ -136,6 +156,7 @@ export const SHUTDOWN_EXIT_BOUND_MS = SHUTDOWN_ANSWER_GRACE_MS + GPU_RELEASE_WAI
 async function shutdown(
   http: HttpServerHandle,
   runtime: Runtime,
+  generation: ServedGeneration | null,
   closeRedis: () => Promise<void>,
   timeoutMs: number,
   logger: Logger,
@@ -147,11 +168,13 @@ async function shutdown(
     logger.error({ ms: Date.now() - started, boundMs: timeoutMs + SHUTDOWN_EXIT_BOUND_MS }, 'shutdown bound reached: exiting now');
     process.exit(process.exitCode ?? 0);
   }, timeoutMs + SHUTDOWN_EXIT_BOUND_MS).unref();
-  const [answered] = await Promise.all([http.close(timeoutMs), runtime.scheduler.drain(timeoutMs)]);
+  // Generation stops admitting at once (new requests: 503) and lets running sequences finish inside the same bound.
+  const [answered] = await Promise.all([http.close(timeoutMs), runtime.scheduler.drain(timeoutMs), generation?.stopAdmitting()]);
   let timer: NodeJS.Timeout | undefined;
   // Redis connections (batch queue, task catalog) close alongside, inside the same wait.
   const released = await Promise.race([
-    Promise.all([runtime.close(), closeRedis()]).then(() => true),
+    // The decoder's buffers go before the shared device is destroyed.
+    Promise.all([generation ? generation.close().then(() => runtime.close()) : runtime.close(), closeRedis()]).then(() => true),
     new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), GPU_RELEASE_WAIT_MS))),
   ]);
   clearTimeout(timer);

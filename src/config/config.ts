@@ -45,6 +45,12 @@ export const configSchema = z.strictObject({
     .prefault({}),
   generation: z
     .strictObject({
+      /** Causal decoder checkpoint that `serve` runs beside the encoder (OpenAI chat/completions); null = no generation. */
+      modelDir: z.string().nullable().default(null),
+      /** Each subdirectory is a PEFT adapter (LoRA, IA³) of that decoder, registered at start as a task named after it. */
+      tasksDir: z.string().nullable().default(null),
+      /** The id the decoder base answers under (`model` field, /v1/models); null = the basename of modelDir. */
+      modelId: z.string().min(1).nullable().default(null),
       /** GPU memory of the paged KV cache (all layers, K and V). */
       kvCacheBytes: z.coerce.number().int().positive().default(256 * 1024 * 1024),
       /** Tokens per KV block (the unit of allocation and of prefix sharing). */
@@ -188,6 +194,8 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_POOL_BYTES: ['pets', 'poolBytes'],
   PETSERVE_HOST_CACHE_BYTES: ['pets', 'hostCacheBytes'],
   PETSERVE_LOG_LEVEL: ['log', 'level'],
+  PETSERVE_GENERATION_MODEL_DIR: ['generation', 'modelDir'],
+  PETSERVE_GENERATION_TASKS_DIR: ['generation', 'tasksDir'],
   PETSERVE_KV_CACHE_BYTES: ['generation', 'kvCacheBytes'],
   PETSERVE_MAX_STEP_TOKENS: ['generation', 'maxStepTokens'],
   PETSERVE_SCHEDULER_POLICY: ['scheduler', 'policy'],

@@ -27,6 +27,8 @@ export interface GenerateInput {
   signal?: AbortSignal;
   /** Final text as it becomes known (stop strings held back until settled). */
   onText?: (delta: string, token: SampledToken) => void;
+  /** Every sampled token, in order, before its text (if any) reaches onText. */
+  onToken?: (token: SampledToken) => void;
 }
 
 export interface GenerateOutput {
@@ -95,6 +97,7 @@ export class GenerationGateway {
       ...(input.signal ? { signal: input.signal } : {}),
       onToken: (t) => {
         lastToken = t;
+        input.onToken?.(t);
         if (!decoder) return false;
         // EOS is not part of the text (decode skips special tokens anyway).
         const piece = decoder.push(t.token);

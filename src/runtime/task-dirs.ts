@@ -23,14 +23,7 @@ export async function registerTaskDirectories(
   root: string,
   opts: { logger: Logger; onInvalid: 'fail' | 'skip'; missingOk?: boolean },
 ): Promise<TaskDirScan> {
-  let names: string[];
-  try {
-    const entries = await readdir(root, { withFileTypes: true });
-    names = entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name).sort();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && opts.missingOk) return { registered: [], skipped: [] };
-    throw new ConfigError(`cannot read tasks directory ${root}: ${(err as Error).message}`, { cause: err });
-  }
+  const names = await taskDirectoryNames(root, opts.missingOk ?? false);
   const scan: TaskDirScan = { registered: [], skipped: [] };
   for (const id of names) {
     try {
@@ -48,4 +41,15 @@ export async function registerTaskDirectories(
     }
   }
   return scan;
+}
+
+/** The task subdirectories of `root` (hidden ones skipped), sorted; [] for a missing root when `missingOk`. */
+export async function taskDirectoryNames(root: string, missingOk = false): Promise<string[]> {
+  try {
+    const entries = await readdir(root, { withFileTypes: true });
+    return entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && missingOk) return [];
+    throw new ConfigError(`cannot read tasks directory ${root}: ${(err as Error).message}`, { cause: err });
+  }
 }

@@ -14,6 +14,7 @@ import type { InferenceService } from '../scheduler/types.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import type { Logger } from '../util/logger.js';
 import { RouteNotFoundError, toHttpFailure, UnauthorizedError } from './errors.js';
+import type { CompletionsGateway } from '../gateway/completions.js';
 import { InferenceGateway } from '../gateway/gateway.js';
 import { ServerLifecycle } from './lifecycle.js';
 import { ApiKeys, bearerToken } from './middleware/api-keys.js';
@@ -22,6 +23,7 @@ import { requestContext } from './middleware/request-context.js';
 import { buildOpenApiDocument } from './openapi.js';
 import type { ErrorBody } from './protocol/v1.js';
 import { openAiOpenApiPaths, openAiRouter } from './routes/openai.js';
+import { generationOpenApiPaths, openAiGenerationRouter } from './routes/openai-generation.js';
 import { predictRouter } from './routes/predict.js';
 import { taskRouter } from './routes/tasks.js';
 import { v2Router } from './routes/v2.js';
@@ -55,6 +57,8 @@ export interface AppDeps {
   catalog?: (SharedCatalog & { ensure(id: string): Promise<void> }) | null;
   /** Readiness of optional parts for /v2/health/ready (e.g. { batches: {...} }). */
   readinessParts?: () => Record<string, unknown>;
+  /** The decoder served beside the encoder (generation.modelDir): /v1/chat/completions, /v1/completions. */
+  completions?: CompletionsGateway | null;
 }
 
 /**
@@ -95,7 +99,7 @@ export function createApp(deps: AppDeps): Express {
     catalog,
   });
   const openApi = buildOpenApiDocument();
-  Object.assign(openApi['paths'] as Record<string, unknown>, openAiOpenApiPaths);
+  Object.assign(openApi['paths'] as Record<string, unknown>, openAiOpenApiPaths, generationOpenApiPaths);
   if (deps.openApiPaths) Object.assign(openApi['paths'] as Record<string, unknown>, deps.openApiPaths);
 
   const keys = new ApiKeys(server.apiKeys, server.adminToken);
@@ -129,6 +133,16 @@ export function createApp(deps: AppDeps): Express {
       baseCreated: Math.floor(Date.now() / 1000),
       maxBodyBytes: server.maxBodyBytes,
       requireKey: keys.require(),
+      decoder: deps.completions ?? null,
+    }),
+  );
+  app.use(
+    openAiGenerationRouter({
+      completions: deps.completions ?? null,
+      isEncoderModel: (id) => id === basename(runtime.checkpoint.dir) || runtime.registry.has(id),
+      maxBodyBytes: server.maxBodyBytes,
+      requireKey: keys.require(),
+      lifecycle,
     }),
   );
   app.use(v2Router({ gateway, counters, lifecycle, maxBodyBytes: server.maxBodyBytes, readinessParts: deps.readinessParts }));

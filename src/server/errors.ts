@@ -129,6 +129,10 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   ARCHIVE_INVALID: 422,
   PATH_OUTSIDE_ROOT: 422,
   TEXT_INPUT_UNSUPPORTED: 422,
+  // Generation: OpenAI answers these with 404 / 400 (vLLM too), and the SDKs expect them.
+  MODEL_NOT_FOUND: 404,
+  CONTEXT_LENGTH_EXCEEDED: 400,
+  CHAT_TEMPLATE_FAILED: 400,
   OVERLOADED: 429,
   DEADLINE_UNREACHABLE: 429,
   // Offline batches (src/queue).
@@ -225,6 +229,8 @@ export function toHttpFailure(raw: unknown, opts: { protocol?: 'v1' | 'v2' } = {
     const status = opts.protocol === 'v2' && mapped === 422 ? 400 : mapped;
     const headers: Record<string, string> = {};
     if (err instanceof OverloadError) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfterSeconds)));
+    // The step scheduler's refusal carries no estimate: a step frees sequences within about a second.
+    else if (err.code === 'OVERLOADED') headers['Retry-After'] = '1';
     if (err instanceof UnauthorizedError) headers['WWW-Authenticate'] = `Bearer realm="${err.realm}"`;
     if (err.code === 'SHUTTING_DOWN') headers['Retry-After'] = '5';
     return { status, code: err.code, message: err.message, headers, unexpected: status === 500 };

@@ -36,6 +36,10 @@ export const ERROR_CODES = [
   'TASK_NOT_FOUND',
   'TASK_EXISTS',
   'POOL_EXHAUSTED',
+  // Generation (OpenAI-compatible routes)
+  'MODEL_NOT_FOUND',
+  'CONTEXT_LENGTH_EXCEEDED',
+  'CHAT_TEMPLATE_FAILED',
   // Capacity and time
   'OVERLOADED',
   'DEADLINE_UNREACHABLE',

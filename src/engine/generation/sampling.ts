@@ -85,19 +85,31 @@ export function validateSamplingParams(p: Partial<SamplingParams>): SamplingPara
   for (const [field, range] of Object.entries(FIELD_RANGES) as [keyof typeof FIELD_RANGES, FieldRange][]) {
     const value: unknown = p[field];
     if (value === undefined) continue;
-    if (!inRange(value, range)) {
-      throw new InvalidInputError(`${field} must be ${describeRange(range)}, got ${show(value)}`);
-    }
+    if (!inRange(value, range)) throw new SamplingParamError(field, describeRange(range), show(value));
     params[field] = value;
   }
   if (p.seed !== undefined) {
     const seed: unknown = p.seed;
     if (seed !== null && !(typeof seed === 'number' && Number.isSafeInteger(seed))) {
-      throw new InvalidInputError(`seed must be a safe integer or null, got ${show(seed)}`);
+      throw new SamplingParamError('seed', 'a safe integer or null', show(seed));
     }
     params.seed = seed;
   }
   return params;
+}
+
+/**
+ * A sampling field out of its range. `field` and `requirement` let a protocol
+ * layer name the field its own way and leave the value out of what it answers.
+ */
+export class SamplingParamError extends InvalidInputError {
+  constructor(
+    readonly field: keyof SamplingParams,
+    readonly requirement: string,
+    shown: string,
+  ) {
+    super(`${field} must be ${requirement}, got ${shown}`);
+  }
 }
 
 function inRange(value: unknown, range: FieldRange): value is number {

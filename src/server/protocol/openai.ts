@@ -66,3 +66,136 @@ export function openAiErrorType(status: number): string {
   if (status >= 500) return status === 503 ? 'service_unavailable_error' : 'server_error';
   return 'invalid_request_error';
 }
+
+// ---------------------------------------------------------------- generation
+
+/**
+ * Sampling fields shared by chat and completions: OpenAI's, then PetServe's
+ * extensions (vLLM's names). Types are checked here; ranges by the sampler
+ * itself (validateSamplingParams), which names the field.
+ */
+const samplingFields = {
+  model: z.string().min(1),
+  max_tokens: z.number().int().positive().nullish(),
+  temperature: z.number().nullish(),
+  top_p: z.number().nullish(),
+  n: z.number().int().positive().max(16).nullish(),
+  seed: z.number().int().nullish(),
+  stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullish(),
+  presence_penalty: z.number().nullish(),
+  frequency_penalty: z.number().nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.strictObject({ include_usage: z.boolean().optional() }).nullish(),
+  user: z.string().optional(),
+  top_k: z.number().int().nullish(),
+  min_p: z.number().nullish(),
+  repetition_penalty: z.number().nullish(),
+};
+
+const textPart = z.strictObject({ type: z.literal('text'), text: z.string() });
+
+export const chatMessageSchema = z.strictObject({
+  role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
+  /** A string or text parts (joined); null only as OpenAI allows it, on an assistant turn. */
+  content: z.union([z.string(), z.array(textPart).min(1)]).nullable(),
+  name: z.string().optional(),
+});
+export type ChatMessageInput = z.infer<typeof chatMessageSchema>;
+
+export const chatCompletionRequestSchema = z.strictObject({
+  ...samplingFields,
+  messages: z.array(chatMessageSchema).min(1, 'messages may not be empty'),
+  max_completion_tokens: z.number().int().positive().nullish(),
+  logprobs: z.boolean().nullish(),
+  top_logprobs: z.number().int().min(0).max(20).nullish(),
+});
+export type ChatCompletionRequest = z.infer<typeof chatCompletionRequestSchema>;
+
+export const completionRequestSchema = z.strictObject({
+  ...samplingFields,
+  prompt: z.union([
+    z.string(),
+    z.array(z.string()).min(1, 'prompt may not be an empty array'),
+    tokenArray,
+    z.array(tokenArray).min(1, 'prompt may not be an empty array'),
+  ]),
+  /** Legacy logprobs: how many alternatives per token (0-5), the chosen token always reported. */
+  logprobs: z.number().int().min(0).max(5).nullish(),
+  /** Accepted so the refusal can name them (PetServe does not implement them). */
+  echo: z.boolean().nullish(),
+  suffix: z.string().nullish(),
+  best_of: z.number().int().nullish(),
+});
+export type CompletionRequest = z.infer<typeof completionRequestSchema>;
+
+export type OpenAiFinishReason = 'stop' | 'length';
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ChatTokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+export interface ChatCompletionChoice {
+  index: number;
+  message: { role: 'assistant'; content: string; refusal: null };
+  logprobs: { content: ChatTokenLogprob[] } | null;
+  finish_reason: OpenAiFinishReason;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: ChatCompletionChoice[];
+  usage: Usage;
+  system_fingerprint: string;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  system_fingerprint: string;
+  choices: {
+    index: number;
+    delta: { role?: 'assistant'; content?: string };
+    logprobs: { content: ChatTokenLogprob[] } | null;
+    finish_reason: OpenAiFinishReason | null;
+  }[];
+  usage?: Usage | null;
+}
+
+/** The legacy completions logprobs object. */
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[] | null;
+  text_offset: number[];
+}
+
+export interface CompletionChoice {
+  index: number;
+  text: string;
+  logprobs: CompletionLogprobs | null;
+  finish_reason: OpenAiFinishReason | null;
+}
+
+export interface Completion {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  system_fingerprint: string;
+  choices: CompletionChoice[];
+  usage?: Usage | null;
+}

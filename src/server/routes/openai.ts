@@ -1,6 +1,7 @@
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { TaskInfo, TaskRegistry } from '../../pet/registry.js';
 import { RequestValidationError, toHttpFailure } from '../errors.js';
+import type { CompletionsGateway } from '../../gateway/completions.js';
 import type { InferenceGateway, Sequence } from '../../gateway/gateway.js';
 import { jsonBody } from '../middleware/json-body.js';
 import {
@@ -25,6 +26,10 @@ export interface OpenAiRouteDeps {
   maxBodyBytes: number;
   /** The data-plane key check (server.apiKeys), run inside the router so its 401 is OpenAI-shaped. */
   requireKey: RequestHandler;
+  /** The decoder served beside the encoder (generation.modelDir), listed with its tasks. */
+  decoder?: CompletionsGateway | null;
+  /** Unix seconds the decoder was loaded. */
+  decoderCreated?: number;
 }
 
 /** The OpenAPI paths of these routes (merged into /openapi.json; every one needs an API key when keys are set). */
@@ -38,7 +43,7 @@ export const openAiOpenApiPaths: Record<string, unknown> = {
     },
   },
   '/v1/models': {
-    get: { summary: 'The base model and every task (OpenAI model list)', security: [{ apiKey: [] }], responses: { '200': { description: 'model list' } } },
+    get: { summary: 'The base models (encoder, and the decoder when served) and every task with its parent (OpenAI model list)', security: [{ apiKey: [] }], responses: { '200': { description: 'model list' } } },
   },
   '/v1/models/{model}': {
     get: {
@@ -70,8 +75,21 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
   });
   const baseModel = (): ModelObject => ({ id: deps.baseModelId, object: 'model', created: deps.baseCreated, owned_by: 'petserve' });
 
+  const decoder = deps.decoder ?? null;
+  const decoderCreated = deps.decoderCreated ?? deps.baseCreated;
+  const decoderBase = (d: CompletionsGateway): ModelObject => ({ id: d.baseModelId, object: 'model', created: decoderCreated, owned_by: 'petserve' });
+  const decoderTask = (d: CompletionsGateway, t: { id: string; kind: string }): ModelObject => ({
+    id: t.id,
+    object: 'model',
+    created: decoderCreated,
+    owned_by: 'petserve',
+    parent: d.baseModelId,
+    kind: t.kind,
+  });
+  const decoderModels = (): ModelObject[] => (decoder ? [decoderBase(decoder), ...decoder.tasks().map((t) => decoderTask(decoder, t))] : []);
+
   router.get('/v1/models', (_req: Request, res: Response) => {
-    const list: ModelList = { object: 'list', data: [baseModel(), ...deps.registry.list().map(modelOfTask)] };
+    const list: ModelList = { object: 'list', data: [baseModel(), ...deps.registry.list().map(modelOfTask), ...decoderModels()] };
     res.json(list);
   });
 
@@ -81,6 +99,11 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
       res.json(baseModel());
       return;
     }
+    const decoderEntry = decoderModels().find((m) => m.id === id);
+    if (decoderEntry) {
+      res.json(decoderEntry);
+      return;
+    }
     res.json(modelOfTask(await deps.gateway.taskFor(id)));
   });
 
@@ -88,6 +111,9 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
     const body = parseOrThrow(embeddingsRequestSchema, req.body);
     if (body.model === deps.baseModelId) {
       throw new RequestValidationError(`model '${body.model}' is the base model; ask a task for embeddings (GET /v1/models lists them)`, 'model');
+    }
+    if (decoder?.serves(body.model)) {
+      throw new RequestValidationError(`model '${body.model}' is a decoder model: it answers /v1/chat/completions and /v1/completions, not embeddings`, 'model');
     }
     const task = await deps.gateway.taskFor(body.model);
     const hidden = deps.gateway.modelConfig.hiddenSize;
@@ -122,18 +148,25 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
     }
   });
 
-  // Errors of these routes in OpenAI's shape; statuses as the SDKs expect (422 → 400).
-  router.use(paths, (err: unknown, req: Request, res: Response, next: NextFunction) => {
-    if (res.headersSent) return next(err);
-    const failure = toHttpFailure(err);
-    if (failure.unexpected) return next(err); // the app's handler logs it and answers 500
-    const status = failure.status === 422 ? 400 : failure.status;
-    const body: OpenAiErrorBody = {
-      error: { message: failure.message, type: openAiErrorType(status), param: err instanceof RequestValidationError ? err.param : null, code: failure.code },
-    };
-    res.set(failure.headers).status(status).json(body);
-  });
+  router.use(paths, openAiErrorHandler);
   return router;
+}
+
+/** The field an error names: RequestValidationError's, or a gateway error's own `param` (model, messages, prompt). */
+function paramOf(err: unknown): string | null {
+  if (err instanceof RequestValidationError) return err.param;
+  const param = (err as { param?: unknown } | null)?.param;
+  return typeof param === 'string' ? param : null;
+}
+
+/** Errors of the OpenAI routes in OpenAI's shape; statuses as the SDKs expect (422 → 400). */
+export function openAiErrorHandler(err: unknown, _req: Request, res: Response, next: NextFunction): void {
+  if (res.headersSent) return next(err);
+  const failure = toHttpFailure(err);
+  if (failure.unexpected) return next(err); // the app's handler logs it and answers 500
+  const status = failure.status === 422 ? 400 : failure.status;
+  const body: OpenAiErrorBody = { error: { message: failure.message, type: openAiErrorType(status), param: paramOf(err), code: failure.code } };
+  res.set(failure.headers).status(status).json(body);
 }
 
 /** Little-endian float32 bytes, base64: what the OpenAI SDKs decode for encoding_format=base64. */

@@ -1,0 +1,74 @@
+// The decoder `serve` runs beside its encoder when generation.modelDir is set:
+// the generation runtime on the same GPU device, its adapters from
+// generation.tasksDir, the chat template, and the gateway the OpenAI routes use.
+
+import { basename, join, resolve } from 'node:path';
+import type { PetServeConfig } from '../config/config.js';
+import { CompletionsGateway, type GenerationObserver } from '../gateway/completions.js';
+import type { GpuContext } from '../gpu/context.js';
+import type { StepReport } from '../scheduler/generation/step-scheduler.js';
+import { ChatTemplate } from '../tokenizer/chat-template.js';
+import { ConfigError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { startGenerationRuntime, type GenerationRuntime } from './generation-runtime.js';
+import { taskDirectoryNames } from './task-dirs.js';
+
+export interface ServedGeneration {
+  runtime: GenerationRuntime;
+  completions: CompletionsGateway;
+  /** The id the decoder base answers under. */
+  modelId: string;
+  /** Stop admitting sequences (new ones: 503 SHUTTING_DOWN); running ones finish. */
+  stopAdmitting(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface ServedGenerationOptions {
+  logger: Logger;
+  /** Ids the encoder already answers under: the decoder's ids may not repeat them. */
+  isEncoderModel(id: string): boolean;
+  observer?: GenerationObserver;
+  onStep?: (s: StepReport) => void;
+}
+
+/** Null when no decoder is configured (generation.modelDir unset). */
+export async function startServedGeneration(ctx: GpuContext, config: PetServeConfig, opts: ServedGenerationOptions): Promise<ServedGeneration | null> {
+  const g = config.generation;
+  if (g.modelDir === null) return null;
+  const modelId = g.modelId ?? basename(resolve(g.modelDir));
+  const tasks = new Map<string, string>();
+  if (g.tasksDir !== null) for (const id of await taskDirectoryNames(g.tasksDir)) tasks.set(id, join(g.tasksDir, id));
+  for (const id of [modelId, ...tasks.keys()]) {
+    if (opts.isEncoderModel(id) || (id === modelId && tasks.has(id))) {
+      throw new ConfigError(`generation: model id '${id}' is already taken (encoder model or task, or a decoder task named like the base); set generation.modelId or rename the task directory`);
+    }
+  }
+  const chatTemplate = await ChatTemplate.load(g.modelDir);
+  if (chatTemplate.problem) opts.logger.warn({ modelDir: g.modelDir, problem: chatTemplate.problem }, 'the chat template does not parse: chat completions will answer 400');
+  const runtime = await startGenerationRuntime(ctx, config, { modelDir: g.modelDir, tasks, ...(opts.onStep ? { onStep: opts.onStep } : {}) });
+  const decoder = runtime.checkpoint.config;
+  const completions = new CompletionsGateway({
+    generation: runtime.gateway,
+    tokenizer: runtime.tokenizer,
+    chatTemplate,
+    baseModelId: modelId,
+    vocabSize: decoder.vocabSize,
+    maxContext: decoder.maxPositionEmbeddings,
+    defaultMaxTokens: g.defaultMaxTokens,
+    hasTask: (id) => runtime.registry.has(id),
+    tasks: () => runtime.registry.list().map((t) => ({ id: t.taskId, kind: t.kind })),
+    isOtherModel: opts.isEncoderModel,
+    ...(opts.observer ? { observer: opts.observer } : {}),
+  });
+  opts.logger.info(
+    { modelDir: g.modelDir, modelId, tasks: [...tasks.keys()], chatTemplate: chatTemplate.source, kvBlocks: runtime.blocks.numBlocks },
+    'generation ready',
+  );
+  return {
+    runtime,
+    completions,
+    modelId,
+    stopAdmitting: () => runtime.scheduler.close(),
+    close: () => runtime.close(),
+  };
+}
