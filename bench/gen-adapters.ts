@@ -19,7 +19,7 @@ import type { PetServeConfig } from '../src/config/config.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { loadDecoderCheckpoint } from '../src/model/decoder-checkpoint.js';
 import type { DecoderWeights } from '../src/model/families/decoder/types.js';
-import { loadDecoderPeftLora } from '../src/pet/formats/peft-decoder.js';
+import { loadDecoderPeft } from '../src/pet/formats/peft-decoder.js';
 import { startGenerationRuntime } from '../src/runtime/generation-runtime.js';
 import type { StepReport } from '../src/scheduler/generation/step-scheduler.js';
 import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
@@ -170,7 +170,7 @@ async function runMerged(ctx: GpuContext, config: PetServeConfig, modelDir: stri
   const tokenizer = await TextTokenizer.load(modelDir);
   const merged = new Map<string, DecoderWeights>();
   const m0 = performance.now();
-  for (const id of new Set(trace.map(taskOf))) merged.set(id, mergeLora(checkpoint.weights, await loadDecoderPeftLora(taskDirs.get(id)!, checkpoint)));
+  for (const id of new Set(trace.map(taskOf))) merged.set(id, mergeLora(checkpoint.weights, await loadDecoderPeft(taskDirs.get(id)!, checkpoint)));
   const mergeMs = performance.now() - m0;
   const steps: StepReport[] = [];
   const server = new MergedModelServer(ctx, config, checkpoint, tokenizer, (id) => (id === null ? checkpoint.weights : merged.get(id)!), (s) => steps.push(s));

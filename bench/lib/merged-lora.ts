@@ -83,7 +83,7 @@ const noAdapter = (): never => {
   throw new Error('merged models serve no adapters');
 };
 /** Every request runs on the merged model as on a base model; the scheduler never asks for an adapter. */
-const NO_ADAPTERS = { adapter: noAdapter, resolve: noAdapter };
+const NO_ADAPTERS = { resolve: noAdapter };
 
 interface Pending {
   taskId: string | null;

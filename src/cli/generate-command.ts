@@ -7,7 +7,7 @@ import { startGenerationRuntime } from '../runtime/generation-runtime.js';
 import { createLogger } from '../util/logger.js';
 import { UsageError } from './exit-codes.js';
 import { withGpu } from './gpu-session.js';
-import { parseTaskFlags } from './options.js';
+import { parseJsonlObjects, parseTaskFlags } from './options.js';
 
 /** One line of --requests (OpenAI-style field names). */
 const requestLine = z.strictObject({
@@ -55,17 +55,8 @@ function toInput(r: RequestLine): GenerateInput {
 }
 
 function parseRequests(text: string, file: string, tasks: ReadonlyMap<string, string>): RequestLine[] {
-  const out: RequestLine[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    const where = `${file}:${i + 1}`;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (err) {
-      throw new UsageError(`${where}: not valid JSON (${(err as Error).message})`);
-    }
-    const parsed = requestLine.safeParse(v);
+  return parseJsonlObjects(text, file, (o, where) => {
+    const parsed = requestLine.safeParse(o);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       throw new UsageError(`${where}: ${issue.path.join('.') || '(line)'}: ${issue.message}`);
@@ -73,10 +64,8 @@ function parseRequests(text: string, file: string, tasks: ReadonlyMap<string, st
     const r = parsed.data;
     if ((r.prompt === undefined) === (r.prompt_ids === undefined)) throw new UsageError(`${where}: give exactly one of "prompt" or "prompt_ids"`);
     if (r.task != null && !tasks.has(r.task)) throw new UsageError(`${where}: task '${r.task}' was not given with --task`);
-    out.push(r);
+    return r;
   });
-  if (out.length === 0) throw new UsageError(`${file}: no requests`);
-  return out;
 }
 
 const outputLine = (task: string | null, o: GenerateOutput): string =>

@@ -43,3 +43,25 @@ export function parseTaskFlags(values: string[]): Map<string, string> {
   return tasks;
 }
 
+
+/**
+ * The JSON objects of a JSONL requests file, each passed to `parse` with its
+ * `file:line` for messages; blank lines skipped; no line at all is an error.
+ */
+export function parseJsonlObjects<T>(text: string, file: string, parse: (o: Record<string, unknown>, where: string) => T): T[] {
+  const out: T[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    const where = `${file}:${i + 1}`;
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch (err) {
+      throw new UsageError(`${where}: not valid JSON (${(err as Error).message})`);
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError(`${where}: expected a JSON object`);
+    out.push(parse(v as Record<string, unknown>, where));
+  });
+  if (out.length === 0) throw new UsageError(`${file}: no requests`);
+  return out;
+}

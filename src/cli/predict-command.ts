@@ -7,7 +7,7 @@ import { TaskRegistry } from '../pet/registry.js';
 import { createLogger } from '../util/logger.js';
 import { UsageError } from './exit-codes.js';
 import { withGpu } from './gpu-session.js';
-import { parseIdMatrix, parseIntOption, parseTaskFlags } from './options.js';
+import { parseIdMatrix, parseIntOption, parseJsonlObjects, parseTaskFlags } from './options.js';
 
 function rows(flat: Float32Array, width: number): number[][] {
   const out: number[][] = [];
@@ -17,28 +17,15 @@ function rows(flat: Float32Array, width: number): number[][] {
 
 /** Parse a JSONL requests file: one {"task"?: NAME, "input_ids": [...], "token_type_ids"?: [...]} per line. */
 function parseRequests(text: string, file: string, tasks: ReadonlyMap<string, string>): TaskRow[] {
-  const out: TaskRow[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    const where = `${file}:${i + 1}`;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (err) {
-      throw new UsageError(`${where}: not valid JSON (${(err as Error).message})`);
-    }
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError(`${where}: expected a JSON object`);
-    const o = v as Record<string, unknown>;
+  return parseJsonlObjects(text, file, (o, where) => {
     const task = o['task'] ?? null;
     if (task !== null && typeof task !== 'string') throw new UsageError(`${where}: "task" must be a string`);
     if (task !== null && !tasks.has(task)) throw new UsageError(`${where}: task '${task}' was not given with --task`);
     const ids = parseIdMatrix(`${where} input_ids`, JSON.stringify([o['input_ids']]))[0]!;
     const types =
       o['token_type_ids'] === undefined ? undefined : parseIdMatrix(`${where} token_type_ids`, JSON.stringify([o['token_type_ids']]))[0];
-    out.push({ task, inputIds: ids, tokenTypeIds: types });
+    return { task, inputIds: ids, tokenTypeIds: types };
   });
-  if (out.length === 0) throw new UsageError(`${file}: no requests`);
-  return out;
 }
 
 /** Cut rows into batches of at most `maxTokens` tokens (each row whole). */

@@ -225,6 +225,3 @@ function readSavedModules(
   }
   return { lmHeadOff, embedOff };
 }
-
-/** @deprecated the bench's old name; use loadDecoderPeft (removed once bench/gen-adapters.ts moves). */
-export const loadDecoderPeftLora = loadDecoderPeft;
