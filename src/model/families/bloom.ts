@@ -15,4 +15,6 @@ export const bloomFamily: DecoderFamily = {
   loadWeights: loadBloomWeights,
   linearSites: bloomLinearSites,
   vocabModules: { embed: 'transformer.word_embeddings', lmHead: 'lm_head' },
+  embeddingModules: (c) => [{ module: 'transformer.word_embeddings', num: c.vocabSize, dim: c.hiddenSize }],
+  defaultLoraTargets: ['query_key_value'],
 };

@@ -15,4 +15,9 @@ export const gpt2Family: DecoderFamily = {
   loadWeights: loadGpt2Weights,
   linearSites: gpt2LinearSites,
   vocabModules: { embed: 'transformer.wte', lmHead: 'lm_head' },
+  embeddingModules: (c) => [
+    { module: 'transformer.wte', num: c.vocabSize, dim: c.hiddenSize },
+    { module: 'transformer.wpe', num: c.maxPositionEmbeddings, dim: c.hiddenSize },
+  ],
+  defaultLoraTargets: ['c_attn'],
 };

@@ -17,6 +17,8 @@ export const llamaFamily: DecoderFamily<LlamaConfig> = {
   loadWeights: loadLlamaWeights,
   linearSites: llamaLinearSites,
   vocabModules: { embed: 'model.embed_tokens', lmHead: 'lm_head' },
+  embeddingModules: (c) => [{ module: 'model.embed_tokens', num: c.vocabSize, dim: c.hiddenSize }],
+  defaultLoraTargets: ['q_proj', 'v_proj'],
 };
 
 export type { LlamaConfig } from './llama/config.js';

@@ -42,7 +42,7 @@ function targetSites(family: DecoderFamily, config: DecoderConfig): DecoderLinea
   const H = config.hiddenSize;
   return [
     ...family.linearSites(config),
-    { module: family.vocabModules.lmHead, layer: -1, gemm: 'up', colOffset: 0, outDim: config.vocabSize, inDim: H, outRows: null },
+    { module: family.vocabModules.lmHead, layer: -1, gemm: 'up', colOffset: 0, outDim: config.vocabSize, inDim: H, storage: 'linear', bias: false, outRows: null },
   ];
 }
 

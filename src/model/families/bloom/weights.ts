@@ -57,10 +57,10 @@ export function bloomLinearSites(c: DecoderConfig): DecoderLinearSite[] {
   for (let layer = 0; layer < c.numHiddenLayers; layer++) {
     const p = `transformer.h.${layer}`;
     sites.push(
-      { module: `${p}.self_attention.query_key_value`, layer, gemm: 'qkv', colOffset: 0, outDim: 3 * H, inDim: H, outRows: order },
-      { module: `${p}.self_attention.dense`, layer, gemm: 'o', colOffset: 0, outDim: H, inDim: H, outRows: null },
-      { module: `${p}.mlp.dense_h_to_4h`, layer, gemm: 'up', colOffset: 0, outDim: I, inDim: H, outRows: null },
-      { module: `${p}.mlp.dense_4h_to_h`, layer, gemm: 'down', colOffset: 0, outDim: H, inDim: I, outRows: null },
+      { module: `${p}.self_attention.query_key_value`, layer, gemm: 'qkv', colOffset: 0, outDim: 3 * H, inDim: H, storage: 'linear', bias: true, outRows: order },
+      { module: `${p}.self_attention.dense`, layer, gemm: 'o', colOffset: 0, outDim: H, inDim: H, storage: 'linear', bias: true, outRows: null },
+      { module: `${p}.mlp.dense_h_to_4h`, layer, gemm: 'up', colOffset: 0, outDim: I, inDim: H, storage: 'linear', bias: true, outRows: null },
+      { module: `${p}.mlp.dense_4h_to_h`, layer, gemm: 'down', colOffset: 0, outDim: H, inDim: I, storage: 'linear', bias: true, outRows: null },
     );
   }
   return sites;

@@ -88,6 +88,10 @@ export interface DecoderLinearSite {
   colOffset: number;
   outDim: number;
   inDim: number;
+  /** How the checkpoint stores the weight: torch.nn.Linear [out, in] or GPT-2's Conv1D [in, out] (PEFT then sets fan_in_fan_out). */
+  storage: 'linear' | 'conv1d';
+  /** Whether the module has a bias. */
+  bias: boolean;
   /**
    * Row order of a fused module whose checkpoint layout differs from the graph's
    * (BLOOM's per-head q,k,v): graph row r takes checkpoint row outRows[r]. null = identity.
@@ -99,6 +103,13 @@ export interface DecoderLinearSite {
 export interface DecoderVocabModules {
   embed: string;
   lmHead: string;
+}
+
+/** A torch.nn.Embedding of the model (token, learned positions): `num` rows of `dim`. */
+export interface DecoderEmbeddingModule {
+  module: string;
+  num: number;
+  dim: number;
 }
 
 export interface GpuDecoderLinear {
@@ -136,6 +147,10 @@ export interface DecoderFamily<C extends DecoderConfig = DecoderConfig> {
   /** Every adapter-targetable linear module of every layer. */
   linearSites(config: C): DecoderLinearSite[];
   readonly vocabModules: DecoderVocabModules;
+  /** The embedding modules (token embedding first, then learned positions if any). */
+  embeddingModules(config: C): DecoderEmbeddingModule[];
+  /** PEFT's default LoRA target_modules for this model type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
+  readonly defaultLoraTargets: readonly string[];
 }
 
 /** Paged KV cache of one model on one device: per layer a K and a V buffer of [slots, kvWidth]. */

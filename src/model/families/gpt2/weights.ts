@@ -43,10 +43,10 @@ export function gpt2LinearSites(c: DecoderConfig): DecoderLinearSite[] {
   for (let layer = 0; layer < c.numHiddenLayers; layer++) {
     const p = `transformer.h.${layer}`;
     sites.push(
-      { module: `${p}.attn.c_attn`, layer, gemm: 'qkv', colOffset: 0, outDim: 3 * H, inDim: H, outRows: null },
-      { module: `${p}.attn.c_proj`, layer, gemm: 'o', colOffset: 0, outDim: H, inDim: H, outRows: null },
-      { module: `${p}.mlp.c_fc`, layer, gemm: 'up', colOffset: 0, outDim: I, inDim: H, outRows: null },
-      { module: `${p}.mlp.c_proj`, layer, gemm: 'down', colOffset: 0, outDim: H, inDim: I, outRows: null },
+      { module: `${p}.attn.c_attn`, layer, gemm: 'qkv', colOffset: 0, outDim: 3 * H, inDim: H, storage: 'conv1d', bias: true, outRows: null },
+      { module: `${p}.attn.c_proj`, layer, gemm: 'o', colOffset: 0, outDim: H, inDim: H, storage: 'conv1d', bias: true, outRows: null },
+      { module: `${p}.mlp.c_fc`, layer, gemm: 'up', colOffset: 0, outDim: I, inDim: H, storage: 'conv1d', bias: true, outRows: null },
+      { module: `${p}.mlp.c_proj`, layer, gemm: 'down', colOffset: 0, outDim: H, inDim: I, storage: 'conv1d', bias: true, outRows: null },
     );
   }
   return sites;

@@ -40,16 +40,16 @@ export function llamaLinearSites(c: LlamaConfig): DecoderLinearSite[] {
   const sites: DecoderLinearSite[] = [];
   for (let layer = 0; layer < c.numHiddenLayers; layer++) {
     const p = `model.layers.${layer}`;
-    const site = (module: string, gemm: DecoderLinearSite['gemm'], colOffset: number, outDim: number, inDim: number): void => {
-      sites.push({ module: `${p}.${module}`, layer, gemm, colOffset, outDim, inDim, outRows: null });
+    const site = (module: string, gemm: DecoderLinearSite['gemm'], colOffset: number, outDim: number, inDim: number, bias: boolean): void => {
+      sites.push({ module: `${p}.${module}`, layer, gemm, colOffset, outDim, inDim, storage: 'linear', bias, outRows: null });
     };
-    site('self_attn.q_proj', 'qkv', 0, q, H);
-    site('self_attn.k_proj', 'qkv', q, kv, H);
-    site('self_attn.v_proj', 'qkv', q + kv, kv, H);
-    site('self_attn.o_proj', 'o', 0, H, q);
-    site('mlp.gate_proj', 'up', 0, I, H);
-    site('mlp.up_proj', 'up', I, I, H);
-    site('mlp.down_proj', 'down', 0, H, I);
+    site('self_attn.q_proj', 'qkv', 0, q, H, c.qkvBias);
+    site('self_attn.k_proj', 'qkv', q, kv, H, c.qkvBias);
+    site('self_attn.v_proj', 'qkv', q + kv, kv, H, c.qkvBias);
+    site('self_attn.o_proj', 'o', 0, H, q, c.oBias);
+    site('mlp.gate_proj', 'up', 0, I, H, c.mlpBias);
+    site('mlp.up_proj', 'up', I, I, H, c.mlpBias);
+    site('mlp.down_proj', 'down', 0, H, I, c.mlpBias);
   }
   return sites;
 }
