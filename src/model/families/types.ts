@@ -7,8 +7,9 @@ import type { SafetensorsFile } from '../safetensors.js';
 import type { LayerNormWeights, LinearWeights } from '../tensor-source.js';
 
 /**
- * A model family: everything PetServe knows about one architecture
- * (BERT today; Llama, GPT-2 and BLOOM are the next entries). The engine, the
+ * An encoder model family: everything PetServe knows about one architecture
+ * (BERT). Causal decoders (Llama, GPT-2, BLOOM) are DecoderFamily entries
+ * (decoder/types.ts) sharing one step graph. The engine, the
  * PET layer and the CLI reach a model only through its family, picked from
  * config.json (families/index.ts). A family module is one file
  * (families/<name>.ts) with its parts under families/<name>/.
@@ -124,42 +125,6 @@ export interface OutputHeads {
   poolRow: 'first' | 'last';
 }
 
-// ---------------------------------------------------------------- causal decoders
-// Declared for the next families (Llama, GPT-2, BLOOM); no family implements them yet.
-
-/** How positions enter attention. */
-export type PositionEncoding =
-  | { kind: 'learned' }
-  | { kind: 'rotary'; theta: number; rotaryDims: number }
-  | { kind: 'alibi'; numHeads: number };
-
-/** Attention layout: grouped-query attention has fewer key/value heads than query heads. */
-export interface AttentionLayout {
-  numHeads: number;
-  numKeyValueHeads: number;
-  headDim: number;
-  causal: boolean;
-}
-
-/** Per-layer key/value cache a decoder keeps between steps. */
-export interface KvCacheSpec {
-  layers: number;
-  numKeyValueHeads: number;
-  headDim: number;
-  maxPositions: number;
-}
-
-/** Hooks a causal decoder family adds: a prefill graph, a per-step graph, its cache. */
-export interface DecoderHooks<C extends ModelConfig, G extends GpuModelWeights> {
-  positions(config: C): PositionEncoding;
-  attention(config: C): AttentionLayout;
-  kvCache(config: C, maxPositions: number): KvCacheSpec;
-  /** Prompt tokens of a packed batch → fills the cache, last-token logits. */
-  recordPrefill(enc: BatchEncoder, config: C, weights: G, buffers: GraphBuffers, shape: PackedShape, cache: GPUBuffer): void;
-  /** One new token per sequence at its next position → appends to the cache, logits. */
-  recordStep(enc: BatchEncoder, config: C, weights: G, buffers: GraphBuffers, sequences: number, cache: GPUBuffer): void;
-}
-
 export interface ModelFamily<
   C extends ModelConfig = ModelConfig,
   W = unknown,
@@ -192,6 +157,4 @@ export interface ModelFamily<
     gemmVariant: GemmVariant,
     pet: PetGraphInput | null,
   ): void;
-  /** Present for causal decoders (KV cache, per-step graph). */
-  readonly decoder?: DecoderHooks<C, G>;
 }
