@@ -18,6 +18,8 @@ const SCRIPTS: Record<string, { script: string; what: string; passName?: boolean
   cluster: { script: 'bench/cluster.ts', what: 'task-affinity routing (haproxy) vs round-robin over 3 replicas: page-ins, throughput' },
   'gen-adapters': { script: 'bench/gen-adapters.ts', what: 'generation with N LoRA adapters: merged swap vs one adapter per step vs ours vs base (S-LoRA style)' },
   'gen-decode': { script: 'bench/gen-decode.ts', what: 'decode tokens/s at batch 1/8/32, base and adapters, device time per operator' },
+  openai: { script: 'bench/openai.ts', what: 'OpenAI-compatible streaming (HTTP + SSE, petserve serve) vs the same load in-process: req/s, TTFT, TPOT' },
+  'seg-gemv': { script: 'bench/seg-gemv.ts', what: 'segmented LoRA GEMM layouts (32-row tiles vs one row per tile) on decode-step shapes' },
   'gen-kv': { script: 'bench/gen-kv.ts', what: 'paged KV cache use vs tokens held, prefix caching on and off' },
   peer: { script: 'bench/peer.ts', what: 'PetServe vs onnxruntime-web WebGPU and onnxruntime-node CPU (same checkpoint)', passName: true },
 };

@@ -51,18 +51,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let r0 = first + lid.x;
   if (n0 >= N || r0 >= rows) { return; }
   let last_n = N - 1u;
-  let last_r = rows - 1u;
   var acc: array<vec4<f32>, RM>;
   for (var i = 0u; i < RM; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
   let w0 = w_off + n0 * K;
   let w1 = w_off + min(n0 + 1u, last_n) * K;
   let w2 = w_off + min(n0 + 2u, last_n) * K;
   let w3 = w_off + min(n0 + 3u, last_n) * K;
+  // Rows this invocation owns (r0, r0+8, ...): a short segment (a few decode rows of
+  // one adapter) must not pay for RM clamped duplicate rows in its K loop.
+  let own = min(RM, (rows - r0 + 7u) / 8u);
   for (var k = 0u; k < K; k = k + 1u) {
     let wv = vec4<f32>(f32(pool[w0 + k]), f32(pool[w1 + k]), f32(pool[w2 + k]), f32(pool[w3 + k]));
-    for (var i = 0u; i < RM; i = i + 1u) {
-      let r = min(r0 + i * 8u, last_r);
-      acc[i] = acc[i] + f32(inp[in_off + r * ld_in + k]) * wv;
+    for (var i = 0u; i < own; i = i + 1u) {
+      acc[i] = acc[i] + f32(inp[in_off + (r0 + i * 8u) * ld_in + k]) * wv;
     }
   }
   for (var i = 0u; i < RM; i = i + 1u) {

@@ -1,5 +1,6 @@
 import type { BatchEncoder, BufferRange } from '../gpu/batch-encoder.js';
 import { Uniforms } from '../gpu/uniforms.js';
+import { tuning } from './tuning.js';
 import type { Dtype } from './types.js';
 
 export const NONE = 0xffffffff;
@@ -48,6 +49,12 @@ const ACT_CODE = { none: 0, relu: 1, gelu: 2 } as const;
 export interface SegmentTables {
   records: Uint32Array;
   tiles: Uint32Array;
+  /**
+   * 'tiles': 32-row tiles, lanes along rows (shaders/seg_gemm.wgsl); 'rows': one
+   * tile per row, lanes along columns (seg_gemv.wgsl, Punica's BGMV case) for
+   * segments of a few rows, where a 32-row tile would leave most lanes idle.
+   */
+  layout: 'tiles' | 'rows';
   tileCount: number;
   maxN: number;
   /** First tile of each segment (tiles are in segment order), plus the total: for one-dispatch-per-segment runs. */
@@ -71,7 +78,15 @@ function tileTable(rows: number[], rowsPerTile: number): { tiles: Uint32Array; s
   return { tiles: Uint32Array.from(tiles), starts };
 }
 
-export function segGemmTables(segments: readonly SegGemmSegment[]): SegmentTables {
+/** Pick the row layout when segments average few rows (decode steps), per tuning.segGemvMaxMeanRows. */
+function gemmLayout(segments: readonly SegGemmSegment[], layout: 'tiles' | 'rows' | 'auto'): 'tiles' | 'rows' {
+  if (layout !== 'auto') return layout;
+  const rows = segments.reduce((n, s) => n + s.rows, 0);
+  return segments.length > 0 && rows / segments.length <= tuning.segGemvMaxMeanRows ? 'rows' : 'tiles';
+}
+
+export function segGemmTables(segments: readonly SegGemmSegment[], layout: 'tiles' | 'rows' | 'auto' = 'auto'): SegmentTables {
+  const chosen = gemmLayout(segments, layout);
   const records = new Uint32Array(segments.length * RECORD);
   const f32 = new Float32Array(1);
   const u32 = new Uint32Array(f32.buffer);
@@ -82,13 +97,13 @@ export function segGemmTables(segments: readonly SegGemmSegment[]): SegmentTable
       i * RECORD,
     );
   });
-  const { tiles, starts } = tileTable(segments.map((s) => s.rows), 32);
+  const { tiles, starts } = tileTable(segments.map((s) => s.rows), chosen === 'rows' ? 1 : 32);
   const work = { flops: 0, elems: 0, words: 0 };
   for (const s of segments) {
     work.flops += 2 * s.rows * s.K * s.N;
     work.elems += s.rows * s.K + s.K * s.N + s.rows * s.N;
   }
-  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts, work };
+  return { records, tiles, layout: chosen, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts, work };
 }
 
 export function segSparseTables(segments: readonly SegSparseSegment[]): SegmentTables {
@@ -108,7 +123,7 @@ export function segSparseTables(segments: readonly SegSparseSegment[]): SegmentT
     work.elems += s.rows * nnz + nnz + s.rows * s.N;
     work.words += nnz + s.N + 1;
   }
-  return { records, tiles, tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts, work };
+  return { records, tiles, layout: 'tiles', tileCount: tiles.length / 2, maxN: Math.max(0, ...segments.map((s) => s.N)), segmentTileStart: starts, work };
 }
 
 function grid(columnsPerGroup: number, maxN: number, tileCount: number): [number, number, number] {
@@ -151,9 +166,10 @@ export function segGemm(
   perSegment = false,
 ): void {
   if (t.tileCount === 0) return;
-  const spec = { shader: 'seg_gemm', params: { DTYPE: dtype, ACCUMULATE: accumulate } };
+  const rows = t.layout === 'rows';
+  const spec = { shader: rows ? 'seg_gemv' : 'seg_gemm', params: { DTYPE: dtype, ACCUMULATE: accumulate } };
   for (const [from, to] of tileWindows(t, perSegment)) {
-    enc.dispatch(label, spec, new Uniforms().u32(to).u32(from), [b.records, b.tiles, b.inp, b.pool, b.out], grid(32, t.maxN, to - from));
+    enc.dispatch(label, spec, new Uniforms().u32(to).u32(from), [b.records, b.tiles, b.inp, b.pool, b.out], grid(rows ? 256 : 32, t.maxN, to - from));
   }
 }
 

@@ -11,6 +11,7 @@ export const tuning: {
   gemmColsPerInvocation: 4 | 8;
   rowWorkgroupSize: number;
   attentionWorkgroupSize: number;
+  segGemvMaxMeanRows: number;
 } = {
   /** GEMM used by the model: 'rb' measured fastest on lavapipe (bench/results/kernels-*.json). */
   gemmVariant: 'rb',
@@ -24,4 +25,10 @@ export const tuning: {
   rowWorkgroupSize: 64,
   /** Invocations per (query, head) workgroup in attention. */
   attentionWorkgroupSize: 64,
+  /**
+   * Segmented GEMMs whose segments average at most this many rows use the row layout
+   * (seg_gemv, lanes along columns): measured 1.0-2.9x faster up to 5 rows per segment,
+   * level at 8, slower from 12 on lavapipe (bench/results/seg-gemv-*.md).
+   */
+  segGemvMaxMeanRows: 6,
 };

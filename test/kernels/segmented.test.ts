@@ -1,4 +1,4 @@
-import { afterAll, describe, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { uploadStorage } from '../../src/gpu/buffers.js';
 import {
   NONE,
@@ -23,14 +23,15 @@ const u32 = (a: Uint32Array): GPUBuffer => uploadStorage(gpu.ctx.device, a, 'tab
 
 describe('segmented GEMM (one dispatch, per-segment rank/width) matches per-segment float64 GEMMs', () => {
   for (const dtype of ['f32', 'f16'] as const) {
-    for (const accumulate of [false, true]) {
-      it.skipIf(dtype === 'f16' && !gpu.ctx.capabilities.shaderF16)(`${dtype}, ${accumulate ? 'accumulating' : 'writing'}: ranks 1, 3, 17, 64 with bias, scale and activations`, async () => {
+    for (const [accumulate, layout] of [[false, 'tiles'], [true, 'tiles'], [false, 'rows'], [true, 'rows']] as const) {
+      it.skipIf(dtype === 'f16' && !gpu.ctx.capabilities.shaderF16)(`${dtype}, ${accumulate ? 'accumulating' : 'writing'}, ${layout} layout: ranks 1, 3, 17, 64, 300 with bias, scale and activations`, async () => {
         // Input rows [T, ldIn]; each segment reads its rows and writes its own block of out.
         const shapes = [
           { rows: 5, K: 20, N: 1, act: 'none' as const, bias: false },
           { rows: 33, K: 7, N: 3, act: 'relu' as const, bias: true },
           { rows: 1, K: 20, N: 17, act: 'gelu' as const, bias: true },
           { rows: 70, K: 13, N: 64, act: 'none' as const, bias: false },
+          { rows: 2, K: 5, N: 300, act: 'relu' as const, bias: true },
         ];
         const ldIn = 24;
         const T = shapes.reduce((n, s) => n + s.rows, 0);
@@ -61,7 +62,8 @@ describe('segmented GEMM (one dispatch, per-segment rank/width) matches per-segm
         }
         const outInit = roundToDtype(randomArray(outOff), dtype);
         const out = toDevice(gpu, outInit, dtype);
-        const tables = segGemmTables(segments);
+        const tables = segGemmTables(segments, layout);
+        expect(tables.layout).toBe(layout);
         const got = await runAndRead(
           gpu,
           (enc) =>
