@@ -109,7 +109,7 @@ export function registerBatch(program: Command, run: (fn: () => Promise<void>) =
 
   batch
     .command('submit <file>')
-    .description('queue a JSONL file: one {"task", "inputs" | "input_ids", "custom_id"?} per line; prints the batch')
+    .description('queue a JSONL file: one {"task", "inputs" | "input_ids", "custom_id"?} per line, or OpenAI Batch input lines {"custom_id", "method", "url", "body"}; prints the batch')
     .option('--idempotency-key <key>', 'submitting again with the same key returns the same batch instead of a second one')
     .option('--wait', 'wait until the batch finished')
     .option('--poll-ms <ms>', 'status poll interval with --wait', '2000')

@@ -97,7 +97,14 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
       metricsRegistry: registry,
       lifecycle,
       middleware: [httpMetricsMiddleware(metrics, { tasks: runtime.registry })],
-      routers: [status, createBatchRouter({ batches, maxUploadBytes: config.server.maxUploadBytes })],
+      routers: [
+        status,
+        createBatchRouter({
+          batches,
+          maxUploadBytes: config.server.maxUploadBytes,
+          models: { isDecoderModel: (id) => generation?.completions.serves(id) === true, isEncoderTask: (id) => runtime.registry.has(id) },
+        }),
+      ],
       openApiPaths: { ...batchOpenApiPaths(), ...statusOpenApiPaths() },
       readinessParts: () => ({ batches: batches.health() }),
       catalog: catalog?.sync ?? null,

@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { loadConfig, type PetServeConfig } from '../config/config.js';
 import { Registry } from 'prom-client';
@@ -9,6 +10,7 @@ import { WorkerTaskSync } from '../queue/task-sync.js';
 import { openSharedCatalog } from './shared-catalog.js';
 import { BatchWorker } from '../queue/worker.js';
 import { startRuntime } from '../runtime/runtime.js';
+import { startServedGeneration } from '../runtime/served-generation.js';
 import { InferenceGateway } from '../gateway/gateway.js';
 import { createLogger, type Logger } from '../util/logger.js';
 import { parseIntOption } from './options.js';
@@ -29,6 +31,7 @@ export function registerWorker(program: Command, run: (fn: () => Promise<void>) 
     .option('--config <file>', 'YAML configuration file (configs/default.yaml documents every key)')
     .option('--model <dir>', 'Hugging Face BERT checkpoint directory (model.dir)')
     .option('--tasks-dir <dir>', 'task directories, as given to the server (server.tasksDir)')
+    .option('--generation-model <dir>', 'also answer chat/completions batch lines with this causal decoder (generation.modelDir), as the server serves it')
     .option('--redis-url <url>', 'Redis of the batch queue (redis.url, REDIS_URL)')
     .option('--concurrency <n>', 'chunks run at once (batches.workerConcurrency)')
     .option('--lock-duration-ms <ms>', 'lock of a running chunk; a killed worker\'s chunk is resumed after about this plus the stalled interval', '30000')
@@ -41,6 +44,7 @@ export function registerWorker(program: Command, run: (fn: () => Promise<void>) 
           overrides: {
             'model.dir': o['model'],
             'server.tasksDir': o['tasksDir'],
+            'generation.modelDir': o['generationModel'],
             'redis.url': o['redisUrl'],
             'batches.workerConcurrency': o['concurrency'] === undefined ? undefined : parseIntOption('--concurrency', o['concurrency'], 1),
           },
@@ -54,7 +58,9 @@ export function registerWorker(program: Command, run: (fn: () => Promise<void>) 
 }
 
 /**
- * One engine per process (startRuntime), one BullMQ worker feeding it. Runs
+ * One engine per process (startRuntime), plus the decoder when
+ * generation.modelDir is set (same keys as serve: its chat/completions batch
+ * lines run there as offline sequences), one BullMQ worker feeding them. Runs
  * until SIGTERM/SIGINT; then it takes no new chunk, lets running ones finish
  * (their results are in Redis), drains the scheduler and releases the GPU.
  * A chunk cut short by a crash is resumed by another worker.
@@ -74,10 +80,18 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
     await sync.sync(id);
   };
   const gateway = InferenceGateway.forRuntime(runtime, config.server.maxInputsPerRequest);
+  const encoderId = basename(runtime.checkpoint.dir);
+  const generation = await startServedGeneration(runtime.ctx, config, {
+    logger,
+    isEncoderModel: (id) => id === encoderId || runtime.registry.has(id),
+  }).catch(async (err: unknown) => {
+    await runtime.close();
+    throw err;
+  });
   const settings = batchQueueSettings(config);
   const worker = BatchWorker.start({
     settings,
-    engine: { gateway, service: runtime.scheduler, syncTask },
+    engine: { gateway, service: runtime.scheduler, syncTask, completions: generation?.completions ?? null, encoderModelId: encoderId },
     concurrency: config.batches.workerConcurrency,
     logger,
     lockDurationMs: opts.lockDurationMs,
@@ -91,7 +105,13 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   void worker.waitUntilReady().then(
     () =>
       logger.info(
-        { redis: redactRedisUrl(settings.redisUrl), prefix: settings.prefix, concurrency: config.batches.workerConcurrency, tasks: runtime.registry.list().length },
+        {
+          redis: redactRedisUrl(settings.redisUrl),
+          prefix: settings.prefix,
+          concurrency: config.batches.workerConcurrency,
+          tasks: runtime.registry.list().length,
+          decoder: generation?.modelId ?? null,
+        },
         'batch worker started; waiting for chunks',
       ),
     () => undefined,
@@ -116,6 +136,8 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   await worker.close(config.server.shutdownTimeoutMs);
   await runtime.scheduler.drain(config.server.shutdownTimeoutMs);
   await catalog?.close();
+  // The decoder's buffers go before the shared device is destroyed.
+  await generation?.close();
   await runtime.close();
   await endpoint?.close();
   logger.info({ ...worker.stats() }, 'batch worker stopped');

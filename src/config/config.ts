@@ -65,6 +65,8 @@ export const configSchema = z.strictObject({
       defaultMaxTokens: z.coerce.number().int().positive().default(256),
       /** Share full KV blocks of identical prompt prefixes within a task. */
       prefixCaching: envBoolean.default(true),
+      /** Starvation bound of offline (batch queue) sequences: after waiting this long they are admitted like online ones. */
+      maxOfflineWaitMs: z.coerce.number().int().nonnegative().default(30_000),
     })
     .prefault({}),
   scheduler: z

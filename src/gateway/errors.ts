@@ -64,3 +64,13 @@ export class TokenIdError extends PetServeError {
     super('INVALID_INPUT', `${param}: every token id must be an integer in [0, ${vocabSize})`);
   }
 }
+
+/** A request field the gateway's OpenAI checks refuse (a sampling value out of range, an unsupported option); `param` names it. */
+export class InvalidParamError extends PetServeError {
+  constructor(
+    message: string,
+    readonly param: string,
+  ) {
+    super('INVALID_REQUEST', message);
+  }
+}

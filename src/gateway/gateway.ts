@@ -142,7 +142,13 @@ export class InferenceGateway {
   async run(
     task: TaskInfo,
     sequences: readonly Sequence[],
-    opts: { deadlineMs?: number | undefined; /** Also return the pooled vector (embeddings of any task). */ pooled?: boolean },
+    opts: {
+      deadlineMs?: number | undefined;
+      /** Also return the pooled vector (embeddings of any task). */
+      pooled?: boolean;
+      /** 'offline' (batch queue): no deadline, never dropped as expired, runs in capacity online requests leave idle. */
+      priority?: 'online' | 'offline';
+    },
   ): Promise<InferenceResult[]> {
     const pooled = opts.pooled === true || task.numLabels === 0;
     return Promise.all(
@@ -152,10 +158,10 @@ export class InferenceGateway {
           task: task.id,
           inputIds: s.inputIds,
           tokenTypeIds: s.tokenTypeIds,
-          sloMs: opts.deadlineMs,
+          sloMs: opts.priority === 'offline' ? undefined : opts.deadlineMs,
           pooled,
-          priority: 'online',
-          dropExpired: true,
+          priority: opts.priority ?? 'online',
+          dropExpired: opts.priority !== 'offline',
         }),
       ),
     );

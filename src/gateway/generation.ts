@@ -25,6 +25,8 @@ export interface GenerateInput {
   /** Keep generating past EOS (benchmarks with fixed output lengths). */
   ignoreEos?: boolean;
   signal?: AbortSignal;
+  /** 'offline': batch queue work, admitted when no online sequence waits (see StepScheduler). */
+  priority?: 'online' | 'offline';
   /** Final text as it becomes known (stop strings held back until settled). */
   onText?: (delta: string, token: SampledToken) => void;
   /** Every sampled token, in order, before its text (if any) reaches onText. */
@@ -95,6 +97,7 @@ export class GenerationGateway {
       sampling,
       stopTokenIds,
       ...(input.signal ? { signal: input.signal } : {}),
+      ...(input.priority ? { priority: input.priority } : {}),
       onToken: (t) => {
         lastToken = t;
         input.onToken?.(t);

@@ -67,3 +67,13 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return `${err.name}: ${err.message}`;
   return String(err);
 }
+
+/** A chat or completions line reached a worker that runs no decoder: the chunk is retried (another worker may run one). */
+export class GenerationUnavailableError extends PetServeError {
+  constructor() {
+    super(
+      'GENERATION_UNAVAILABLE',
+      'this worker runs no decoder for chat/completions lines: start workers with the same generation.modelDir (and generation.tasksDir) as the server',
+    );
+  }
+}

@@ -44,7 +44,21 @@ export interface StoredItem {
   tr?: true;
   /** options.return_logits */
   lg?: true;
+  /**
+   * OpenAI batch lines only: the endpoint the line calls, and its body as
+   * validated at submit (`t` holds body.model, `c` the custom_id).
+   */
+  u?: OpenAiBatchEndpoint;
+  b?: Record<string, unknown>;
 }
+
+/** The endpoints an OpenAI batch line may call, by the `url` it names. */
+export const OPENAI_BATCH_URLS = {
+  '/v1/chat/completions': 'chat',
+  '/v1/completions': 'completions',
+  '/v1/embeddings': 'embeddings',
+} as const;
+export type OpenAiBatchEndpoint = (typeof OPENAI_BATCH_URLS)[keyof typeof OPENAI_BATCH_URLS];
 
 /** An item refused before it was queued (malformed JSON, missing fields): answered with an error line at once. */
 export interface RejectedItem {
@@ -71,6 +85,17 @@ export interface ResultLine {
   task?: string;
   response?: unknown;
   error?: ItemError;
+}
+
+/**
+ * One output line of an OpenAI-format batch (OpenAI's Batch API shape): the
+ * route's response body with its status, or `error` for a line that failed.
+ */
+export interface OpenAiBatchOutputLine {
+  id: string;
+  custom_id: string | null;
+  response: { status_code: number; request_id: string; body: unknown } | null;
+  error: ItemError | null;
 }
 
 export interface BatchCounts {

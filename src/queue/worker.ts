@@ -7,7 +7,7 @@ import type { Logger } from '../util/logger.js';
 import { answerItem, type ItemEngine } from './answer.js';
 import { ChunkRetryError, describeError } from './errors.js';
 import { createRedis } from './redis.js';
-import { answerLine, cancelChunkItems, errorLine } from './result-lines.js';
+import { answerLine, cancelChunkItems, errorLine, itemErrorLine } from './result-lines.js';
 import { CHUNK_QUEUE_NAME, type BatchQueueSettings } from './settings.js';
 import { BatchStore, type ResultWrite } from './store.js';
 import type { ChunkJobData, ItemError, StoredItem } from './types.js';
@@ -67,7 +67,16 @@ async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
  * Errors that are not PetServeErrors (a driver or programming fault) are
  * retried too, and only become error lines on the last attempt.
  */
-const TRANSIENT_CODES = new Set(['OVERLOADED', 'SHUTTING_DOWN', 'DEVICE_LOST', 'GPU_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'REDIS_UNAVAILABLE']);
+const TRANSIENT_CODES = new Set([
+  'OVERLOADED',
+  'SHUTTING_DOWN',
+  'DEVICE_LOST',
+  'GPU_UNAVAILABLE',
+  'DEADLINE_EXCEEDED',
+  'REDIS_UNAVAILABLE',
+  // This worker runs no decoder; one that does may take the chunk.
+  'GENERATION_UNAVAILABLE',
+]);
 
 export function isTransient(err: unknown): boolean {
   return !(err instanceof PetServeError) || TRANSIENT_CODES.has(err.code);
@@ -255,11 +264,11 @@ export class BatchWorker {
     await Promise.all(
       todo.map(async (item) => {
         try {
-          const response = await this.answerWaitingOutOverload(item);
-          writer.add({ index: item.i, kind: 'done', line: answerLine(item, response) });
+          const response = await this.answerWaitingOutOverload(batchId, item);
+          writer.add({ index: item.i, kind: 'done', line: answerLine(batchId, item, response) });
         } catch (err) {
           if (isTransient(err)) transient.push({ item, err });
-          else writer.add({ index: item.i, kind: 'failed', line: errorLine(item.i, item.c, item.t, itemError(err)) });
+          else writer.add({ index: item.i, kind: 'failed', line: itemErrorLine(batchId, item, itemError(err)) });
         }
       }),
     );
@@ -272,7 +281,7 @@ export class BatchWorker {
       log.error({ items: transient.length, err: describeError(first) }, 'chunk gave up after its last attempt');
       const n = await this.store.writeResults(
         batchId,
-        transient.map(({ item, err }) => ({ index: item.i, kind: 'failed' as const, line: errorLine(item.i, item.c, item.t, itemError(err)) })),
+        transient.map(({ item, err }) => ({ index: item.i, kind: 'failed' as const, line: itemErrorLine(batchId, item, itemError(err)) })),
         chunk,
       );
       written += Math.max(0, n);
@@ -284,15 +293,20 @@ export class BatchWorker {
     return { written, skipped, state: 'ran' };
   }
 
-  /** Offline work yields to online traffic: on overload wait as told (Retry-After) instead of failing the chunk. */
-  private async answerWaitingOutOverload(item: StoredItem): Promise<unknown> {
+  /**
+   * Offline work yields to online traffic: on overload wait as told
+   * (Retry-After; the generation scheduler says none, so a second) instead of
+   * failing the chunk.
+   */
+  private async answerWaitingOutOverload(batchId: string, item: StoredItem): Promise<unknown> {
     const deadline = Date.now() + (this.opts.overloadWaitMs ?? DEFAULT_OVERLOAD_WAIT_MS);
     for (;;) {
       try {
-        return await answerItem(this.opts.engine, item);
+        return await answerItem(this.opts.engine, item, batchId);
       } catch (err) {
-        if (!(err instanceof OverloadError) || Date.now() >= deadline) throw err;
-        await sleep(Math.max(100, err.retryAfterSeconds * 1000));
+        const overloaded = err instanceof OverloadError || (err instanceof PetServeError && err.code === 'OVERLOADED');
+        if (!overloaded || Date.now() >= deadline) throw err;
+        await sleep(err instanceof OverloadError ? Math.max(100, err.retryAfterSeconds * 1000) : 1000);
       }
     }
   }
@@ -315,7 +329,7 @@ export class BatchWorker {
     const items = await this.store.chunkItems(batchId, chunk);
     let writes: ResultWrite[];
     if (items !== null) {
-      writes = items.map((it) => ({ index: it.i, kind: 'failed', line: errorLine(it.i, it.c, it.t, error) }));
+      writes = items.map((it) => ({ index: it.i, kind: 'failed', line: itemErrorLine(batchId, it, error) }));
     } else {
       // Items gone: fail the chunk's index range (custom ids are lost with the items).
       const meta = await this.store.meta(batchId);

@@ -69,6 +69,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     maxRunning: g.maxRunning,
     maxWaiting: g.maxWaiting,
     maxContext: checkpoint.config.maxPositionEmbeddings,
+    maxOfflineWaitMs: g.maxOfflineWaitMs,
     ...(opts.onStep ? { onStep: opts.onStep } : {}),
     ...(opts.profile ? { profile: opts.profile } : {}),
     ...(opts.oneAdapterPerStep ? { oneAdapterPerStep: true } : {}),

@@ -162,6 +162,8 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   SERVER_ERROR: 500,
   // A queue chunk's transient fault, retried by the worker: never an HTTP answer.
   CHUNK_RETRY: 503,
+  // A worker without a decoder met a chat/completions line: retried, written only on a result line.
+  GENERATION_UNAVAILABLE: 503,
 };
 
 export interface HttpFailure {

@@ -59,6 +59,7 @@ export const ERROR_CODES = [
   'SERVER_UNREACHABLE',
   'SERVER_ERROR',
   'CHUNK_RETRY',
+  'GENERATION_UNAVAILABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

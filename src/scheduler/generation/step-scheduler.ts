@@ -20,6 +20,11 @@ export interface GenerationRequest {
   signal?: AbortSignal;
   /** Called with each new token; return true to finish now with reason 'stop' (stop strings). */
   onToken?: (token: SampledToken) => boolean | void;
+  /**
+   * 'offline' (batch queue items) is admitted only when no online sequence
+   * waits, unless it has waited maxOfflineWaitMs. Default 'online'.
+   */
+  priority?: 'online' | 'offline';
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -67,6 +72,8 @@ export interface StepSchedulerOptions {
    * ONE adapter only (the oldest sequence's), the others wait. Default false.
    */
   oneAdapterPerStep?: boolean;
+  /** Starvation bound: an offline sequence waiting this long is admitted like an online one. Default 30 000. */
+  maxOfflineWaitMs?: number;
 }
 
 export interface StepReport {
@@ -222,7 +229,8 @@ export class StepScheduler {
 
   /** The head of the queue cannot be admitted into an empty cache/pool: refuse it rather than spin. */
   private failHead(): void {
-    const seq = this.waiting.shift()!;
+    const seq = this.nextToAdmit();
+    this.waiting.splice(this.waiting.indexOf(seq), 1);
     this.finishWith(seq, null, new PetServeError('POOL_EXHAUSTED', `request cannot be admitted: not enough KV blocks or adapter pool space even with nothing else running`));
   }
 
@@ -262,16 +270,28 @@ export class StepScheduler {
       budget -= take;
     }
     while (budget > 0 && this.waiting.length > 0 && this.running.length < this.options.maxRunning) {
-      const seq = this.waiting[0]!;
+      const seq = this.nextToAdmit();
       if (!eligible(seq)) break;
       if (!this.admit(seq)) break;
-      this.waiting.shift();
+      this.waiting.splice(this.waiting.indexOf(seq), 1);
       this.running.push(seq);
       const take = Math.min(budget, seq.tokens.length - seq.computed);
       plan.push({ seq, take });
       budget -= take;
     }
     return plan.filter((p) => this.running.includes(p.seq));
+  }
+
+  /**
+   * The oldest waiting sequence that counts as online (online, or offline past
+   * the starvation bound); the oldest offline one only when none does. Online
+   * work that cannot be admitted yet holds offline work back too: offline only
+   * fills capacity online traffic leaves idle.
+   */
+  private nextToAdmit(): Sequence {
+    const bound = this.options.maxOfflineWaitMs ?? 30_000;
+    const now = performance.now();
+    return this.waiting.find((s) => s.req.priority !== 'offline' || now - s.submittedAt >= bound) ?? this.waiting[0]!;
   }
 
   /** Blocks for the prompt + one decode token, and the adapter paged in; all or nothing. */
@@ -283,7 +303,7 @@ export class StepScheduler {
         resident = this.runner.pool.pin(seq.cacheKey, () => adapter);
       } catch (err) {
         if (err instanceof PoolExhaustedError && this.running.length > 0) return false;
-        this.waiting.shift();
+        this.waiting.splice(this.waiting.indexOf(seq), 1);
         this.finishWith(seq, null, err);
         return false;
       }

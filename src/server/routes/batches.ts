@@ -2,7 +2,8 @@ import express, { Router, type NextFunction, type Request, type Response } from 
 import multer from 'multer';
 import { z } from 'zod';
 import type { BatchService } from '../../queue/producer.js';
-import { checkIdempotencyKey, itemSchema, parseJsonItems, parseJsonlItems } from '../../queue/items.js';
+import { checkIdempotencyKey, itemSchema, parseJsonItems } from '../../queue/items.js';
+import { parseBatchJsonl, type BatchModels } from '../../queue/openai-batch.js';
 import type { ParsedItem } from '../../queue/types.js';
 import { multipart } from '../middleware/multipart.js';
 import { API_KEY } from '../openapi.js';
@@ -16,7 +17,15 @@ export interface BatchRouteDeps {
    * server.maxBodyBytes.
    */
   maxUploadBytes: number;
+  /**
+   * The models OpenAI-format lines may name (decoder base and tasks for chat
+   * and completions, encoder tasks for embeddings). Without it every such
+   * line is refused.
+   */
+  models?: BatchModels;
 }
+
+const NO_MODELS: BatchModels = { isDecoderModel: () => false, isEncoderTask: () => false };
 
 // Not text/plain: a browser may send that cross-origin without a CORS preflight.
 const JSONL_TYPES = ['application/x-ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'];
@@ -34,6 +43,7 @@ function intQuery(req: Request, name: string, fallback: number | undefined, min:
 /**
  * Offline batches (issue 6):
  *   POST   /v1/batches                 {"items": [...], "idempotency_key"?} | JSONL body | multipart file → 202
+ *                                      (JSONL: PetServe items, or OpenAI Batch lines {"custom_id", "method", "url", "body"})
  *   GET    /v1/batches                 ?offset&limit, newest first
  *   GET    /v1/batches/:id             status, counts, timestamps
  *   GET    /v1/batches/:id/results     JSONL in item order; ?offset&limit pages over item indices
@@ -42,6 +52,7 @@ function intQuery(req: Request, name: string, fallback: number | undefined, min:
  */
 export function createBatchRouter(deps: BatchRouteDeps): Router {
   const { batches, maxUploadBytes } = deps;
+  const models = deps.models ?? NO_MODELS;
   const router = Router();
   const json = express.json({ limit: maxUploadBytes, type: ['application/json', 'application/*+json'] });
   const jsonl = express.text({ limit: maxUploadBytes, type: JSONL_TYPES });
@@ -51,10 +62,10 @@ export function createBatchRouter(deps: BatchRouteDeps): Router {
     let items: ParsedItem[];
     let key = checkIdempotencyKey(req.get(IDEMPOTENCY_HEADER));
     if (req.file) {
-      items = await parseJsonlItems(req.file.buffer.toString('utf8'));
+      items = await parseBatchJsonl(req.file.buffer.toString('utf8'), models);
       key ??= checkIdempotencyKey((req.body as Record<string, unknown> | undefined)?.['idempotency_key']);
     } else if (typeof req.body === 'string') {
-      items = await parseJsonlItems(req.body);
+      items = await parseBatchJsonl(req.body, models);
     } else if (typeof req.body === 'object' && req.body !== null && !Array.isArray(req.body)) {
       const body = req.body as Record<string, unknown>;
       const unknown = Object.keys(body).filter((k) => k !== 'items' && k !== 'idempotency_key');
@@ -150,7 +161,9 @@ export function batchOpenApiPaths(): Record<string, unknown> {
             'application/json': {
               schema: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: item }, idempotency_key: { type: 'string' } } },
             },
-            'application/x-ndjson': { schema: { type: 'string', description: 'one item per line' } },
+            'application/x-ndjson': {
+              schema: { type: 'string', description: 'one item per line, or OpenAI Batch input lines {"custom_id", "method": "POST", "url", "body"} (one bad line refuses the batch)' },
+            },
             'multipart/form-data': {
               schema: { type: 'object', required: ['file'], properties: { file: { type: 'string', format: 'binary' }, idempotency_key: { type: 'string' } } },
             },
@@ -171,7 +184,8 @@ export function batchOpenApiPaths(): Record<string, unknown> {
     },
     '/v1/batches/{id}/results': {
       get: {
-        summary: 'results as JSONL in item order: {index, custom_id, task, response | error}',
+        summary:
+          'results as JSONL in item order: {index, custom_id, task, response | error}, or for OpenAI-format batches {id, custom_id, response: {status_code, request_id, body} | null, error}',
         security: API_KEY,
         parameters: [id, ...page],
         responses: { '200': { description: 'JSONL', content: { 'application/x-ndjson': { schema: { type: 'string' } } } }, ...errors(400, 401, 404, 503) },

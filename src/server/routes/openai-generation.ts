@@ -3,31 +3,25 @@
 // client that goes away cancels its sequences (their KV blocks are freed at
 // the next step). What depends on the model is the gateway's (CompletionsGateway).
 
-import { randomUUID } from 'node:crypto';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
-import { SamplingParamError, validateSamplingParams, type SampledToken, type SamplingParams } from '../../engine/generation/sampling.js';
+import type { SampledToken } from '../../engine/generation/sampling.js';
 import type { CompletionsGateway } from '../../gateway/completions.js';
 import { ModelKindError, UnknownModelError } from '../../gateway/errors.js';
-import type { GenerateOutput } from '../../gateway/generation.js';
-import type { ChatMessage } from '../../tokenizer/chat-template.js';
+import {
+  chatCompletionJob,
+  checkCompletionFields,
+  choiceSeed,
+  completionJob,
+  finishReasonOf,
+  usageOf,
+  type ChoiceResult,
+  type OpenAiGenerationJob,
+} from '../../gateway/openai-generation.js';
 import { PetServeError } from '../../util/errors.js';
-import { RequestValidationError, toHttpFailure } from '../errors.js';
+import { toHttpFailure } from '../errors.js';
 import type { ServerLifecycle } from '../lifecycle.js';
 import { jsonBody } from '../middleware/json-body.js';
-import {
-  chatCompletionRequestSchema,
-  completionRequestSchema,
-  openAiErrorType,
-  type ChatCompletion,
-  type ChatCompletionChunk,
-  type ChatMessageInput,
-  type ChatTokenLogprob,
-  type Completion,
-  type CompletionLogprobs,
-  type OpenAiErrorBody,
-  type OpenAiFinishReason,
-  type Usage,
-} from '../protocol/openai.js';
+import { chatCompletionRequestSchema, completionRequestSchema, openAiErrorType, type OpenAiErrorBody } from '../protocol/openai.js';
 import { parseOrThrow } from '../validate.js';
 import { openAiErrorHandler } from './openai.js';
 
@@ -40,8 +34,6 @@ export interface GenerationRouteDeps {
   requireKey: RequestHandler;
   lifecycle?: ServerLifecycle;
 }
-
-const FINGERPRINT = 'petserve';
 
 const generationPost = (summary: string, bodyRequired: string[]): Record<string, unknown> => ({
   post: {
@@ -69,101 +61,6 @@ export const generationOpenApiPaths: Record<string, unknown> = {
   '/v1/completions': generationPost('OpenAI-compatible text completion with the decoder (model = its base id or a task id)', ['model', 'prompt']),
 };
 
-/** PetServe's sampling fields under their OpenAI names; `logprobs` differs by route. */
-const OPENAI_FIELD: Record<Exclude<keyof SamplingParams, 'logprobs'>, string> = {
-  temperature: 'temperature',
-  topK: 'top_k',
-  topP: 'top_p',
-  minP: 'min_p',
-  presencePenalty: 'presence_penalty',
-  frequencyPenalty: 'frequency_penalty',
-  repetitionPenalty: 'repetition_penalty',
-  seed: 'seed',
-};
-
-interface SamplingFields {
-  temperature?: number | null | undefined;
-  top_p?: number | null | undefined;
-  top_k?: number | null | undefined;
-  min_p?: number | null | undefined;
-  presence_penalty?: number | null | undefined;
-  frequency_penalty?: number | null | undefined;
-  repetition_penalty?: number | null | undefined;
-  seed?: number | null | undefined;
-}
-
-/** The request's sampling, checked by the sampler; its refusal names the OpenAI field and leaves the value out. */
-function samplingOf(body: SamplingFields, topLogprobs: number, logprobsField: string): SamplingParams {
-  const given: Partial<SamplingParams> = { logprobs: topLogprobs };
-  const set = <K extends keyof SamplingParams>(key: K, v: SamplingParams[K] | null | undefined): void => {
-    if (v !== null && v !== undefined) given[key] = v;
-  };
-  set('temperature', body.temperature);
-  set('topP', body.top_p);
-  set('topK', body.top_k);
-  set('minP', body.min_p);
-  set('presencePenalty', body.presence_penalty);
-  set('frequencyPenalty', body.frequency_penalty);
-  set('repetitionPenalty', body.repetition_penalty);
-  set('seed', body.seed);
-  try {
-    return validateSamplingParams(given);
-  } catch (err) {
-    if (!(err instanceof SamplingParamError)) throw err;
-    const param = err.field === 'logprobs' ? logprobsField : OPENAI_FIELD[err.field];
-    throw new RequestValidationError(`${param} must be ${err.requirement}`, param);
-  }
-}
-
-/** Text parts are joined; tool calls and images are not taken (the schema refuses them). */
-function chatMessage(m: ChatMessageInput): ChatMessage {
-  const content = m.content === null ? '' : typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('');
-  return { role: m.role, content, ...(m.name !== undefined ? { name: m.name } : {}) };
-}
-
-interface ChoiceSpec {
-  index: number;
-  promptIds: number[];
-  maxTokens: number;
-}
-
-interface ChoiceResult {
-  spec: ChoiceSpec;
-  out: GenerateOutput;
-}
-
-/** How one route spells its stream chunks. */
-interface StreamShape {
-  /** A content delta (with the logprobs of the tokens it covers); `first`: the choice's first chunk. */
-  delta(index: number, text: string, tokens: SampledToken[], first: boolean): object[];
-  finish(index: number, reason: OpenAiFinishReason, tokens: SampledToken[], first: boolean): object[];
-  usage(usage: Usage): object;
-}
-
-interface RunPlan {
-  task: string | null;
-  choices: ChoiceSpec[];
-  n: number;
-  sampling: SamplingParams;
-  stop: string | string[] | null | undefined;
-  stream: boolean;
-  includeUsage: boolean;
-  wantLogprobs: boolean;
-}
-
-const finishReason = (out: GenerateOutput): OpenAiFinishReason => (out.finishReason === 'length' ? 'length' : 'stop');
-
-/** Prompt tokens counted once per prompt (n choices share one), completion tokens per choice. */
-function usageOf(results: ChoiceResult[], n: number): Usage {
-  let prompt = 0;
-  let completion = 0;
-  for (const r of results) {
-    if (r.spec.index % n === 0) prompt += r.out.usage.prompt_tokens;
-    completion += r.out.usage.completion_tokens;
-  }
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
-}
-
 /**
  * Run every choice; answer JSON (`respond`) or stream chunks. The SSE headers
  * go out with the first chunk, so a refusal before any token (overload,
@@ -171,11 +68,9 @@ function usageOf(results: ChoiceResult[], n: number): Usage {
  */
 async function runChoices(
   completions: CompletionsGateway,
-  plan: RunPlan,
+  plan: OpenAiGenerationJob,
   req: Request,
   res: Response,
-  shape: StreamShape,
-  respond: (results: ChoiceResult[], usage: Usage) => object,
 ): Promise<void> {
   const abort = new AbortController();
   // 'close' before the response finished: the client went away. Cancel its sequences now.
@@ -193,7 +88,7 @@ async function runChoices(
   const runs = plan.choices.map(async (spec): Promise<ChoiceResult> => {
     const pending: SampledToken[] = [];
     let first = true;
-    const seed = plan.sampling.seed === null ? null : plan.sampling.seed + (spec.index % plan.n);
+    const seed = choiceSeed(plan, spec);
     const out = await completions.generate({
       task: plan.task,
       promptIds: spec.promptIds,
@@ -205,13 +100,13 @@ async function runChoices(
       ...(plan.stream
         ? {
             onText: (text: string) => {
-              for (const c of shape.delta(spec.index, text, pending.splice(0), first)) send(c);
+              for (const c of plan.shape.delta(spec.index, text, pending.splice(0), first)) send(c);
               first = false;
             },
           }
         : {}),
     });
-    if (plan.stream) for (const c of shape.finish(spec.index, finishReason(out), pending.splice(0), first)) send(c);
+    if (plan.stream) for (const c of plan.shape.finish(spec.index, finishReasonOf(out), pending.splice(0), first)) send(c);
     return { spec, out };
   });
   let results: ChoiceResult[];
@@ -233,14 +128,12 @@ async function runChoices(
   }
   const usage = usageOf(results, plan.n);
   if (!plan.stream) {
-    res.json(respond(results, usage));
+    res.json(plan.respond(results, usage));
     return;
   }
-  if (plan.includeUsage) send(shape.usage(usage));
+  if (plan.includeUsage) send(plan.shape.usage(usage));
   if (!res.destroyed) res.end('data: [DONE]\n\n');
 }
-
-const tokenBytes = (text: string): number[] => [...Buffer.from(text, 'utf8')];
 
 export function openAiGenerationRouter(deps: GenerationRouteDeps): Router {
   const router = Router();
@@ -262,151 +155,14 @@ export function openAiGenerationRouter(deps: GenerationRouteDeps): Router {
   router.post('/v1/chat/completions', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
     const body = parseOrThrow(chatCompletionRequestSchema, req.body);
     const { completions, task } = resolve(body.model);
-    const wantLogprobs = body.logprobs === true;
-    if (!wantLogprobs && (body.top_logprobs ?? 0) > 0) throw new RequestValidationError('top_logprobs needs logprobs: true', 'top_logprobs');
-    const sampling = samplingOf(body, wantLogprobs ? (body.top_logprobs ?? 0) : 0, 'top_logprobs');
-    const promptIds = completions.chatPromptIds(body.messages.map(chatMessage));
-    const maxTokens = completions.maxTokensFor('messages', promptIds.length, body.max_completion_tokens ?? body.max_tokens ?? undefined);
-    const n = body.n ?? 1;
-    const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
-    const created = Math.floor(Date.now() / 1000);
-    const model = body.model;
-    const logprobsOf = (tokens: SampledToken[]): ChatTokenLogprob[] =>
-      tokens.map((t) => {
-        const token = completions.tokenText(t.token);
-        return {
-          token,
-          logprob: t.logprob,
-          bytes: tokenBytes(token),
-          top_logprobs: t.top.map((a) => {
-            const alt = completions.tokenText(a.token);
-            return { token: alt, logprob: a.logprob, bytes: tokenBytes(alt) };
-          }),
-        };
-      });
-    const chunk = (choices: ChatCompletionChunk['choices']): ChatCompletionChunk => ({
-      id,
-      object: 'chat.completion.chunk',
-      created,
-      model,
-      system_fingerprint: FINGERPRINT,
-      choices,
-    });
-    const lp = (tokens: SampledToken[]): { content: ChatTokenLogprob[] } | null => (wantLogprobs ? { content: logprobsOf(tokens) } : null);
-    const roleChunk = (index: number): ChatCompletionChunk => chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
-    const shape: StreamShape = {
-      delta: (index, text, tokens, first) => [
-        ...(first ? [roleChunk(index)] : []),
-        chunk([{ index, delta: { content: text }, logprobs: lp(tokens), finish_reason: null }]),
-      ],
-      finish: (index, reason, tokens, first) => [
-        ...(first ? [roleChunk(index)] : []),
-        chunk([{ index, delta: {}, logprobs: tokens.length > 0 ? lp(tokens) : null, finish_reason: reason }]),
-      ],
-      usage: (usage) => ({ ...chunk([]), usage }),
-    };
-    await runChoices(
-      completions,
-      {
-        task,
-        choices: Array.from({ length: n }, (_, index) => ({ index, promptIds, maxTokens })),
-        n,
-        sampling,
-        stop: body.stop,
-        stream: body.stream === true,
-        includeUsage: body.stream_options?.include_usage === true,
-        wantLogprobs,
-      },
-      req,
-      res,
-      shape,
-      (results, usage): ChatCompletion => ({
-        id,
-        object: 'chat.completion',
-        created,
-        model,
-        system_fingerprint: FINGERPRINT,
-        choices: results.map(({ spec, out }) => ({
-          index: spec.index,
-          message: { role: 'assistant', content: out.text, refusal: null },
-          logprobs: lp(out.tokens),
-          finish_reason: finishReason(out),
-        })),
-        usage,
-      }),
-    );
+    await runChoices(completions, chatCompletionJob(completions, task, body), req, res);
   });
 
   router.post('/v1/completions', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
     const body = parseOrThrow(completionRequestSchema, req.body);
-    if (body.echo === true) throw new RequestValidationError('echo is not supported: send the prompt text yourself', 'echo');
-    if (body.suffix !== undefined && body.suffix !== null && body.suffix !== '') throw new RequestValidationError('suffix is not supported (no fill-in-the-middle)', 'suffix');
-    const n = body.n ?? 1;
-    if (body.best_of !== undefined && body.best_of !== null && body.best_of !== n) throw new RequestValidationError('best_of is not supported (other than best_of = n)', 'best_of');
+    checkCompletionFields(body);
     const { completions, task } = resolve(body.model);
-    const wantLogprobs = body.logprobs !== undefined && body.logprobs !== null;
-    const sampling = samplingOf(body, body.logprobs ?? 0, 'logprobs');
-    const p = body.prompt;
-    const prompts: number[][] =
-      typeof p === 'string'
-        ? [completions.textPromptIds(p)]
-        : p.every((x) => typeof x === 'string')
-          ? (p as string[]).map((t) => completions.textPromptIds(t))
-          : p.every((x) => typeof x === 'number')
-            ? [completions.checkPromptIds('prompt', p as number[])]
-            : (p as number[][]).map((ids) => completions.checkPromptIds('prompt', ids));
-    const choices: ChoiceSpec[] = [];
-    for (const [i, promptIds] of prompts.entries()) {
-      const maxTokens = completions.maxTokensFor('prompt', promptIds.length, body.max_tokens ?? undefined);
-      for (let k = 0; k < n; k++) choices.push({ index: i * n + k, promptIds, maxTokens });
-    }
-    const id = `cmpl-${randomUUID().replaceAll('-', '')}`;
-    const created = Math.floor(Date.now() / 1000);
-    const model = body.model;
-    const offsets = new Map<number, number>();
-    const logprobsOf = (index: number, tokens: SampledToken[]): CompletionLogprobs | null => {
-      if (!wantLogprobs) return null;
-      let offset = offsets.get(index) ?? 0;
-      const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
-      for (const t of tokens) {
-        const text = completions.tokenText(t.token);
-        out.tokens.push(text);
-        out.token_logprobs.push(t.logprob);
-        out.top_logprobs!.push(Object.fromEntries(t.top.map((a) => [completions.tokenText(a.token), a.logprob])));
-        out.text_offset.push(offset);
-        offset += text.length;
-      }
-      offsets.set(index, offset);
-      return out;
-    };
-    const chunk = (choices: Completion['choices']): Completion => ({ id, object: 'text_completion', created, model, system_fingerprint: FINGERPRINT, choices });
-    const shape: StreamShape = {
-      delta: (index, text, tokens) => [chunk([{ index, text, logprobs: logprobsOf(index, tokens), finish_reason: null }])],
-      finish: (index, reason, tokens) => [chunk([{ index, text: '', logprobs: tokens.length > 0 ? logprobsOf(index, tokens) : null, finish_reason: reason }])],
-      usage: (usage) => ({ ...chunk([]), usage }),
-    };
-    await runChoices(
-      completions,
-      {
-        task,
-        choices,
-        n,
-        sampling,
-        stop: body.stop,
-        stream: body.stream === true,
-        includeUsage: body.stream_options?.include_usage === true,
-        wantLogprobs,
-      },
-      req,
-      res,
-      shape,
-      (results, usage): Completion => ({
-        ...chunk(
-          results.map(({ spec, out }) => ({ index: spec.index, text: out.text, logprobs: logprobsOf(spec.index, out.tokens), finish_reason: finishReason(out) })),
-        ),
-        usage,
-      }),
-    );
+    await runChoices(completions, completionJob(completions, task, body), req, res);
   });
 
   router.use(paths, openAiErrorHandler);

@@ -2,12 +2,12 @@ import { Router, type NextFunction, type Request, type RequestHandler, type Resp
 import type { TaskInfo, TaskRegistry } from '../../pet/registry.js';
 import { RequestValidationError, toHttpFailure } from '../errors.js';
 import type { CompletionsGateway } from '../../gateway/completions.js';
-import type { InferenceGateway, Sequence } from '../../gateway/gateway.js';
+import type { InferenceGateway } from '../../gateway/gateway.js';
+import { embed, embeddingsSequences, embeddingsTask } from '../../gateway/openai-embeddings.js';
 import { jsonBody } from '../middleware/json-body.js';
 import {
   embeddingsRequestSchema,
   openAiErrorType,
-  type EmbeddingsResponse,
   type ModelList,
   type ModelObject,
   type OpenAiErrorBody,
@@ -109,39 +109,13 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
 
   router.post('/v1/embeddings', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
     const body = parseOrThrow(embeddingsRequestSchema, req.body);
-    if (body.model === deps.baseModelId) {
-      throw new RequestValidationError(`model '${body.model}' is the base model; ask a task for embeddings (GET /v1/models lists them)`, 'model');
-    }
-    if (decoder?.serves(body.model)) {
-      throw new RequestValidationError(`model '${body.model}' is a decoder model: it answers /v1/chat/completions and /v1/completions, not embeddings`, 'model');
-    }
-    const task = await deps.gateway.taskFor(body.model);
-    const hidden = deps.gateway.modelConfig.hiddenSize;
-    if (body.dimensions !== undefined && body.dimensions !== hidden) {
-      throw new RequestValidationError(`dimensions: this model's embeddings have ${hidden} dimensions; other sizes are not supported`, 'dimensions');
-    }
+    const task = await embeddingsTask(deps.gateway, body, { baseModelId: deps.baseModelId, isDecoderModel: (id) => decoder?.serves(id) === true });
     let inputs = 0;
     let ok = false;
     try {
-      const input = body.input;
-      let sequences: Sequence[];
-      if (typeof input === 'string') sequences = deps.gateway.encodeTexts('input', [input], false);
-      else if (input.every((x) => typeof x === 'string')) sequences = deps.gateway.encodeTexts('input', input as string[], false);
-      else if (input.every((x) => typeof x === 'number')) sequences = deps.gateway.checkIds('input', [input as number[]], undefined, false);
-      else sequences = deps.gateway.checkIds('input', input as number[][], undefined, false);
+      const sequences = embeddingsSequences(deps.gateway, body);
       inputs = sequences.length;
-      const results = await deps.gateway.run(task, sequences, { deadlineMs: undefined, pooled: true });
-      const promptTokens = sequences.reduce((s, q) => s + q.inputIds.length, 0);
-      const response: EmbeddingsResponse = {
-        object: 'list',
-        model: task.id,
-        data: results.map((r, index) => {
-          if (!r.pooled) throw new Error(`task '${task.id}' answered without a pooled output`);
-          return { object: 'embedding', index, embedding: body.encoding_format === 'base64' ? toBase64(r.pooled) : Array.from(r.pooled) };
-        }),
-        usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
-      };
-      res.json(response);
+      res.json(await embed(deps.gateway, task, body, sequences));
       ok = true;
     } finally {
       deps.counters.record(task.id, inputs, ok);
@@ -167,12 +141,4 @@ export function openAiErrorHandler(err: unknown, _req: Request, res: Response, n
   const status = failure.status === 422 ? 400 : failure.status;
   const body: OpenAiErrorBody = { error: { message: failure.message, type: openAiErrorType(status), param: paramOf(err), code: failure.code } };
   res.set(failure.headers).status(status).json(body);
-}
-
-/** Little-endian float32 bytes, base64: what the OpenAI SDKs decode for encoding_format=base64. */
-function toBase64(v: Float32Array): string {
-  const bytes = new Uint8Array(v.length * 4);
-  const view = new DataView(bytes.buffer);
-  for (let i = 0; i < v.length; i++) view.setFloat32(i * 4, v[i]!, true);
-  return Buffer.from(bytes).toString('base64');
 }
