@@ -64,10 +64,11 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
   let http: HttpServerHandle;
   let catalog: Awaited<ReturnType<typeof openSharedCatalog>> = null;
   let generation: ServedGeneration | null = null;
+  let genMetrics: GenerationMetrics | null = null;
   try {
     if (config.generation.modelDir !== null) {
       // Registered only with a decoder: an encoder-only server's /metrics stays as it was.
-      const genMetrics = new GenerationMetrics(registry);
+      genMetrics = new GenerationMetrics(registry);
       const encoderId = basename(runtime.checkpoint.dir);
       generation = await startServedGeneration(runtime.ctx, config, {
         logger,
@@ -78,11 +79,14 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
       if (generation) genMetrics.bind(generation.runtime);
     }
     catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger);
+    const served = generation;
+    const gm = genMetrics;
     const status = createStatusRouter({
       metrics,
       memory: runtime.runner,
       scheduler: runtime.scheduler,
       queue: batches,
+      generation: served && gm ? { status: (seconds) => gm.status(served.completions.tasks(), seconds) } : null,
       info: () => ({
         model: runtime.demo ? 'demo bert-mini' : (config.model.dir ?? ''),
         dtype: config.model.dtype,

@@ -67,6 +67,8 @@ export const configSchema = z.strictObject({
       prefixCaching: envBoolean.default(true),
       /** Starvation bound of offline (batch queue) sequences: after waiting this long they are admitted like online ones. */
       maxOfflineWaitMs: z.coerce.number().int().nonnegative().default(30_000),
+      /** Time every Nth step per dispatch (petserve_generation_lora_device_share); 0 = never. */
+      profileEverySteps: z.coerce.number().int().nonnegative().default(32),
     })
     .prefault({}),
   scheduler: z

@@ -10,6 +10,8 @@ import type { GenerateInput, GenerateOutput, GenerationGateway } from './generat
 
 /** One finished generation, as metrics take it. */
 export interface GenerationReport {
+  /** The task the sequence ran with; null = the decoder base. */
+  task: string | null;
   ttftMs: number;
   tpotMs: number;
   /** Submit to the last token. */
@@ -107,6 +109,7 @@ export class CompletionsGateway {
     const started = performance.now();
     const out = await this.deps.generation.generate(input);
     this.deps.observer?.generated({
+      task: input.task ?? null,
       ttftMs: out.ttftMs,
       tpotMs: out.tpotMs,
       e2eMs: performance.now() - started,

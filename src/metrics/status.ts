@@ -1,4 +1,5 @@
 import type { PetKind } from '../pet/types.js';
+import type { GenerationStatus } from './generation.js';
 import { PET_KINDS } from '../pet/types.js';
 import type { SchedulerStats } from '../scheduler/types.js';
 import { QUEUE_JOB_STATES, type MemorySource, type PetServeMetrics, type QueueStatsSource, type SchedulerStatsSource } from './metrics.js';
@@ -24,6 +25,8 @@ export interface StatusSources {
   taskRequests?: ((taskId: string) => number) | null;
   /** Facts for the page header: model, dtype, adapter, version, ... */
   info?: (() => Record<string, string | number | boolean | null>) | null;
+  /** The decoder's figures, when `serve` runs one (GenerationMetrics.status over the decoder's tasks). */
+  generation?: { status(windowSeconds: number): GenerationStatus } | null;
 }
 
 export interface StatusTask {
@@ -64,6 +67,8 @@ export interface StatusSnapshot {
     list: StatusTask[];
   };
   queue: { up: boolean; jobs: Record<string, number>; workers: number | null } | null;
+  /** null without a decoder. */
+  generation: GenerationStatus | null;
 }
 
 export interface StatusOptions {
@@ -125,5 +130,6 @@ export async function buildStatus(src: StatusSources, opts: StatusOptions = {}):
       : null,
     tasks: { registered: taskMemory.length, resident, byKind, list: rows.slice(0, opts.maxTasks ?? 200) },
     queue,
+    generation: src.generation?.status(opts.windowSeconds ?? 60) ?? null,
   };
 }

@@ -37,6 +37,8 @@ export interface GenerationRuntimeOptions {
   onStep?: (s: StepReport) => void;
   /** Time every step on the device: per phase (true) or per dispatch ('dispatches'). */
   profile?: ProfileMode;
+  /** With `profile`: time only every Nth step (default 1; 0 = never). */
+  profileEverySteps?: number;
   /** Benchmark baselines: PEFT-style one adapter per step. */
   oneAdapterPerStep?: boolean;
 }
@@ -72,6 +74,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     maxOfflineWaitMs: g.maxOfflineWaitMs,
     ...(opts.onStep ? { onStep: opts.onStep } : {}),
     ...(opts.profile ? { profile: opts.profile } : {}),
+    ...(opts.profileEverySteps !== undefined ? { profileEverySteps: opts.profileEverySteps } : {}),
     ...(opts.oneAdapterPerStep ? { oneAdapterPerStep: true } : {}),
   });
   const gateway = new GenerationGateway({

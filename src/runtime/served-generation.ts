@@ -45,7 +45,13 @@ export async function startServedGeneration(ctx: GpuContext, config: PetServeCon
   }
   const chatTemplate = await ChatTemplate.load(g.modelDir);
   if (chatTemplate.problem) opts.logger.warn({ modelDir: g.modelDir, problem: chatTemplate.problem }, 'the chat template does not parse: chat completions will answer 400');
-  const runtime = await startGenerationRuntime(ctx, config, { modelDir: g.modelDir, tasks, ...(opts.onStep ? { onStep: opts.onStep } : {}) });
+  const runtime = await startGenerationRuntime(ctx, config, {
+    modelDir: g.modelDir,
+    tasks,
+    ...(opts.onStep ? { onStep: opts.onStep } : {}),
+    // Per dispatch, so the metrics can tell adapter kernels from the base model's.
+    ...(g.profileEverySteps > 0 ? { profile: 'dispatches' as const, profileEverySteps: g.profileEverySteps } : {}),
+  });
   const decoder = runtime.checkpoint.config;
   const completions = new CompletionsGateway({
     generation: runtime.gateway,

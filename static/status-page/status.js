@@ -214,6 +214,49 @@
     setText('tasks-note', tasks.list.length < tasks.registered ? `busiest ${tasks.list.length} of ${tasks.registered}` : `${tasks.registered} registered`);
   }
 
+  function renderGeneration(g) {
+    const section = $('generation');
+    section.hidden = !g;
+    if (!g) return;
+    setText('gen-running', fmtNum(g.running, 0));
+    setText('gen-waiting', `${fmtNum(g.waiting, 0)} waiting`);
+    setText('gen-preempted', fmtNum(g.preemptedTotal, 0));
+    setText('gen-ttft', `${fmtMs(g.ttft.p50Ms)} / ${fmtMs(g.ttft.p99Ms)}`);
+    setText('gen-ttft-sub', `${fmtNum(g.ttft.requests, 0)} sequences, last ${fmtNum(g.ttft.seconds, 0)} s`);
+    setText('gen-tpot', `${fmtMs(g.tpot.p50Ms)} / ${fmtMs(g.tpot.p99Ms)}`);
+    setText('gen-tokens', `${fmtNum(g.ttft.tokensPerSecond, 1)} /s`);
+    setText('gen-tokens-sub', `of finished sequences, last ${fmtNum(g.ttft.seconds, 0)} s`);
+    setText('gen-prefix', fmtPct(g.prefixCacheHitRatio));
+    setText('gen-lora', fmtPct(g.loraDeviceShare));
+    setText('gen-lora-sub', g.profiledSteps > 0 ? `last ${g.profiledSteps} profiled steps` : 'no profiled step yet');
+    // KV blocks: referenced, cached (free but holding a reusable prefix), free.
+    const cap = g.kvBlocksCapacity || 1;
+    const parts = [
+      ['used', g.kvBlocksUsed, 'seg-kv-used'],
+      ['cached prefixes', g.kvBlocksCachedFree, 'seg-kv-cached'],
+      ['free', Math.max(0, g.kvBlocksCapacity - g.kvBlocksUsed - g.kvBlocksCachedFree), 'seg-free'],
+    ];
+    $('gen-kv-bar').replaceChildren(
+      ...parts.map(([name, n, cls]) => {
+        const d = el('div', undefined, cls);
+        d.style.width = `${(n / cap) * 100}%`;
+        d.title = `${name}: ${fmtNum(n, 0)} blocks`;
+        return d;
+      }),
+    );
+    setText('gen-kv', `${fmtNum(g.kvBlocksUsed, 0)} / ${fmtNum(g.kvBlocksCapacity, 0)} used (${fmtPct(g.kvBlocksUsed / cap)})`);
+    $('gen-task-rows').replaceChildren(
+      ...g.tasks.map((t) => {
+        const tr = document.createElement('tr');
+        const kind = el('td');
+        kind.append(el('span', t.kind, 'kind'));
+        tr.append(el('td', t.id), kind, el('td', fmtNum(t.sequences, 0), 'num'));
+        return tr;
+      }),
+    );
+    setText('gen-note', g.tasksHidden ? 'per-task rows need an API key or the admin token' : `${g.tasks.length} decoder tasks`);
+  }
+
   function render(s) {
     renderInfo(s.info, s.uptimeSeconds);
     renderCards(s);
@@ -222,6 +265,7 @@
     renderOverhead(s.petOverhead);
     renderQueue(s);
     renderTasks(s.tasks);
+    renderGeneration(s.generation);
     setText('updated', new Date(s.generatedAt).toLocaleTimeString());
     // Lets scripted checks (and people) see which snapshot is on screen.
     document.body.dataset.generatedAt = s.generatedAt;

@@ -1,9 +1,11 @@
 import { Registry } from 'prom-client';
+import { GenerationMetrics } from '../../src/metrics/generation.js';
 import { createMetrics } from '../../src/metrics/metrics.js';
 
 /**
  * Every series name a PetServe process can export: all metrics defined with
- * every collector bound (and the opt-in per-task counter), histograms expanded
+ * every collector bound (and the opt-in per-task counter, and the generation
+ * metrics of a server with a decoder), histograms expanded
  * to their `_bucket`/`_sum`/`_count` series. Dashboards and alerts may only
  * query these (plus Prometheus' own `up`).
  */
@@ -13,6 +15,7 @@ export async function exportedSeriesNames(): Promise<Set<string>> {
   m.bindMemory({ memory: () => ({ baseModelBytes: 0, activationArenaBytes: 0, pool: null }), taskMemory: () => [] });
   m.bindScheduler({ stats: () => ({ policy: 'slo', queued: 0, queuedOnline: 0, queuedOffline: 0, inFlightBatches: 0, maxQueue: 1, batchesRun: 0, requestsDone: 0 }) });
   m.bindQueue({ jobCounts: async () => ({}), workers: async () => 0 });
+  new GenerationMetrics(reg);
   const names = new Set<string>();
   for (const metric of await reg.getMetricsAsJSON()) {
     // prom-client's typings declare `type` as a numeric enum; at run time it is the string 'histogram'.

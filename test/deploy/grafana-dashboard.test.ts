@@ -55,6 +55,30 @@ describe('Grafana dashboard', () => {
     }
   });
 
+  it('has a Generation row with TTFT, inter-token and e2e latency, tokens/s, sequences, KV blocks, prefix-cache hits and LoRA share', () => {
+    const rowIndex = dashboard.panels.findIndex((p) => p.type === 'row' && p.title === 'Generation');
+    expect(rowIndex).toBeGreaterThan(0);
+    const nextRow = dashboard.panels.findIndex((p, i) => i > rowIndex && p.type === 'row');
+    const inRow = dashboard.panels.slice(rowIndex + 1, nextRow < 0 ? undefined : nextRow);
+    const names = new Set(inRow.flatMap((p) => (p.targets ?? []).flatMap((t) => petserveNamesIn(t.expr ?? ''))));
+    for (const n of [
+      'petserve_generation_ttft_seconds_bucket',
+      'petserve_generation_inter_token_seconds_bucket',
+      'petserve_generation_e2e_seconds_bucket',
+      'petserve_generation_prompt_tokens_total',
+      'petserve_generation_generated_tokens_total',
+      'petserve_generation_running_sequences',
+      'petserve_generation_waiting_sequences',
+      'petserve_generation_preempted_total',
+      'petserve_generation_kv_blocks_used',
+      'petserve_generation_kv_blocks_capacity',
+      'petserve_generation_prefix_cache_hit_ratio',
+      'petserve_generation_lora_device_share',
+    ]) {
+      expect(names.has(n), `the Generation row never shows ${n}`).toBe(true);
+    }
+  });
+
   it('has PromQL that Prometheus parses (checked as recording rules by promtool)', () => {
     // Grafana substitutes $__rate_interval before sending a query; any valid duration stands in for it.
     const rules = exprs.map((e, i) => ({ record: `petserve:dashboard_query_${i}`, expr: e.expr.replaceAll('$__rate_interval', '1m') }));

@@ -1,6 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { promtool } from '../metrics/promtool.js';
 import { exportedSeriesNames, petserveNamesIn } from './exported-metrics.js';
 
@@ -36,5 +38,50 @@ describe('Prometheus configuration', () => {
       if (names.length === 0) expect(r.expr, r.alert).toMatch(/\bup\{/);
       for (const n of names) expect(exported.has(n), `alert ${r.alert} uses ${n}, which is not exported`).toBe(true);
     }
+  });
+
+  it('fires the generation alerts on a nearly full KV cache and on a growing backlog, not on a busy but steady decoder (promtool test rules)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'petserve-alerts-'));
+    const tests = join(dir, 'generation-alerts.test.yml');
+    const labels = '{instance="api-1:8080", job="petserve-api"}';
+    const steady = '{instance="api-2:8080", job="petserve-api"}';
+    writeFileSync(
+      tests,
+      toYaml({
+        rule_files: [join(process.cwd(), 'configs/prometheus-alerts.yml')],
+        evaluation_interval: '1m',
+        tests: [
+          {
+            interval: '1m',
+            input_series: [
+              // api-1: 95% of the KV cache held for 30 minutes, waiting sequences rising by one a minute.
+              { series: `petserve_generation_kv_blocks_used${labels}`, values: '950x30' },
+              { series: `petserve_generation_kv_blocks_capacity${labels}`, values: '1000x30' },
+              { series: `petserve_generation_waiting_sequences${labels}`, values: '1+1x30' },
+              // api-2: 70% held, a constant queue of 5.
+              { series: `petserve_generation_kv_blocks_used${steady}`, values: '700x30' },
+              { series: `petserve_generation_kv_blocks_capacity${steady}`, values: '1000x30' },
+              { series: `petserve_generation_waiting_sequences${steady}`, values: '5x30' },
+            ],
+            alert_rule_test: [
+              {
+                eval_time: '25m',
+                alertname: 'PetServeKvCacheNearlyFull',
+                exp_alerts: [{ exp_labels: { severity: 'warning', instance: 'api-1:8080', job: 'petserve-api' }, exp_annotations: { summary: 'api-1:8080: KV cache above 90% of generation.kvCacheBytes' } }],
+              },
+              {
+                eval_time: '28m',
+                alertname: 'PetServeGenerationBacklogGrowing',
+                exp_alerts: [{ exp_labels: { severity: 'warning', instance: 'api-1:8080', job: 'petserve-api' }, exp_annotations: { summary: 'api-1:8080: generation requests waiting for admission keep growing' } }],
+              },
+              { eval_time: '5m', alertname: 'PetServeKvCacheNearlyFull', exp_alerts: [] },
+            ],
+          },
+        ],
+      }),
+    );
+    const r = promtool(['test', 'rules', tests]);
+    expect(r.output).toContain('SUCCESS');
+    expect(r.status).toBe(0);
   });
 });

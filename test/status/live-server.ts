@@ -7,13 +7,17 @@ import express from 'express';
 import { Registry } from 'prom-client';
 import { loadConfig } from '../../src/config/config.js';
 import { httpMetricsMiddleware } from '../../src/metrics/http.js';
+import { GenerationMetrics } from '../../src/metrics/generation.js';
 import { createMetrics, type PetServeMetrics } from '../../src/metrics/metrics.js';
 import { loadCheckpoint } from '../../src/model/checkpoint.js';
+import { initDecoderModel } from '../../src/model/init-decoder.js';
 import { initModel } from '../../src/model/init-model.js';
+import { writeRandomPeftLora } from '../../src/pet/formats/peft-writer.js';
 import { generatePet, initPet } from '../../src/pet/init-pet.js';
 import { TaskRegistry } from '../../src/pet/registry.js';
 import type { PetKind } from '../../src/pet/types.js';
 import { startRuntime, type Runtime } from '../../src/runtime/runtime.js';
+import { startServedGeneration, type ServedGeneration } from '../../src/runtime/served-generation.js';
 import { createApp } from '../../src/server/app.js';
 import { createStatusRouter } from '../../src/server/routes/status.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -34,7 +38,16 @@ export interface LiveServer {
   metrics: PetServeMetrics;
   runtime: Runtime;
   tasks: LiveTask[];
+  /** The decoder and its metrics, with `decoderTasks`. */
+  generation: { served: ServedGeneration; metrics: GenerationMetrics } | null;
   close(): Promise<void>;
+}
+
+export interface LiveServerOptions {
+  tightPoolFor?: number;
+  perTaskTopK?: number;
+  /** Also serve a random llama-tiny decoder with these LoRA adapters (as `serve --generation-model`). */
+  decoderTasks?: readonly string[];
 }
 
 /**
@@ -50,7 +63,7 @@ export interface LiveServer {
  * concurrent clients), so a workload over all tasks must page PETs in and
  * evict others. Throws if the tasks would all fit anyway.
  */
-export async function startLiveServer(tasks: LiveTask[], opts: { tightPoolFor?: number; perTaskTopK?: number } = {}): Promise<LiveServer> {
+export async function startLiveServer(tasks: LiveTask[], opts: LiveServerOptions = {}): Promise<LiveServer> {
   const root = await mkdtemp(join(tmpdir(), 'petserve-live-'));
   const modelDir = join(root, 'model');
   const tasksDir = join(root, 'tasks');
@@ -60,6 +73,15 @@ export async function startLiveServer(tasks: LiveTask[], opts: { tightPoolFor?: 
   for (const [i, t] of tasks.entries()) {
     const { rank, bottleneck, density } = t;
     await initPet({ model: base, kind: t.kind, outDir: join(tasksDir, t.id), seed: 100 + i, numLabels: t.numLabels ?? 2, rank, bottleneck, density });
+  }
+
+  const decoderDir = join(root, 'decoder');
+  const decoderTasksDir = join(root, 'decoder-tasks');
+  if (opts.decoderTasks) {
+    await initDecoderModel({ preset: 'llama-tiny', outDir: decoderDir, seed: 7 });
+    for (const [i, id] of opts.decoderTasks.entries()) {
+      await writeRandomPeftLora(join(decoderTasksDir, id), { modelDir: decoderDir, targetModules: ['q_proj', 'v_proj'], rank: 4, seed: 200 + i });
+    }
   }
 
   let poolBytes: number | undefined;
@@ -101,6 +123,15 @@ export async function startLiveServer(tasks: LiveTask[], opts: { tightPoolFor?: 
       'metrics.perTaskTopK': opts.perTaskTopK ?? 0,
       // The page's task table is per-task detail, shown without credentials only when the operator says so (issue 16).
       'server.publicStatus': true,
+      ...(opts.decoderTasks
+        ? {
+            'generation.modelDir': decoderDir,
+            'generation.tasksDir': decoderTasksDir,
+            'generation.kvCacheBytes': 8 * 1024 * 1024,
+            // Every other step timed per dispatch, so the LoRA device share appears after a few requests.
+            'generation.profileEverySteps': 2,
+          }
+        : {}),
     },
   });
 
@@ -109,10 +140,25 @@ export async function startLiveServer(tasks: LiveTask[], opts: { tightPoolFor?: 
   const metrics = createMetrics(registry, { perTaskTopK: config.metrics.perTaskTopK });
   const runtime = await startRuntime(config, silentLogger, { observer: metrics.observer });
   metrics.bindRuntime(runtime);
+  let generation: LiveServer['generation'] = null;
+  if (opts.decoderTasks) {
+    const genMetrics = new GenerationMetrics(registry);
+    const served = await startServedGeneration(runtime.ctx, config, {
+      logger: silentLogger,
+      isEncoderModel: (id) => runtime.registry.has(id),
+      observer: genMetrics.observer,
+      onStep: genMetrics.onStep,
+    });
+    if (!served) throw new Error('generation.modelDir is set but no decoder started');
+    genMetrics.bind(served.runtime);
+    generation = { served, metrics: genMetrics };
+  }
+  const gen = generation;
   const status = createStatusRouter({
     metrics,
     memory: runtime.runner,
     scheduler: runtime.scheduler,
+    generation: gen ? { status: (seconds) => gen.metrics.status(gen.served.completions.tasks(), seconds) } : null,
     info: () => ({
       model: 'bert-tiny',
       dtype: config.model.dtype,
@@ -120,7 +166,7 @@ export async function startLiveServer(tasks: LiveTask[], opts: { tightPoolFor?: 
       policy: config.scheduler.policy,
     }),
   });
-  const app = createApp({ runtime, config, logger: silentLogger, metricsRegistry: registry, routers: [status] });
+  const app = createApp({ runtime, config, logger: silentLogger, metricsRegistry: registry, routers: [status], completions: gen?.served.completions ?? null });
   // createApp has no hook for middleware that must run before its routes, so
   // the metrics middleware wraps the app (a server could equally app.use() it first).
   const outer = express();
@@ -138,9 +184,11 @@ export async function startLiveServer(tasks: LiveTask[], opts: { tightPoolFor?: 
     metrics,
     runtime,
     tasks,
+    generation,
     close: async () => {
       await new Promise((r) => server.close(r));
       await runtime.scheduler.drain(5000).catch(() => undefined);
+      await gen?.served.close();
       await runtime.close();
       await rm(root, { recursive: true, force: true });
     },

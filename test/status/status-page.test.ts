@@ -14,6 +14,8 @@ import { mulberry32, predict, startLiveServer, type LiveServer, type LiveTask } 
  */
 const CHROMIUM = process.env['PETSERVE_CHROMIUM'] ?? '/usr/bin/chromium';
 const CLIENTS = 6;
+// LoRA adapters of the random llama-tiny decoder served beside the encoder.
+const DECODER_TASKS = ['support-chat', 'sql-writer', 'summarizer'];
 // Four tasks per kind with names like a real deployment; a few embedding tasks.
 const NAMES = ['sentiment', 'topic', 'toxicity', 'intent'];
 const TASKS: LiveTask[] = PET_KINDS.flatMap((kind, k) =>
@@ -53,7 +55,7 @@ beforeAll(async () => {
     throw new Error(`no Chromium at ${CHROMIUM}: install the Debian package \`chromium\` (sudo bash scripts/setup-system.sh) or set PETSERVE_CHROMIUM`);
   }
   // Tight pool (as many of the largest tasks as clients can put in one batch): some tasks are paged out.
-  live = await startLiveServer(TASKS, { tightPoolFor: CLIENTS });
+  live = await startLiveServer(TASKS, { tightPoolFor: CLIENTS, decoderTasks: DECODER_TASKS });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   shotDir = await mkdtemp(join(tmpdir(), 'petserve-shot-'));
 }, 600_000);
@@ -134,6 +136,72 @@ describe('status page', () => {
     const png = await readFile(shot);
     expect(png.subarray(1, 4).toString()).toBe('PNG');
     expect(png.length).toBeGreaterThan(20_000);
+    await page.close();
+  });
+
+  it('shows a Generation section from the decoder: sequences, KV blocks, TTFT/TPOT, LoRA share and per-task counts matching /metrics', async () => {
+    // A few chat requests over the adapters (two each, one of them streamed) and one on the base.
+    const chat = async (model: string, stream: boolean): Promise<void> => {
+      const res = await fetch(`${live.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: [{ role: 'user', content: `hello from ${model}` }], max_tokens: 6, temperature: 0, stream }),
+      });
+      const body = await res.text();
+      expect(res.status).toBe(200);
+      if (stream) expect(body.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    };
+    await Promise.all(DECODER_TASKS.flatMap((t, i) => (i === 0 ? [chat(t, true), chat(t, false), chat(t, false)] : [chat(t, true), chat(t, false)])));
+    await chat('decoder', false);
+    const metricsText = await (await fetch(`${live.url}/metrics`)).text();
+    const metric = (name: string): number => Number(metricsText.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1]);
+
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, deviceScaleFactor: 1 });
+    const problems: string[] = [];
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+    });
+    await page.goto(`${live.url}/`);
+    await page.waitForSelector('#generation:not([hidden])', { timeout: 30_000 });
+    await page.waitForFunction(`document.querySelectorAll('#gen-task-rows tr').length === ${DECODER_TASKS.length}`, undefined, { timeout: 30_000 });
+    const text = async (sel: string): Promise<string> => ((await page.textContent(sel)) ?? '').trim();
+
+    expect(await text('#gen-running')).toBe('0');
+    expect(await text('#gen-waiting')).toBe('0 waiting');
+    expect(await text('#gen-preempted')).toBe(String(metric('petserve_generation_preempted_total')));
+    expect(await text('#gen-ttft')).toMatch(/^\d+(\.\d+)? m?s \/ \d+(\.\d+)? m?s$/);
+    expect(await text('#gen-tpot')).toMatch(/^\d+(\.\d+)? m?s \/ \d+(\.\d+)? m?s$/);
+    expect(await text('#gen-ttft-sub')).toMatch(/^8 sequences/);
+    expect(await text('#gen-tokens')).toMatch(/^\d+(\.\d)? \/s$/);
+    expect(await text('#gen-prefix')).toMatch(/%$/);
+    // Every other step is profiled per dispatch: the adapters' share is a real fraction.
+    expect(await text('#gen-lora')).toMatch(/^\d+(\.\d)? %$/);
+    expect(metric('petserve_generation_lora_device_share')).toBeGreaterThan(0);
+    expect(metric('petserve_generation_lora_device_share')).toBeLessThan(1);
+    // KV bar: used, cached prefixes and free make up the capacity; nothing is held after the requests.
+    const kvWidths = await page.$$eval('#gen-kv-bar > div', (ds) => ds.map((d) => parseFloat((d as unknown as { style: { width: string } }).style.width)));
+    expect(kvWidths.length).toBe(3);
+    expect(kvWidths[0]).toBe(0);
+    expect(kvWidths.reduce((a, b) => a + b, 0)).toBeCloseTo(100, 3);
+    expect(await text('#gen-kv')).toBe(`0 / ${metric('petserve_generation_kv_blocks_capacity').toLocaleString('en-US')} used (0 %)`);
+
+    // The busiest decoder task first, with the count of sequences it finished.
+    const rows = await page.$$eval('#gen-task-rows tr', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent ?? '')));
+    expect(rows[0]).toEqual([DECODER_TASKS[0], 'lora', '3']);
+    expect(rows.slice(1).map((r) => r[2])).toEqual(['2', '2']);
+    expect(rows.reduce((n, r) => n + Number(r[2]), 0) + 1).toBe(metric('petserve_generation_e2e_seconds_count'));
+
+    // Without status detail (no key, server.publicStatus off) the rows are withheld and the page says why.
+    await page.route('**/v1/status', async (route) => {
+      const res = await route.fetch();
+      const body = (await res.json()) as { generation: Record<string, unknown> };
+      await route.fulfill({ response: res, json: { ...body, generation: { ...body.generation, tasks: [], tasksHidden: true } } });
+    });
+    // Polled from the test: a string predicate in the page would need 'unsafe-eval', which the page's CSP refuses.
+    await expect.poll(() => page.locator('#gen-task-rows tr').count(), { timeout: 10_000 }).toBe(0);
+    expect(await text('#gen-note')).toContain('API key');
+    expect(problems).toEqual([]);
     await page.close();
   });
 

@@ -68,6 +68,12 @@ export interface StepSchedulerOptions {
   /** Profile every step: device time per phase (true) or per dispatch ('dispatches') in the report. */
   profile?: ProfileMode;
   /**
+   * With `profile`: time only every Nth step (default 1 = every step; 0 = never).
+   * Timestamp queries split the step into one pass per phase, so a serving
+   * process samples steps instead of paying that on all of them.
+   */
+  profileEverySteps?: number;
+  /**
    * Baseline for benchmarks (PEFT-style unmerged serving): a step holds rows of
    * ONE adapter only (the oldest sequence's), the others wait. Default false.
    */
@@ -127,6 +133,7 @@ export class StepScheduler {
   private nextId = 1;
   private loop: Promise<void> | null = null;
   private preemptedTotal = 0;
+  private stepsRun = 0;
   private closed = false;
 
   constructor(
@@ -368,7 +375,7 @@ export class StepScheduler {
     const t0 = performance.now();
     let out;
     try {
-      out = await this.runner.runStep(steps, this.options.profile ?? false);
+      out = await this.runner.runStep(steps, this.profileThisStep());
     } catch (err) {
       // A failed step fails its sequences (their state on the device is unknown), not the scheduler.
       for (const { seq } of plan) {
@@ -405,6 +412,12 @@ export class StepScheduler {
       waiting: this.waiting.length,
       preempted: this.preemptedTotal,
     });
+  }
+
+  private profileThisStep(): ProfileMode {
+    const every = this.options.profileEverySteps ?? 1;
+    this.stepsRun += 1;
+    return every > 0 && this.stepsRun % every === 0 ? (this.options.profile ?? false) : false;
   }
 
   private finish(seq: Sequence, reason: FinishReason): void {

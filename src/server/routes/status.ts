@@ -56,7 +56,14 @@ export function createStatusRouter(sources: StatusSources, opts: StatusOptions =
     const snapshot = await buildStatus(sources, opts);
     // createApp decides who sees per-task rows (ids, kinds, sizes, counts); a router used alone shows them.
     const detail = res.locals['statusDetail'] !== false;
-    const body = detail ? snapshot : { ...snapshot, tasks: { ...snapshot.tasks, list: [], listHidden: true } };
+    const gen = snapshot.generation;
+    const body = detail
+      ? snapshot
+      : {
+          ...snapshot,
+          tasks: { ...snapshot.tasks, list: [], listHidden: true },
+          generation: gen ? { ...gen, tasks: [], tasksHidden: true } : null,
+        };
     res.set('cache-control', 'no-store').json(body);
   });
 
@@ -78,7 +85,7 @@ export function statusOpenApiPaths(): Record<string, unknown> {
     '/v1/status': {
       get: {
         summary: 'Status snapshot: traffic, scheduler, memory, queue; per-task rows only with an API key or the admin token, or with server.publicStatus',
-        description: 'With server.apiKeys set, a key or the admin token is required (401 otherwise) unless server.publicStatus is true. Without the rows, tasks.list is empty and tasks.listHidden is true.',
+        description: 'With server.apiKeys set, a key or the admin token is required (401 otherwise) unless server.publicStatus is true. Without the rows, tasks.list is empty and tasks.listHidden is true (and, with a decoder, generation.tasks is empty and generation.tasksHidden is true).',
         security: [...API_KEY, { adminToken: [] }, {}],
         responses: { '200': { description: 'snapshot', content: { 'application/json': { schema: { type: 'object' } } } }, '401': { description: 'no key' } },
       },
