@@ -69,6 +69,12 @@ export const configSchema = z.strictObject({
       maxOfflineWaitMs: z.coerce.number().int().nonnegative().default(30_000),
       /** Time every Nth step per dispatch (petserve_generation_lora_device_share); 0 = never. */
       profileEverySteps: z.coerce.number().int().nonnegative().default(32),
+      /** Time-to-first-token objective of requests and tasks that name none: waiting sequences are admitted earliest deadline first. */
+      defaultTtftSloMs: z.coerce.number().positive().default(10_000),
+      /** Per-task objectives { taskId: { ttftMs?, tpotMs? } } (the decoder base under generation.modelId too); a request's ttft_slo_ms / tpot_slo_ms win. */
+      taskSlo: z
+        .record(z.string(), z.strictObject({ ttftMs: z.coerce.number().positive().optional(), tpotMs: z.coerce.number().positive().optional() }))
+        .default({}),
     })
     .prefault({}),
   scheduler: z

@@ -18,6 +18,9 @@ export interface GenerationReport {
   e2eMs: number;
   promptTokens: number;
   completionTokens: number;
+  /** Objectives it ran under, if any (for attainment counts). */
+  ttftSloMs?: number;
+  tpotSloMs?: number;
 }
 
 /** Hooks for metrics; they must not throw. */
@@ -115,6 +118,7 @@ export class CompletionsGateway {
       e2eMs: performance.now() - started,
       promptTokens: out.usage.prompt_tokens,
       completionTokens: out.usage.completion_tokens,
+      ...out.slo,
     });
     return out;
   }

@@ -27,6 +27,9 @@ export interface GenerateInput {
   signal?: AbortSignal;
   /** 'offline': batch queue work, admitted when no online sequence waits (see StepScheduler). */
   priority?: 'online' | 'offline';
+  /** Objectives of this request (ms); absent: the task's (GenerationDeps.taskSlo). */
+  ttftSloMs?: number;
+  tpotSloMs?: number;
   /** Final text as it becomes known (stop strings held back until settled). */
   onText?: (delta: string, token: SampledToken) => void;
   /** Every sampled token, in order, before its text (if any) reaches onText. */
@@ -34,6 +37,8 @@ export interface GenerateInput {
 }
 
 export interface GenerateOutput {
+  /** The objectives the sequence ran under (the request's, else its task's). */
+  slo: { ttftSloMs?: number; tpotSloMs?: number };
   text: string;
   tokenIds: number[];
   tokens: SampledToken[];
@@ -52,6 +57,8 @@ export interface GenerationDeps {
   config: DecoderConfig;
   hasTask(id: string): boolean;
   defaultMaxTokens: number;
+  /** Configured objectives of a task (null = the base model). */
+  taskSlo?: (task: string | null) => { ttftMs?: number | undefined; tpotMs?: number | undefined };
 }
 
 export class GenerationGateway {
@@ -72,6 +79,14 @@ export class GenerationGateway {
     return this.deps.tokenizer.encodeIds(prompt!);
   }
 
+  /** The request's objectives, else the task's configured ones. */
+  private slo(input: GenerateInput, task: string | null): { ttftSloMs?: number; tpotSloMs?: number } {
+    const configured = this.deps.taskSlo?.(task) ?? {};
+    const ttft = input.ttftSloMs ?? configured.ttftMs;
+    const tpot = input.tpotSloMs ?? configured.tpotMs;
+    return { ...(ttft !== undefined ? { ttftSloMs: ttft } : {}), ...(tpot !== undefined ? { tpotSloMs: tpot } : {}) };
+  }
+
   async generate(input: GenerateInput): Promise<GenerateOutput> {
     const task = input.task ?? null;
     if (task !== null && !this.deps.hasTask(task)) throw new UnknownTaskError(task);
@@ -90,6 +105,7 @@ export class GenerationGateway {
       if (delta) input.onText?.(delta, token);
     };
     let lastToken: SampledToken | null = null;
+    const slo = this.slo(input, task);
     const result = await this.deps.scheduler.submit({
       taskId: task,
       promptIds,
@@ -98,6 +114,7 @@ export class GenerationGateway {
       stopTokenIds,
       ...(input.signal ? { signal: input.signal } : {}),
       ...(input.priority ? { priority: input.priority } : {}),
+      ...slo,
       onToken: (t) => {
         lastToken = t;
         input.onToken?.(t);
@@ -134,6 +151,7 @@ export class GenerationGateway {
       tpotMs: result.tpotMs,
       preemptions: result.preemptions,
       seed: result.seed,
+      slo,
     };
   }
 }

@@ -127,8 +127,23 @@ export interface OpenAiGenerationJob {
   stream: boolean;
   includeUsage: boolean;
   wantLogprobs: boolean;
+  /** The request's objectives (PetServe extensions ttft_slo_ms / tpot_slo_ms); absent: the task's. */
+  slo: GenerationSlo;
   shape: StreamShape;
   respond(results: ChoiceResult[], usage: Usage): ChatCompletion | Completion;
+}
+
+/** The objectives a request names; a missing one is taken from the task's config by the gateway. */
+export interface GenerationSlo {
+  ttftSloMs?: number;
+  tpotSloMs?: number;
+}
+
+function sloOf(body: { ttft_slo_ms?: number | null | undefined; tpot_slo_ms?: number | null | undefined }): GenerationSlo {
+  return {
+    ...(body.ttft_slo_ms != null ? { ttftSloMs: body.ttft_slo_ms } : {}),
+    ...(body.tpot_slo_ms != null ? { tpotSloMs: body.tpot_slo_ms } : {}),
+  };
 }
 
 export const finishReasonOf = (out: GenerateOutput): OpenAiFinishReason => (out.finishReason === 'length' ? 'length' : 'stop');
@@ -193,6 +208,7 @@ export function chatCompletionJob(completions: CompletionsGateway, task: string 
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
     wantLogprobs,
+    slo: sloOf(body),
     shape: {
       delta: (index, text, tokens, first) => [
         ...(first ? [roleChunk(index)] : []),
@@ -269,6 +285,7 @@ export function completionJob(completions: CompletionsGateway, task: string | nu
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
     wantLogprobs,
+    slo: sloOf(body),
     shape: {
       delta: (index, text, tokens) => [chunk([{ index, text, logprobs: logprobsOf(index, tokens), finish_reason: null }])],
       finish: (index, reason, tokens) => [chunk([{ index, text: '', logprobs: tokens.length > 0 ? logprobsOf(index, tokens) : null, finish_reason: reason }])],
@@ -303,6 +320,7 @@ export async function runGenerationJob(
         sampling: { ...job.sampling, seed: choiceSeed(job, spec) },
         stop: job.stop ?? null,
         signal: abort.signal,
+        ...job.slo,
         ...(opts.priority ? { priority: opts.priority } : {}),
       }),
     }),

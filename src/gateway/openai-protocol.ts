@@ -90,6 +90,9 @@ const samplingFields = {
   top_k: z.number().int().nullish(),
   min_p: z.number().nullish(),
   repetition_penalty: z.number().nullish(),
+  /** PetServe extensions: time-to-first-token and time-per-output-token objectives (ms) of this request. */
+  ttft_slo_ms: z.number().positive().nullish(),
+  tpot_slo_ms: z.number().positive().nullish(),
 };
 
 const textPart = z.strictObject({ type: z.literal('text'), text: z.string() });

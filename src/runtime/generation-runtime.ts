@@ -41,6 +41,8 @@ export interface GenerationRuntimeOptions {
   profileEverySteps?: number;
   /** Benchmark baselines: PEFT-style one adapter per step. */
   oneAdapterPerStep?: boolean;
+  /** The base model's id (generation.taskSlo may name it). */
+  baseModelId?: string;
 }
 
 export async function startGenerationRuntime(ctx: GpuContext, config: PetServeConfig, opts: GenerationRuntimeOptions): Promise<GenerationRuntime> {
@@ -72,6 +74,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     maxWaiting: g.maxWaiting,
     maxContext: checkpoint.config.maxPositionEmbeddings,
     maxOfflineWaitMs: g.maxOfflineWaitMs,
+    defaultTtftSloMs: g.defaultTtftSloMs,
     ...(opts.onStep ? { onStep: opts.onStep } : {}),
     ...(opts.profile ? { profile: opts.profile } : {}),
     ...(opts.profileEverySteps !== undefined ? { profileEverySteps: opts.profileEverySteps } : {}),
@@ -83,6 +86,10 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     config: checkpoint.config,
     hasTask: (id) => registry.has(id),
     defaultMaxTokens: g.defaultMaxTokens,
+    taskSlo: (task) => {
+      const key = task ?? opts.baseModelId;
+      return (key !== undefined ? g.taskSlo[key] : undefined) ?? {};
+    },
   });
   let closed = false;
   return {

@@ -47,6 +47,7 @@ export async function startServedGeneration(ctx: GpuContext, config: PetServeCon
   if (chatTemplate.problem) opts.logger.warn({ modelDir: g.modelDir, problem: chatTemplate.problem }, 'the chat template does not parse: chat completions will answer 400');
   const runtime = await startGenerationRuntime(ctx, config, {
     modelDir: g.modelDir,
+    baseModelId: modelId,
     tasks,
     ...(opts.onStep ? { onStep: opts.onStep } : {}),
     // Per dispatch, so the metrics can tell adapter kernels from the base model's.

@@ -9,6 +9,20 @@ const value = (text: string, name: string): number => {
 };
 
 describe('generation metrics', () => {
+  it('counts sequences with an objective by objective and outcome; sequences without one are not counted', async () => {
+    const reg = new Registry();
+    const m = new GenerationMetrics(reg);
+    m.observer.generated({ task: 'a', ttftMs: 120, tpotMs: 15, e2eMs: 400, promptTokens: 4, completionTokens: 9, ttftSloMs: 100, tpotSloMs: 20 });
+    m.observer.generated({ task: 'a', ttftMs: 90, tpotMs: 25, e2eMs: 400, promptTokens: 4, completionTokens: 9, ttftSloMs: 100, tpotSloMs: 20 });
+    m.observer.generated({ task: null, ttftMs: 900, tpotMs: 99, e2eMs: 900, promptTokens: 4, completionTokens: 9 });
+    const text = await reg.metrics();
+    const count = (labels: string): number => value(text, `petserve_generation_slo_total{${labels}}`);
+    expect(count('objective="ttft",outcome="met"')).toBe(1);
+    expect(count('objective="ttft",outcome="missed"')).toBe(1);
+    expect(count('objective="tpot",outcome="met"')).toBe(1);
+    expect(count('objective="tpot",outcome="missed"')).toBe(1);
+  });
+
   it('records TTFT, TPOT, e2e and tokens per sequence, reads running/waiting/KV state at scrape, passes promtool', async () => {
     const reg = new Registry();
     const m = new GenerationMetrics(reg);

@@ -25,6 +25,16 @@ export interface GenerationRequest {
    * waits, unless it has waited maxOfflineWaitMs. Default 'online'.
    */
   priority?: 'online' | 'offline';
+  /**
+   * Time-to-first-token objective: waiting sequences are admitted earliest
+   * deadline first (submit + ttftSloMs; default StepSchedulerOptions.defaultTtftSloMs).
+   */
+  ttftSloMs?: number;
+  /**
+   * Time-per-output-token objective: while a sequence with one decodes, each
+   * step's prefill work is cut so the step's predicted time stays within it.
+   */
+  tpotSloMs?: number;
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -80,6 +90,8 @@ export interface StepSchedulerOptions {
   oneAdapterPerStep?: boolean;
   /** Starvation bound: an offline sequence waiting this long is admitted like an online one. Default 30 000. */
   maxOfflineWaitMs?: number;
+  /** TTFT objective of requests that give none (their admission deadline). Default 10 000. */
+  defaultTtftSloMs?: number;
 }
 
 export interface StepReport {
@@ -133,6 +145,8 @@ export class StepScheduler {
   private nextId = 1;
   private loop: Promise<void> | null = null;
   private preemptedTotal = 0;
+  /** Smoothed step wall time per row (TPOT objectives); null until a step has run. */
+  private msPerRow: number | null = null;
   private stepsRun = 0;
   private closed = false;
 
@@ -256,12 +270,12 @@ export class StepScheduler {
   /** Decode rows first, then prefill chunks, then admissions, under the token budget. */
   private planStep(): { seq: Sequence; take: number }[] {
     const plan: { seq: Sequence; take: number }[] = [];
-    let budget = this.options.maxStepTokens;
     // Baseline mode: only the adapter of the oldest sequence (running first, then waiting) takes part.
     const only = this.options.oneAdapterPerStep ? (this.running[0] ?? this.waiting[0])?.cacheKey : undefined;
     const eligible = (s: Sequence): boolean => only === undefined || s.cacheKey === only;
     const decoding = this.running.filter((s) => eligible(s) && s.tokens.length - s.computed === 1 && s.computed > 0);
     const prefilling = this.running.filter((s) => eligible(s) && !decoding.includes(s));
+    let budget = this.stepBudget(decoding);
     for (const seq of decoding) {
       if (budget === 0) break;
       if (!this.running.includes(seq)) continue; // preempted to make room for an earlier one
@@ -290,15 +304,42 @@ export class StepScheduler {
   }
 
   /**
-   * The oldest waiting sequence that counts as online (online, or offline past
-   * the starvation bound); the oldest offline one only when none does. Online
-   * work that cannot be admitted yet holds offline work back too: offline only
-   * fills capacity online traffic leaves idle.
+   * Among waiting sequences that count as online (online, or offline past the
+   * starvation bound), the one whose TTFT deadline comes first (ties: the
+   * oldest, so without SLOs this is arrival order and a preempted sequence,
+   * submitted earliest, goes first); the oldest offline one only when none
+   * counts as online. Online work that cannot be admitted yet holds offline
+   * work back too: offline only fills capacity online traffic leaves idle.
    */
   private nextToAdmit(): Sequence {
     const bound = this.options.maxOfflineWaitMs ?? 30_000;
     const now = performance.now();
-    return this.waiting.find((s) => s.req.priority !== 'offline' || now - s.submittedAt >= bound) ?? this.waiting[0]!;
+    let pick: Sequence | null = null;
+    for (const s of this.waiting) {
+      if (s.req.priority === 'offline' && now - s.submittedAt < bound) continue;
+      if (!pick || this.ttftDeadline(s) < this.ttftDeadline(pick)) pick = s;
+    }
+    return pick ?? this.waiting[0]!;
+  }
+
+  private ttftDeadline(s: Sequence): number {
+    return s.submittedAt + (s.req.ttftSloMs ?? this.options.defaultTtftSloMs ?? 10_000);
+  }
+
+  /**
+   * Rows this step may hold so that a decoding sequence with a TPOT objective
+   * gets its token in time: the tightest objective over the measured cost of a
+   * row (step wall time per row, smoothed; it includes the fixed cost of a step,
+   * so it errs towards smaller steps). Never below the decode rows themselves:
+   * decodes go first and prefill is what gets cut. No objective or no
+   * measurement yet: the configured budget.
+   */
+  private stepBudget(decoding: readonly Sequence[]): number {
+    const max = this.options.maxStepTokens;
+    let tightest = Infinity;
+    for (const s of decoding) if (s.req.tpotSloMs !== undefined) tightest = Math.min(tightest, s.req.tpotSloMs);
+    if (!Number.isFinite(tightest) || this.msPerRow === null) return max;
+    return Math.min(max, Math.max(decoding.length, Math.floor(tightest / this.msPerRow)));
   }
 
   /** Blocks for the prompt + one decode token, and the adapter paged in; all or nothing. */
@@ -385,6 +426,12 @@ export class StepScheduler {
       return;
     }
     const now = performance.now();
+    const rows = steps.reduce((n, st) => n + st.tokens.length, 0);
+    // Profiled steps run one timed pass per phase and are slower: they do not train the estimate.
+    if (rows > 0 && out.phases === null) {
+      const perRow = (now - t0) / rows;
+      this.msPerRow = this.msPerRow === null ? perRow : 0.8 * this.msPerRow + 0.2 * perRow;
+    }
     const adapters = new Set(plan.map((p) => p.seq.req.taskId).filter((t) => t !== null)).size;
     let decodeRows = 0;
     plan.forEach(({ seq, take }, i) => {

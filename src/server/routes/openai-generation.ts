@@ -96,6 +96,7 @@ async function runChoices(
       sampling: { ...plan.sampling, seed },
       stop: plan.stop ?? null,
       signal: abort.signal,
+      ...plan.slo,
       ...(plan.stream && plan.wantLogprobs ? { onToken: (t: SampledToken) => void pending.push(t) } : {}),
       ...(plan.stream
         ? {
