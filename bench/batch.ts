@@ -149,10 +149,7 @@ async function main(): Promise<void> {
       const runtime = await startRuntime(config, silentLogger);
       adapter = runtime.ctx.capabilities.adapterName;
       try {
-        const engine = {
-          service: runtime.scheduler,
-          gateway: InferenceGateway.forRuntime(runtime, 64),
-        };
+        const engine = { gateway: InferenceGateway.forRuntime(runtime, 64) };
         const runChunked = async (xs: StoredItem[], progress: Progress): Promise<number> => {
           const t0 = performance.now();
           let next = 0;

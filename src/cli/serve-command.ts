@@ -1,4 +1,3 @@
-import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { Registry } from 'prom-client';
 import { loadConfig, type PetServeConfig } from '../config/config.js';
@@ -69,10 +68,9 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
     if (config.generation.modelDir !== null) {
       // Registered only with a decoder: an encoder-only server's /metrics stays as it was.
       genMetrics = new GenerationMetrics(registry);
-      const encoderId = basename(runtime.checkpoint.dir);
       generation = await startServedGeneration(runtime.ctx, config, {
         logger,
-        isEncoderModel: (id) => id === encoderId || runtime.registry.has(id),
+        isEncoderModel: (id) => runtime.registry.answersTo(id),
         observer: genMetrics.observer,
         onStep: genMetrics.onStep,
       });
@@ -106,7 +104,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
         createBatchRouter({
           batches,
           maxUploadBytes: config.server.maxUploadBytes,
-          models: { isDecoderModel: (id) => generation?.completions.serves(id) === true, isEncoderTask: (id) => runtime.registry.has(id) },
+          models: { isDecoderModel: (id) => generation?.completions.serves(id) === true, isEncoderModel: (id) => runtime.registry.answersTo(id) },
         }),
       ],
       openApiPaths: { ...batchOpenApiPaths(), ...statusOpenApiPaths() },

@@ -1,4 +1,3 @@
-import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { loadConfig, type PetServeConfig } from '../config/config.js';
 import { Registry } from 'prom-client';
@@ -80,10 +79,9 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
     await sync.sync(id);
   };
   const gateway = InferenceGateway.forRuntime(runtime, config.server.maxInputsPerRequest);
-  const encoderId = basename(runtime.checkpoint.dir);
   const generation = await startServedGeneration(runtime.ctx, config, {
     logger,
-    isEncoderModel: (id) => id === encoderId || runtime.registry.has(id),
+    isEncoderModel: (id) => runtime.registry.answersTo(id),
   }).catch(async (err: unknown) => {
     await runtime.close();
     throw err;
@@ -91,7 +89,7 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   const settings = batchQueueSettings(config);
   const worker = BatchWorker.start({
     settings,
-    engine: { gateway, service: runtime.scheduler, syncTask, completions: generation?.completions ?? null, encoderModelId: encoderId },
+    engine: { gateway, syncTask, completions: generation?.completions ?? null },
     concurrency: config.batches.workerConcurrency,
     logger,
     lockDurationMs: opts.lockDurationMs,

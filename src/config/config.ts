@@ -31,6 +31,11 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Hugging Face BERT checkpoint directory (config.json + model.safetensors). */
       dir: z.string().nullable().default(null),
+      /**
+       * The id the base model answers under on every route (predict, V2, OpenAI, batches) with its own
+       * classifier head; null = the basename of dir (the demo's: 'demo-base'). No task may take it.
+       */
+      id: z.string().min(1).nullable().default(null),
       /** Storage type on the GPU; f16 needs the shader-f16 feature. Accumulation is f32 either way. */
       dtype: z.enum(['f32', 'f16']).default('f32'),
     })
@@ -200,6 +205,7 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_GPU_ADAPTER: ['gpu', 'adapter'],
   PETSERVE_GPU_POWER: ['gpu', 'powerPreference'],
   PETSERVE_MODEL_DIR: ['model', 'dir'],
+  PETSERVE_MODEL_ID: ['model', 'id'],
   PETSERVE_DTYPE: ['model', 'dtype'],
   PETSERVE_POOL_BYTES: ['pets', 'poolBytes'],
   PETSERVE_HOST_CACHE_BYTES: ['pets', 'hostCacheBytes'],

@@ -42,7 +42,7 @@ export interface CompletionsDeps {
   hasTask(id: string): boolean;
   /** Decoder tasks with their adapter kind (lora, ia3), for the model list. */
   tasks(): { id: string; kind: string }[];
-  /** Whether `id` is a model of another kind on this server (an encoder task), for a clearer refusal than 404. */
+  /** Whether `id` is a model of another kind on this server (the encoder base or a task), for a clearer refusal than 404. */
   isOtherModel?(id: string): boolean;
   observer?: GenerationObserver;
 }
@@ -68,7 +68,7 @@ export class CompletionsGateway {
     if (model === this.deps.baseModelId) return null;
     if (this.deps.hasTask(model)) return model;
     if (this.deps.isOtherModel?.(model)) {
-      throw new ModelKindError(`model '${model}' is an encoder task: it answers /v1/embeddings and predict, not generation (GET /v1/models lists the decoder and its tasks)`);
+      throw new ModelKindError(`model '${model}' is an encoder model: it answers /v1/embeddings and predict, not generation (GET /v1/models lists the decoder and its tasks)`);
     }
     throw new UnknownModelError(model);
   }

@@ -6,6 +6,7 @@
 
 import type { BertConfig } from '../model/bert-config.js';
 import { UnknownTaskError, type TaskInfo, type TaskRegistry } from '../pet/registry.js';
+import type { PetKind } from '../pet/types.js';
 import type { InferenceResult, InferenceService } from '../scheduler/types.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { InvalidInputError } from '../util/errors.js';
@@ -27,6 +28,21 @@ export interface InferenceDeps {
    * (several replicas: src/catalog's CatalogSync.ensure); absent for one replica.
    */
   syncTask?: ((id: string) => Promise<void>) | undefined;
+}
+
+/**
+ * What a route or a batch item names: a registered task, or the base model
+ * itself (config model.id), which answers with the checkpoint's own classifier
+ * head — a fine-tuned classifier served as --model is callable over REST
+ * without wrapping it as a PET.
+ */
+export interface ServedModel {
+  id: string;
+  /** The task's PET kind; 'base' for the base model, which runs with no PET (`task: null` at the scheduler). */
+  kind: PetKind | 'base';
+  /** 0 = answers with the pooled output (an embedding task, or a checkpoint without a classifier). */
+  numLabels: number;
+  id2label: string[];
 }
 
 /** What a gateway needs from a started engine stack (`startRuntime`'s result fits). */
@@ -51,6 +67,7 @@ export class InferenceGateway {
    */
   readonly idsLimit: LengthLimit;
   readonly textLimit: LengthLimit;
+  private readonly baseModel: ServedModel;
 
   /** The gateway over a started runtime: HTTP routes, queue workers and benchmarks all build it so. */
   static forRuntime(runtime: GatewayRuntime, maxInputsPerRequest: number, syncTask?: (id: string) => Promise<void>): InferenceGateway {
@@ -69,6 +86,13 @@ export class InferenceGateway {
     const declared = deps.tokenizer?.modelMaxLength ?? null;
     this.textLimit =
       declared !== null && declared < this.idsLimit.tokens ? { tokens: declared, source: 'model_max_length of tokenizer_config.json' } : this.idsLimit;
+    const checkpoint = deps.registry.base;
+    this.baseModel = { id: deps.registry.baseModelId, kind: 'base', numLabels: checkpoint.numLabels, id2label: checkpoint.config.id2label ?? [] };
+  }
+
+  /** The id the base model answers under (config model.id). */
+  get baseModelId(): string {
+    return this.baseModel.id;
   }
 
   get modelConfig(): BertConfig {
@@ -90,6 +114,16 @@ export class InferenceGateway {
     const info = this.deps.registry.get(id);
     if (!info) throw new UnknownTaskError(id);
     return info;
+  }
+
+  /** What `id` names — the base model or a task (synced as taskFor does); UnknownTaskError (404) for neither. */
+  async modelFor(id: string): Promise<ServedModel> {
+    return id === this.baseModel.id ? this.baseModel : this.taskFor(id);
+  }
+
+  /** What `id` names as this process holds it now (see modelFor). */
+  model(id: string): ServedModel {
+    return id === this.baseModel.id ? this.baseModel : this.task(id);
   }
 
   checkCount(field: string, count: number): void {
@@ -138,9 +172,9 @@ export class InferenceGateway {
     });
   }
 
-  /** Submit every sequence of one request for `task`; answers in input order. */
+  /** Submit every sequence of one request for `model` (the base model or a task); answers in input order. */
   async run(
-    task: TaskInfo,
+    model: ServedModel,
     sequences: readonly Sequence[],
     opts: {
       deadlineMs?: number | undefined;
@@ -150,12 +184,13 @@ export class InferenceGateway {
       priority?: 'online' | 'offline';
     },
   ): Promise<InferenceResult[]> {
-    const pooled = opts.pooled === true || task.numLabels === 0;
+    const pooled = opts.pooled === true || model.numLabels === 0;
+    const task = model.kind === 'base' ? null : model.id;
     return Promise.all(
       sequences.map(async (s) =>
         // async wrapper: submit may throw synchronously on a bad request.
         this.deps.service.submit({
-          task: task.id,
+          task,
           inputIds: s.inputIds,
           tokenTypeIds: s.tokenTypeIds,
           sloMs: opts.priority === 'offline' ? undefined : opts.deadlineMs,

@@ -1,33 +1,30 @@
-// OpenAI embeddings over encoder tasks: which task a `model` names, its inputs
-// as sequences, and OpenAI's response shape. Shared by POST /v1/embeddings and
-// the batch queue's /v1/embeddings lines.
+// OpenAI embeddings over the encoder: which model (the base or a task) a
+// `model` names, its inputs as sequences, and OpenAI's response shape. Shared
+// by POST /v1/embeddings and the batch queue's /v1/embeddings lines.
 
-import type { TaskInfo } from '../pet/registry.js';
 import { InvalidParamError } from './errors.js';
-import type { InferenceGateway, Sequence } from './gateway.js';
+import type { InferenceGateway, Sequence, ServedModel } from './gateway.js';
 import type { EmbeddingsRequest, EmbeddingsResponse } from './openai-protocol.js';
 
 export interface EmbeddingModels {
-  /** The encoder base's id: a model, but not one that embeds (ask a task). */
-  baseModelId: string;
   /** Ids of the decoder (base or task) served beside the encoder. */
   isDecoderModel(id: string): boolean;
 }
 
-/** The encoder task `body.model` names, with the model-dependent checks (kind, dimensions). */
-export async function embeddingsTask(gateway: InferenceGateway, body: EmbeddingsRequest, models: EmbeddingModels): Promise<TaskInfo> {
-  if (body.model === models.baseModelId) {
-    throw new InvalidParamError(`model '${body.model}' is the base model; ask a task for embeddings (GET /v1/models lists them)`, 'model');
-  }
+/**
+ * The encoder model `body.model` names — a task or the base model, whose
+ * embedding is its pooled output — with the model-dependent checks (kind, dimensions).
+ */
+export async function embeddingsModel(gateway: InferenceGateway, body: EmbeddingsRequest, models: EmbeddingModels): Promise<ServedModel> {
   if (models.isDecoderModel(body.model)) {
     throw new InvalidParamError(`model '${body.model}' is a decoder model: it answers /v1/chat/completions and /v1/completions, not embeddings`, 'model');
   }
-  const task = await gateway.taskFor(body.model);
+  const model = await gateway.modelFor(body.model);
   const hidden = gateway.modelConfig.hiddenSize;
   if (body.dimensions !== undefined && body.dimensions !== hidden) {
     throw new InvalidParamError(`dimensions: this model's embeddings have ${hidden} dimensions; other sizes are not supported`, 'dimensions');
   }
-  return task;
+  return model;
 }
 
 /** `input` (a string, strings, token ids or arrays of them) as sequences, tokenized and checked as predict does. */
@@ -42,18 +39,18 @@ export function embeddingsSequences(gateway: InferenceGateway, body: EmbeddingsR
 /** Run the sequences and answer OpenAI's embeddings list. */
 export async function embed(
   gateway: InferenceGateway,
-  task: TaskInfo,
+  model: ServedModel,
   body: EmbeddingsRequest,
   sequences: readonly Sequence[],
   priority: 'online' | 'offline' = 'online',
 ): Promise<EmbeddingsResponse> {
-  const results = await gateway.run(task, sequences, { deadlineMs: undefined, pooled: true, priority });
+  const results = await gateway.run(model, sequences, { deadlineMs: undefined, pooled: true, priority });
   const promptTokens = sequences.reduce((s, q) => s + q.inputIds.length, 0);
   return {
     object: 'list',
-    model: task.id,
+    model: model.id,
     data: results.map((r, index) => {
-      if (!r.pooled) throw new Error(`task '${task.id}' answered without a pooled output`);
+      if (!r.pooled) throw new Error(`model '${model.id}' answered without a pooled output`);
       return { object: 'embedding', index, embedding: body.encoding_format === 'base64' ? toBase64(r.pooled) : Array.from(r.pooled) };
     }),
     usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },

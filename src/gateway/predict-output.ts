@@ -2,13 +2,12 @@
 // (POST /v1/tasks/:task/predict, one entry of `outputs`) and each result line
 // of an offline batch (`response`) are built here, so the two cannot differ.
 
-import type { TaskInfo } from '../pet/registry.js';
 import type { InferenceResult } from '../scheduler/types.js';
-import { softmax } from './gateway.js';
+import { softmax, type ServedModel } from './gateway.js';
 import type { ClassificationOutput, EmbeddingOutput } from './outputs.js';
 
-/** Labels with probabilities for a classification task, the pooled output for an embedding task (numLabels 0). */
-export function predictOutput(task: TaskInfo, r: InferenceResult, returnLogits: boolean): ClassificationOutput | EmbeddingOutput {
+/** Labels with probabilities for a classifier (task or base model), the pooled output for an embedding one (numLabels 0). */
+export function predictOutput(task: ServedModel, r: InferenceResult, returnLogits: boolean): ClassificationOutput | EmbeddingOutput {
   if (task.numLabels === 0) {
     if (!r.pooled) throw new Error(`embedding task '${task.id}' answered without a pooled output`);
     return { embedding: Array.from(r.pooled) };

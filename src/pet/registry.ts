@@ -1,3 +1,4 @@
+import { basename, resolve } from 'node:path';
 import type { BertCheckpoint } from '../model/checkpoint.js';
 import { InvalidInputError, PetServeError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -13,10 +14,20 @@ export class UnknownTaskError extends PetServeError {
   }
 }
 
-/** A task id already in use. */
+/** A task id already in use (by a task, or by the base model itself). */
 export class TaskExistsError extends PetServeError {
-  constructor(readonly taskId: string) {
-    super('TASK_EXISTS', `task '${taskId}' is already registered`);
+  constructor(
+    readonly taskId: string,
+    reason = 'is already registered',
+  ) {
+    super('TASK_EXISTS', `task '${taskId}' ${reason}`);
+  }
+}
+
+/** The base model's id named where only a task fits (unregistering it): the base is served for as long as the process runs. */
+export class BaseModelError extends PetServeError {
+  constructor(readonly modelId: string) {
+    super('BASE_MODEL', `'${modelId}' is the base model (model.id), not a task: it cannot be deleted`);
   }
 }
 
@@ -71,19 +82,30 @@ export class TaskRegistry {
   private clock = 0;
   private cachedBytes = 0;
 
+  /**
+   * The id the base model itself answers under (config model.id; default the
+   * basename of its directory). Tasks and the base share one namespace of ids,
+   * so no task may take it.
+   */
+  readonly baseModelId: string;
+
   constructor(
     readonly base: BertCheckpoint,
-    private readonly opts: { hostCacheBytes?: number; logger?: Logger } = {},
-  ) {}
+    private readonly opts: { hostCacheBytes?: number; logger?: Logger; baseModelId?: string | undefined } = {},
+  ) {
+    this.baseModelId = opts.baseModelId ?? basename(resolve(base.dir));
+  }
 
   onRemoved(listener: (taskId: string) => void): void {
     this.removedListeners.push(listener);
   }
 
-  private checkNewId(id: string): void {
+  /** Refuse an id a new task cannot take: a bad pattern (422), a registered task or the base model's id (409 TASK_EXISTS). */
+  checkNewId(id: string): void {
     if (!TASK_ID.test(id)) {
       throw new InvalidInputError(`task id '${id}' must match ${TASK_ID.source} (letters, digits, '.', '_', '-')`);
     }
+    if (id === this.baseModelId) throw new TaskExistsError(id, "is the base model's id (model.id): choose another task id");
     if (this.tasks.has(id)) throw new TaskExistsError(id);
   }
 
@@ -145,6 +167,11 @@ export class TaskRegistry {
 
   has(id: string): boolean {
     return this.get(id) !== undefined;
+  }
+
+  /** Whether `id` names something this encoder answers for: the base model or a registered task. */
+  answersTo(id: string): boolean {
+    return id === this.baseModelId || this.has(id);
   }
 
   list(): TaskInfo[] {

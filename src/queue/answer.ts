@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { InferenceService } from '../scheduler/types.js';
 import type { CompletionsGateway } from '../gateway/completions.js';
 import type { InferenceGateway } from '../gateway/gateway.js';
-import { embed, embeddingsSequences, embeddingsTask } from '../gateway/openai-embeddings.js';
+import { embed, embeddingsModel, embeddingsSequences } from '../gateway/openai-embeddings.js';
 import { chatCompletionJob, completionJob, runGenerationJob } from '../gateway/openai-generation.js';
 import { chatCompletionRequestSchema, completionRequestSchema, embeddingsRequestSchema } from '../gateway/openai-protocol.js';
 import { predictOutput } from '../gateway/predict-output.js';
@@ -17,15 +16,12 @@ import type { StoredItem } from './types.js';
  * expire: they wait for capacity that online requests leave idle.
  */
 export interface ItemEngine {
-  /** Input checks and tokenization shared with the online routes. */
+  /** Input checks, tokenization and submission shared with the online routes. */
   gateway: InferenceGateway;
-  service: InferenceService;
   /** Worker processes: bring the task registry up to date for this task first (see WorkerTaskSync). */
   syncTask?: (taskId: string) => Promise<void>;
   /** The decoder (generation.modelDir) for chat and completions lines; null when this worker runs none. */
   completions?: CompletionsGateway | null;
-  /** The encoder base's id: embeddings lines naming it are refused as on /v1/embeddings. */
-  encoderModelId?: string;
 }
 
 /**
@@ -43,22 +39,20 @@ export async function answerItem(engine: ItemEngine, item: StoredItem, batchId =
 }
 
 async function answerPredictItem(engine: ItemEngine, item: StoredItem): Promise<ClassificationOutput | EmbeddingOutput> {
-  await engine.syncTask?.(item.t);
-  const task = engine.gateway.task(item.t);
+  await syncModel(engine, item.t);
+  const model = engine.gateway.model(item.t);
   const truncate = item.tr === true;
-  const [seq] =
+  const sequences =
     item.x !== undefined
       ? engine.gateway.encodeTexts('inputs', [item.x], truncate)
       : engine.gateway.checkIds('input_ids', [item.ids ?? []], item.tt ? [item.tt] : undefined, truncate);
-  const result = await engine.service.submit({
-    task: task.id,
-    inputIds: seq!.inputIds,
-    tokenTypeIds: seq!.tokenTypeIds,
-    pooled: task.numLabels === 0,
-    priority: 'offline',
-    dropExpired: false,
-  });
-  return predictOutput(task, result, item.lg === true);
+  const [result] = await engine.gateway.run(model, sequences, { priority: 'offline' });
+  return predictOutput(model, result!, item.lg === true);
+}
+
+/** Bring a task up to date before it is looked up; the base model is no task and needs no sync. */
+async function syncModel(engine: ItemEngine, id: string): Promise<void> {
+  if (id !== engine.gateway.baseModelId) await engine.syncTask?.(id);
 }
 
 /** An OpenAI batch line: the body the route would answer, run at offline priority. */
@@ -66,11 +60,9 @@ async function answerOpenAiLine(engine: ItemEngine, item: StoredItem, batchId: s
   const completions = engine.completions ?? null;
   if (item.u === 'embeddings') {
     const body = embeddingsRequestSchema.parse(item.b);
-    const task = await embeddingsTask(engine.gateway, body, {
-      baseModelId: engine.encoderModelId ?? '',
-      isDecoderModel: (id) => completions?.serves(id) === true,
-    });
-    return embed(engine.gateway, task, body, embeddingsSequences(engine.gateway, body), 'offline');
+    await syncModel(engine, body.model);
+    const model = await embeddingsModel(engine.gateway, body, { isDecoderModel: (id) => completions?.serves(id) === true });
+    return embed(engine.gateway, model, body, embeddingsSequences(engine.gateway, body), 'offline');
   }
   if (!completions) throw new GenerationUnavailableError();
   const seed = (b: { seed?: number | null | undefined }): number => b.seed ?? batchLineSeed(batchId, item.c ?? String(item.i));

@@ -26,8 +26,8 @@ import { OPENAI_BATCH_URLS, type OpenAiBatchEndpoint, type ParsedItem, type Stor
 export interface BatchModels {
   /** The decoder base or one of its tasks (chat and completions lines). */
   isDecoderModel(id: string): boolean;
-  /** An encoder task (embeddings lines). */
-  isEncoderTask(id: string): boolean;
+  /** The encoder base or one of its tasks (embeddings lines). */
+  isEncoderModel(id: string): boolean;
 }
 
 /** A line of an OpenAI-format batch that cannot run: the batch is refused (HTTP 400) naming the line and field. */
@@ -93,9 +93,9 @@ function parseLine(value: unknown, index: number, lineNo: number, models: BatchM
     if (err instanceof PetServeError) throw new InvalidBatchLineError(lineNo, typeof param === 'string' ? `body.${param}` : 'body', err.message);
     throw err;
   }
-  const known = endpoint === 'embeddings' ? models.isEncoderTask(body.model) : models.isDecoderModel(body.model);
+  const known = endpoint === 'embeddings' ? models.isEncoderModel(body.model) : models.isDecoderModel(body.model);
   if (!known) {
-    const wants = endpoint === 'embeddings' ? 'an encoder task' : 'the decoder base or one of its tasks';
+    const wants = endpoint === 'embeddings' ? 'the encoder base or one of its tasks' : 'the decoder base or one of its tasks';
     throw new InvalidBatchLineError(lineNo, 'body.model', `model '${body.model.slice(0, 128)}' is not served here as ${wants} (GET /v1/models lists the models)`);
   }
   return { i: index, t: body.model, c: customId, u: endpoint, b: body as Record<string, unknown> };

@@ -27,6 +27,8 @@ interface DemoTask {
 }
 
 export const DEMO_PRESET: PresetName = 'bert-mini';
+/** The demo base model's id (its directory is plain `model`, which would read poorly in /v1/models). */
+export const DEMO_MODEL_ID = 'demo-base';
 /** One task per PET kind; one is an embedding task and one has three labels, so every answer shape shows up. */
 export const DEMO_TASKS: readonly DemoTask[] = [
   { id: 'demo-lora', kind: 'lora', numLabels: 2 },

@@ -11,9 +11,10 @@ import { createScheduler } from '../scheduler/create-scheduler.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { SchedulerObserver } from '../scheduler/types.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
+import { ConfigError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { ensureDemo } from './demo.js';
-import { registerTaskDirectories } from './task-dirs.js';
+import { DEMO_MODEL_ID, ensureDemo } from './demo.js';
+import { registerTaskDirectories, taskDirectoryNames } from './task-dirs.js';
 
 export interface Runtime {
   ctx: GpuContext;
@@ -53,8 +54,13 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
   const checkpoint = await loadCheckpoint(modelDir);
   const tokenizer = await TextTokenizer.load(modelDir);
   if (!tokenizer) logger.warn({ modelDir }, 'the checkpoint has no tokenizer.json: text inputs are refused, token ids accepted');
-  const registry = new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes });
+  const registry = new TaskRegistry(checkpoint, {
+    logger,
+    hostCacheBytes: config.pets.hostCacheBytes,
+    baseModelId: config.model.id ?? (demo ? DEMO_MODEL_ID : undefined),
+  });
   if (opts.registerTasks !== false) {
+    await refuseTaskNamedLikeBase(registry.baseModelId, [tasksDir, config.server.uploadDir]);
     if (tasksDir !== null) await registerTaskDirectories(registry, tasksDir, { logger, onInvalid: 'fail' });
     // Uploaded tasks outlive a restart; one that no longer loads is reported, not fatal.
     await registerTaskDirectories(registry, config.server.uploadDir, { logger, onInvalid: 'skip', missingOk: true });
@@ -69,7 +75,7 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
     runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, poolBytes: config.pets.poolBytes });
     const scheduler = await createScheduler(ctx, runner, config.scheduler, { logger, observer: opts.observer });
     logger.info(
-      { modelDir, demo, adapter: ctx.capabilities.adapterName, dtype: config.model.dtype, tasks: registry.list().map((t) => t.id) },
+      { modelDir, modelId: registry.baseModelId, demo, adapter: ctx.capabilities.adapterName, dtype: config.model.dtype, tasks: registry.list().map((t) => t.id) },
       'runtime ready',
     );
     const ownedRunner = runner;
@@ -94,5 +100,19 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
     await runner?.dispose().catch(() => undefined);
     ctx.destroy();
     throw err;
+  }
+}
+
+/**
+ * A task directory named like the base model would shadow it (or be shadowed)
+ * on every route: refuse to start rather than skip the task, since the
+ * operator meant one of the two and we cannot tell which.
+ */
+async function refuseTaskNamedLikeBase(modelId: string, roots: readonly (string | null)[]): Promise<void> {
+  for (const root of roots) {
+    if (root === null) continue;
+    if ((await taskDirectoryNames(root, true)).includes(modelId)) {
+      throw new ConfigError(`model id '${modelId}' is also a task directory in ${root}; set model.id (PETSERVE_MODEL_ID) to another id or rename the task`);
+    }
   }
 }

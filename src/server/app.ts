@@ -2,7 +2,6 @@
 // handler. Everything the routes need comes in through AppDeps; nothing here
 // touches the GPU or reads the environment.
 
-import { basename } from 'node:path';
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import helmet from 'helmet';
 import type { Registry } from 'prom-client';
@@ -129,7 +128,6 @@ export function createApp(deps: AppDeps): Express {
       gateway,
       registry: runtime.registry,
       counters,
-      baseModelId: basename(runtime.checkpoint.dir),
       baseCreated: Math.floor(Date.now() / 1000),
       maxBodyBytes: server.maxBodyBytes,
       requireKey: keys.require(),
@@ -139,7 +137,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(
     openAiGenerationRouter({
       completions: deps.completions ?? null,
-      isEncoderModel: (id) => id === basename(runtime.checkpoint.dir) || runtime.registry.has(id),
+      isEncoderModel: (id) => runtime.registry.answersTo(id),
       maxBodyBytes: server.maxBodyBytes,
       requireKey: keys.require(),
       lifecycle,

@@ -37,6 +37,8 @@ const response = (description: string, schema?: Json, headers?: Json): Json => (
 const ERROR_V1 = response('error', ref('Error'));
 const ERROR_V2 = response('error (Open Inference Protocol shape)', ref('V2Error'));
 const TASK_PARAM = { name: 'task', in: 'path', required: true, schema: { type: 'string' }, description: 'task id' };
+/** Data-plane routes also answer for the base model itself, with its own classifier head (config model.id). */
+const MODEL_PARAM = { ...TASK_PARAM, description: "task id, or the base model's id (model.id)" };
 const ADMIN = [{ adminToken: [] }];
 /** Data-plane routes: a Bearer API key when server.apiKeys is set (open without keys). */
 export const API_KEY = [{ apiKey: [] }];
@@ -90,7 +92,7 @@ export function buildOpenApiDocument(): Json {
       required: ['task', 'kind', 'outputs'],
       properties: {
         task: { type: 'string' },
-        kind: { type: 'string', enum: [...PET_KINDS] },
+        kind: { type: 'string', enum: [...PET_KINDS, 'base'], description: "the task's PET kind; 'base' for the base model" },
         outputs: { type: 'array', items: { oneOf: [ref('ClassificationOutput'), ref('EmbeddingOutput')] }, description: 'one per input, in order' },
       },
     },
@@ -163,9 +165,9 @@ export function buildOpenApiDocument(): Json {
   const paths: Json = {
     '/v1/tasks/{task}/predict': {
       post: {
-        summary: 'Classify texts or token ids with a task (or embed them, for an embedding task)',
+        summary: "Classify texts or token ids with a task or the base model's own head (or embed them, when it has no classifier)",
         security: API_KEY,
-        parameters: [TASK_PARAM],
+        parameters: [MODEL_PARAM],
         requestBody: { required: true, content: jsonContent(predictRequest) },
         responses: {
           '200': response('one output per input', ref('PredictResponse')),
@@ -220,7 +222,8 @@ export function buildOpenApiDocument(): Json {
         parameters: [TASK_PARAM],
         responses: {
           '200': response('deleted', { type: 'object', properties: { id: { type: 'string' }, deleted: { type: 'boolean' } } }),
-          ...v1Errors(401, 403, 404),
+          // 409 BASE_MODEL: the base model's id names no task.
+          ...v1Errors(401, 403, 404, 409),
         },
       },
     },
@@ -236,13 +239,13 @@ export function buildOpenApiDocument(): Json {
       },
     },
     '/v2/models/{task}': {
-      get: { summary: 'Model (task) metadata', security: API_KEY, parameters: [TASK_PARAM], responses: { '200': response('metadata', ref('V2ModelMetadata')), ...v2Errors(401, 404) } },
+      get: { summary: 'Model (task) metadata', security: API_KEY, parameters: [MODEL_PARAM], responses: { '200': response('metadata', ref('V2ModelMetadata')), ...v2Errors(401, 404) } },
     },
     '/v2/models/{task}/ready': {
       get: {
         summary: 'Model (task) readiness',
         security: API_KEY,
-        parameters: [TASK_PARAM],
+        parameters: [MODEL_PARAM],
         responses: { '200': response('ready', { type: 'object', properties: { name: { type: 'string' }, ready: { type: 'boolean' } } }), ...v2Errors(401, 404, 503) },
       },
     },
@@ -250,7 +253,7 @@ export function buildOpenApiDocument(): Json {
       post: {
         summary: 'Inference: input_ids INT64 [B, L] (optional attention_mask, token_type_ids) or text BYTES [B]; outputs logits / probabilities FP32 [B, labels] or pooler_output FP32 [B, hidden]',
         security: API_KEY,
-        parameters: [TASK_PARAM],
+        parameters: [MODEL_PARAM],
         requestBody: { required: true, content: jsonContent(inferRequest) },
         responses: { '200': response('outputs', ref('V2InferResponse')), ...v2Errors(400, 401, 403, 404, 413, 415, 429, 503, 504) },
       },

@@ -4,7 +4,7 @@
 
 import { mkdir, mkdtemp, readdir, realpath, rename, rm } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import { TaskExistsError, UnknownTaskError, type TaskInfo, type TaskRegistry } from '../pet/registry.js';
+import { BaseModelError, TaskExistsError, UnknownTaskError, type TaskInfo, type TaskRegistry } from '../pet/registry.js';
 import { PetFormatError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { DEFAULT_MAX_ARCHIVE_ENTRIES, extractPetArchive } from './bundle-archive.js';
@@ -82,7 +82,7 @@ export class TaskAdmin {
 
   /** Unpack `archive` into uploadDir/<id> and register it; `id` must already match the task id pattern. */
   async registerArchive(id: string, archive: string): Promise<TaskInfo> {
-    if (this.registry.has(id)) throw new TaskExistsError(id);
+    this.registry.checkNewId(id);
     await mkdir(this.uploadDir, { recursive: true });
     const staging = await mkdtemp(join(this.uploadDir, STAGING_PREFIX));
     const finalDir = join(this.uploadDir, id);
@@ -158,6 +158,7 @@ export class TaskAdmin {
    * directory is not in the catalog and is removed here alone.
    */
   async unregister(id: string): Promise<{ id: string }> {
+    if (id === this.registry.baseModelId) throw new BaseModelError(id);
     // Read before withdrawing: the catalog's delete event may drop the local entry meanwhile.
     const info = this.registry.get(id);
     const catalog = this.opts.catalog;

@@ -35,6 +35,7 @@ export const ERROR_CODES = [
   'ARCHIVE_INVALID',
   'TASK_NOT_FOUND',
   'TASK_EXISTS',
+  'BASE_MODEL',
   'POOL_EXHAUSTED',
   // Generation (OpenAI-compatible routes)
   'MODEL_NOT_FOUND',

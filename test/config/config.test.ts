@@ -31,6 +31,11 @@ describe('configuration: defaults, then file, then env, then flags', () => {
     expect(c.model.dir).toBe('/from/flag');
   });
 
+  it('model.id comes from PETSERVE_MODEL_ID; unset it is null (the runtime then takes the directory name)', () => {
+    expect(loadConfig({ env: { PETSERVE_MODEL_ID: 'acme-sentiment' } }).model.id).toBe('acme-sentiment');
+    expect(loadConfig({}).model.id).toBeNull();
+  });
+
   it('unknown keys, bad values, bad YAML and missing files are ConfigErrors that name the problem', async () => {
     expect(() => loadConfig({ overrides: { 'gpu.adaptr': 'x' } })).toThrow(/gpu: Unrecognized key: "adaptr"/);
     expect(() => loadConfig({ env: { PETSERVE_DTYPE: 'f64' } })).toThrow(/model\.dtype/);

@@ -132,7 +132,6 @@ export function fakeResult(req: InferenceRequest, numLabels: number): InferenceR
 
 export function itemEngine(model: TinyModel, service: InferenceService): ItemEngine {
   return {
-    service,
     gateway: new InferenceGateway({
       service,
       registry: model.registry,

@@ -19,13 +19,13 @@ export interface BatchRouteDeps {
   maxUploadBytes: number;
   /**
    * The models OpenAI-format lines may name (decoder base and tasks for chat
-   * and completions, encoder tasks for embeddings). Without it every such
+   * and completions, the encoder base and its tasks for embeddings). Without it every such
    * line is refused.
    */
   models?: BatchModels;
 }
 
-const NO_MODELS: BatchModels = { isDecoderModel: () => false, isEncoderTask: () => false };
+const NO_MODELS: BatchModels = { isDecoderModel: () => false, isEncoderModel: () => false };
 
 // Not text/plain: a browser may send that cross-origin without a CORS preflight.
 const JSONL_TYPES = ['application/x-ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'];

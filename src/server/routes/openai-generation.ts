@@ -28,7 +28,7 @@ import { openAiErrorHandler } from './openai.js';
 export interface GenerationRouteDeps {
   /** Null when no decoder is served (generation.modelDir unset): requests are refused by model. */
   completions: CompletionsGateway | null;
-  /** Encoder ids on this server, for "that is an encoder task" instead of 404. */
+  /** Encoder ids (base and tasks) on this server, for "that is an encoder model" instead of 404. */
   isEncoderModel(id: string): boolean;
   maxBodyBytes: number;
   requireKey: RequestHandler;

@@ -3,7 +3,7 @@ import type { TaskInfo, TaskRegistry } from '../../pet/registry.js';
 import { RequestValidationError, toHttpFailure } from '../errors.js';
 import type { CompletionsGateway } from '../../gateway/completions.js';
 import type { InferenceGateway } from '../../gateway/gateway.js';
-import { embed, embeddingsSequences, embeddingsTask } from '../../gateway/openai-embeddings.js';
+import { embed, embeddingsModel, embeddingsSequences } from '../../gateway/openai-embeddings.js';
 import { jsonBody } from '../middleware/json-body.js';
 import {
   embeddingsRequestSchema,
@@ -19,8 +19,6 @@ export interface OpenAiRouteDeps {
   gateway: InferenceGateway;
   registry: TaskRegistry;
   counters: TaskRequestCounters;
-  /** The base model's id (its directory name today). */
-  baseModelId: string;
   /** Unix seconds the base model was loaded: its `created`. */
   baseCreated: number;
   maxBodyBytes: number;
@@ -36,7 +34,7 @@ export interface OpenAiRouteDeps {
 export const openAiOpenApiPaths: Record<string, unknown> = {
   '/v1/embeddings': {
     post: {
-      summary: 'OpenAI-compatible embeddings of an encoder task (model = task id)',
+      summary: 'OpenAI-compatible embeddings of the encoder (model = a task id, or the base model id: its pooled output)',
       security: [{ apiKey: [] }],
       requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['model', 'input'] } } } },
       responses: { '200': { description: 'embeddings' }, '400': { description: 'invalid field (OpenAI error shape)' }, '404': { description: 'unknown model' } },
@@ -56,8 +54,8 @@ export const openAiOpenApiPaths: Record<string, unknown> = {
 };
 
 /**
- * The OpenAI-compatible surface over encoder tasks: POST /v1/embeddings and the
- * model list. The `model` field picks the task, as in vLLM and LoRAX; errors
+ * The OpenAI-compatible surface over the encoder: POST /v1/embeddings and the
+ * model list. The `model` field picks the task (or the base model), as in vLLM and LoRAX; errors
  * come back in OpenAI's shape so the SDKs raise their usual APIError subclasses.
  */
 export function openAiRouter(deps: OpenAiRouteDeps): Router {
@@ -65,19 +63,20 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
   const paths = ['/v1/embeddings', '/v1/models', '/v1/models/:model'];
   router.use(paths, deps.requireKey);
 
+  const baseModelId = deps.gateway.baseModelId;
   const modelOfTask = (t: TaskInfo): ModelObject => ({
     id: t.id,
     object: 'model',
     created: Math.floor(Date.parse(t.registeredAt) / 1000),
     owned_by: 'petserve',
-    parent: deps.baseModelId,
+    parent: baseModelId,
     kind: t.kind,
   });
-  const baseModel = (): ModelObject => ({ id: deps.baseModelId, object: 'model', created: deps.baseCreated, owned_by: 'petserve' });
+  const baseModel = (): ModelObject => ({ id: baseModelId, object: 'model', created: deps.baseCreated, owned_by: 'petserve', kind: 'base' });
 
   const decoder = deps.decoder ?? null;
   const decoderCreated = deps.decoderCreated ?? deps.baseCreated;
-  const decoderBase = (d: CompletionsGateway): ModelObject => ({ id: d.baseModelId, object: 'model', created: decoderCreated, owned_by: 'petserve' });
+  const decoderBase = (d: CompletionsGateway): ModelObject => ({ id: d.baseModelId, object: 'model', created: decoderCreated, owned_by: 'petserve', kind: 'base' });
   const decoderTask = (d: CompletionsGateway, t: { id: string; kind: string }): ModelObject => ({
     id: t.id,
     object: 'model',
@@ -95,7 +94,7 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
 
   router.get('/v1/models/:model', async (req: Request, res: Response) => {
     const id = String(req.params['model']);
-    if (id === deps.baseModelId) {
+    if (id === baseModelId) {
       res.json(baseModel());
       return;
     }
@@ -109,16 +108,16 @@ export function openAiRouter(deps: OpenAiRouteDeps): Router {
 
   router.post('/v1/embeddings', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
     const body = parseOrThrow(embeddingsRequestSchema, req.body);
-    const task = await embeddingsTask(deps.gateway, body, { baseModelId: deps.baseModelId, isDecoderModel: (id) => decoder?.serves(id) === true });
+    const model = await embeddingsModel(deps.gateway, body, { isDecoderModel: (id) => decoder?.serves(id) === true });
     let inputs = 0;
     let ok = false;
     try {
       const sequences = embeddingsSequences(deps.gateway, body);
       inputs = sequences.length;
-      res.json(await embed(deps.gateway, task, body, sequences));
+      res.json(await embed(deps.gateway, model, body, sequences));
       ok = true;
     } finally {
-      deps.counters.record(task.id, inputs, ok);
+      deps.counters.record(model.id, inputs, ok);
     }
   });
 

@@ -12,11 +12,11 @@ export interface PredictRouteDeps {
   maxBodyBytes: number;
 }
 
-/** POST /v1/tasks/:task/predict — texts or token ids in, labels with probabilities (or embeddings) out. */
+/** POST /v1/tasks/:task/predict — texts or token ids in, labels with probabilities (or embeddings) out; `:task` may be the base model's id. */
 export function predictRouter(deps: PredictRouteDeps): Router {
   const router = Router();
   router.post('/v1/tasks/:task/predict', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
-    const task = await deps.gateway.taskFor(String(req.params['task']));
+    const task = await deps.gateway.modelFor(String(req.params['task']));
     let inputs = 0;
     let ok = false;
     try {

@@ -1,9 +1,8 @@
-// Open Inference Protocol (KServe V2) over REST: each registered task is a model.
+// Open Inference Protocol (KServe V2) over REST: each registered task is a model, and so is the base model (model.id).
 
 import { Router, type NextFunction, type Request, type Response } from 'express';
-import type { TaskInfo } from '../../pet/registry.js';
 import { RequestValidationError, RouteNotFoundError, toHttpFailure } from '../errors.js';
-import { softmax, type InferenceGateway, type Sequence } from '../../gateway/gateway.js';
+import { softmax, type InferenceGateway, type Sequence, type ServedModel } from '../../gateway/gateway.js';
 import type { ServerLifecycle } from '../lifecycle.js';
 import { jsonBody } from '../middleware/json-body.js';
 import {
@@ -50,14 +49,14 @@ export function v2Router(deps: V2RouteDeps): Router {
     res.status(lifecycle.ready ? 200 : 503).json({ ready: lifecycle.ready, ...(parts ? { parts } : {}) });
   });
   router.get('/v2/models/:task', async (req, res) => {
-    res.json(modelMetadata(await gateway.taskFor(String(req.params['task'])), gateway));
+    res.json(modelMetadata(await gateway.modelFor(String(req.params['task'])), gateway));
   });
   router.get('/v2/models/:task/ready', async (req, res) => {
-    const task = await gateway.taskFor(String(req.params['task']));
+    const task = await gateway.modelFor(String(req.params['task']));
     res.status(lifecycle.ready ? 200 : 503).json({ name: task.id, ready: lifecycle.ready });
   });
   router.post('/v2/models/:task/infer', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
-    const task = await gateway.taskFor(String(req.params['task']));
+    const task = await gateway.modelFor(String(req.params['task']));
     let inputs = 0;
     let ok = false;
     try {
@@ -100,11 +99,11 @@ export function v2Router(deps: V2RouteDeps): Router {
   return router;
 }
 
-function outputNames(task: TaskInfo): string[] {
+function outputNames(task: ServedModel): string[] {
   return task.numLabels === 0 ? [V2_OUTPUT.pooled] : [V2_OUTPUT.logits, V2_OUTPUT.probabilities];
 }
 
-function requestedOutputs(task: TaskInfo, names: string[] | undefined): string[] {
+function requestedOutputs(task: ServedModel, names: string[] | undefined): string[] {
   const available = outputNames(task);
   if (names === undefined || names.length === 0) return available;
   names.forEach((n, i) => {
@@ -113,7 +112,7 @@ function requestedOutputs(task: TaskInfo, names: string[] | undefined): string[]
   return [...new Set(names)];
 }
 
-function modelMetadata(task: TaskInfo, gateway: InferenceGateway): V2ModelMetadata {
+function modelMetadata(task: ServedModel, gateway: InferenceGateway): V2ModelMetadata {
   const H = gateway.modelConfig.hiddenSize;
   const inputs: V2ModelMetadata['inputs'] = [
     { name: V2_INPUT.inputIds, datatype: 'INT64', shape: [-1, -1] },
