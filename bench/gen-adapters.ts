@@ -12,7 +12,7 @@
  *   npm run bench -- gen-adapters [--adapters 1,8,64,512] [--rate 20] [--requests 100 | --seconds 5]
  *       [--prompt 8-64] [--output 8-32] [--preset llama-bench] [--systems a,b,c,d] [--quick] [--out bench/results]
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PetServeConfig } from '../src/config/config.js';
@@ -44,7 +44,7 @@ import {
   type TraceSpec,
 } from './lib/gen-workload.js';
 import { MergedModelServer, mergeLora } from './lib/merged-lora.js';
-import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
+import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReportWithChart, type Table } from './lib/report.js';
 import { barChartSvg } from './lib/svg-chart.js';
 
 const quick = process.argv.includes('--quick');
@@ -375,9 +375,7 @@ async function main(): Promise<void> {
       })),
       targets,
     };
-    await writeReport(outDir, stem, json, md);
-    await writeFile(join(outDir, `${stem}.svg`), svg);
-    console.log(`\nwrote ${join(outDir, stem)}.{json,md,svg}`);
+    await writeReportWithChart(outDir, stem, json, md, svg);
   } finally {
     ctx.destroy();
     await rm(root, { recursive: true, force: true });

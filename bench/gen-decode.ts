@@ -6,7 +6,7 @@
  *
  *   npm run bench -- gen-decode [--preset llama-bench] [--batches 1,8,32] [--steps 24] [--prompt 16] [--quick] [--out bench/results]
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PhaseTiming } from '../src/gpu/batch-encoder.js';
@@ -17,7 +17,7 @@ import { silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
 import { flag, intFlag } from './lib/args.js';
 import { adapterSpecs, benchGenerationConfig, GEN_BENCH_COMMANDS, listFlag, makeDecoderBase, percentile, presetFlag, writeAdapters } from './lib/gen-workload.js';
-import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
+import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReportWithChart, type Table } from './lib/report.js';
 import { barChartSvg } from './lib/svg-chart.js';
 
 const quick = process.argv.includes('--quick');
@@ -191,9 +191,7 @@ async function main(): Promise<void> {
         profiledWallMs: m.profiledWallMs.map((x) => round(x, 3)),
       })),
     };
-    await writeReport(outDir, stem, json, md);
-    await writeFile(join(outDir, `${stem}.svg`), svg);
-    console.log(`\nwrote ${join(outDir, stem)}.{json,md,svg}`);
+    await writeReportWithChart(outDir, stem, json, md, svg);
   } finally {
     ctx.destroy();
     await rm(root, { recursive: true, force: true });

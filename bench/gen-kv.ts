@@ -8,7 +8,7 @@
  *
  *   npm run bench -- gen-kv [--requests 96] [--rate 16] [--adapters 8] [--preset llama-bench] [--quick] [--out bench/results]
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateSamplingParams } from '../src/engine/generation/sampling.js';
@@ -18,7 +18,7 @@ import { silentLogger } from '../src/util/logger.js';
 import { Rng } from '../src/util/random.js';
 import { flag, intFlag } from './lib/args.js';
 import { adapterSpecs, benchGenerationConfig, GEN_BENCH_COMMANDS, makeDecoderBase, makeTrace, percentile, presetFlag, runOpenLoop, writeAdapters, type TraceRequest } from './lib/gen-workload.js';
-import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReport, type Table } from './lib/report.js';
+import { adapterSlug, commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTable, writeReportWithChart, type Table } from './lib/report.js';
 import { lineChartSvg } from './lib/svg-chart.js';
 
 const quick = process.argv.includes('--quick');
@@ -233,9 +233,7 @@ async function main(): Promise<void> {
       results: rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'number' ? round(v, 3) : v]))),
       perStep: runs.map((r) => ({ prefixCaching: r.prefixCaching, usedBlocks: r.samples.map((s) => s.usedBlocks), tokens: r.samples.map((s) => s.tokens), running: r.samples.map((s) => s.running) })),
     };
-    await writeReport(outDir, stem, json, md);
-    await writeFile(join(outDir, `${stem}.svg`), svg);
-    console.log(`\nwrote ${join(outDir, stem)}.{json,md,svg}`);
+    await writeReportWithChart(outDir, stem, json, md, svg);
   } finally {
     ctx.destroy();
     await rm(root, { recursive: true, force: true });

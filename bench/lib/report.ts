@@ -107,6 +107,13 @@ export async function writeReport(
   return { jsonPath, markdownPath };
 }
 
+/** writeReport plus the run's SVG chart, and the one line that says where they went. */
+export async function writeReportWithChart(dir: string, stem: string, json: unknown, markdown: string, svg: string): Promise<void> {
+  await writeReport(dir, stem, json, markdown);
+  await writeFile(join(dir, `${stem}.svg`), svg);
+  console.log(`\nwrote ${join(dir, stem)}.{json,md,svg}`);
+}
+
 /** Fixed decimals for display; '-' for a missing value. */
 export const fmt = (x: number | null | undefined, digits = 2): string =>
   x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
