@@ -46,6 +46,15 @@ async function startReplica(name: string): Promise<Replica> {
 }
 
 const CHECK_MS = 200;
+
+/** Poll `cond` every CHECK_MS until it holds; fails the test after 50 checks (10 s). */
+async function until(cond: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    if (await cond()) return;
+    await sleep(CHECK_MS);
+  }
+  throw new Error('haproxy did not reach the expected state within 50 health checks');
+}
 let replicas: Replica[] = [];
 let lb: ChildProcess | undefined;
 let base = '';
@@ -86,8 +95,13 @@ beforeAll(async () => {
       await sleep(50);
     }
   }
-  // Let the first health checks pass (rise 2).
-  await sleep(3 * CHECK_MS);
+  // Until every replica has passed its first checks (rise 2): a replica coming up
+  // later would take over part of the hash ring in the middle of a test.
+  await until(async () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 6; i++) seen.add(await replicaFor('/v1/status'));
+    return seen.size === 3;
+  });
 });
 
 afterAll(async () => {
@@ -135,8 +149,10 @@ describe('haproxy task-affinity configuration', () => {
     const before = new Map<string, string>();
     for (const t of tasks) before.set(t, await replicaFor(`/v1/tasks/${t}/predict`, { method: 'POST' }));
     const victim = replicas.find((r) => [...before.values()].includes(r.name))!;
+    const victimTask = tasks.find((t) => before.get(t) === victim.name)!;
     victim.ready = false;
-    await sleep(5 * CHECK_MS); // fall 3
+    // The check notices after fall 3 (≈ 3 × CHECK_MS); under a loaded CI machine later, so wait for it rather than a fixed time.
+    await until(async () => (await replicaFor(`/v1/tasks/${victimTask}/predict`, { method: 'POST' })) !== victim.name);
     for (const t of tasks) {
       const now = await replicaFor(`/v1/tasks/${t}/predict`, { method: 'POST' });
       expect(now).not.toBe(victim.name);
@@ -144,7 +160,7 @@ describe('haproxy task-affinity configuration', () => {
       if (before.get(t) !== victim.name) expect(now, t).toBe(before.get(t));
     }
     victim.ready = true;
-    await sleep(4 * CHECK_MS); // rise 2
+    await until(async () => (await replicaFor(`/v1/tasks/${victimTask}/predict`, { method: 'POST' })) === victim.name); // rise 2
     for (const t of tasks) expect(await replicaFor(`/v1/tasks/${t}/predict`, { method: 'POST' })).toBe(before.get(t));
   });
 
