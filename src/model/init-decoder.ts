@@ -7,12 +7,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { Rng } from '../util/random.js';
 import { buildDecoderTokenizer, decoderTokenizerJson, DECODER_SPECIAL_TOKENS, MIN_DECODER_VOCAB_SIZE } from './byte-bpe.js';
 import type { DecoderSpecialToken, DecoderTokenizer } from './byte-bpe.js';
 import { DECODER_PRESETS, isDecoderPresetName } from './decoder-presets.js';
 import type { BloomArchitecture, DecoderArchitecture, DecoderPresetName, Gpt2Architecture, LlamaLikeArchitecture } from './decoder-presets.js';
 import {
+  elementCount,
+  generateNormalTensors,
   InitModelOptionsError,
   SAFETENSORS_DTYPES,
   TORCH_DTYPE_NAMES,
@@ -20,7 +21,6 @@ import {
   type CheckpointDtype,
 } from './init-model.js';
 import { writeSafetensors } from './safetensors.js';
-import type { TensorToWrite } from './safetensors.js';
 
 export interface InitDecoderOptions {
   preset: DecoderPresetName;
@@ -130,7 +130,8 @@ export async function initDecoderModel(opts: InitDecoderOptions): Promise<InitDe
     let done = 0;
     return () => opts.onProgress?.(phase, ++done, layout.length);
   };
-  const tensors = generateTensors(layout, architecture, seed, SAFETENSORS_DTYPES[dtype], counter('generate'));
+  const embeddingStd = 1 / Math.sqrt(decoderHiddenSize(architecture));
+  const tensors = generateNormalTensors(layout, seed, SAFETENSORS_DTYPES[dtype], counter('generate'), (spec) => decoderNormal(spec, embeddingStd));
   await writeSafetensors(paths.weightsPath, tensors, { format: 'pt' }, counter('write'));
 
   await writeJson(paths.configPath, sortKeysDeep(decoderConfigJson(architecture, special, dtype)));
@@ -297,51 +298,24 @@ export function decoderHiddenSize(architecture: DecoderArchitecture): number {
   return architecture.family === 'gpt2' ? architecture.nEmbd : architecture.hiddenSize;
 }
 
-function generateTensors(
-  layout: readonly DecoderTensorSpec[],
-  architecture: DecoderArchitecture,
-  seed: number,
-  dtype: TensorToWrite['dtype'],
-  onTensor: () => void,
-): Record<string, TensorToWrite> {
-  // One generator walked in layout order: values depend on the seed and the
-  // tensors before them, never on dtype.
-  const rng = new Rng(seed);
-  const embeddingStd = 1 / Math.sqrt(decoderHiddenSize(architecture));
-  const tensors: Record<string, TensorToWrite> = {};
-  for (const spec of layout) {
-    const data = new Float32Array(elementCount(spec.shape));
-    switch (spec.init) {
-      case 'embedding':
-        rng.fillNormal(data, 0, embeddingStd);
-        break;
-      case 'positionEmbedding':
-        rng.fillNormal(data, 0, POSITION_EMBEDDING_SCALE * embeddingStd);
-        break;
-      case 'linear':
-        rng.fillNormal(data, 0, LINEAR_GAIN / Math.sqrt(spec.fanIn!));
-        break;
-      case 'bias':
-        rng.fillNormal(data, 0, BIAS_STD);
-        break;
-      case 'normWeight':
-        rng.fillNormal(data, 1, NORM_SPREAD);
-        break;
-      case 'normBias':
-        rng.fillNormal(data, 0, NORM_SPREAD);
-        break;
-      case 'embeddingNormWeight':
-        rng.fillNormal(data, EMBEDDING_NORM_GAIN, NORM_SPREAD);
-        break;
-    }
-    tensors[spec.name] = { dtype, shape: spec.shape, data };
-    onTensor();
+/** Each tensor's (mean, std); see DecoderTensorInit for why these scales. */
+function decoderNormal(spec: DecoderTensorSpec, embeddingStd: number): readonly [number, number] {
+  switch (spec.init) {
+    case 'embedding':
+      return [0, embeddingStd];
+    case 'positionEmbedding':
+      return [0, POSITION_EMBEDDING_SCALE * embeddingStd];
+    case 'linear':
+      return [0, LINEAR_GAIN / Math.sqrt(spec.fanIn!)];
+    case 'bias':
+      return [0, BIAS_STD];
+    case 'normWeight':
+      return [1, NORM_SPREAD];
+    case 'normBias':
+      return [0, NORM_SPREAD];
+    case 'embeddingNormWeight':
+      return [EMBEDDING_NORM_GAIN, NORM_SPREAD];
   }
-  return tensors;
-}
-
-function elementCount(shape: readonly number[]): number {
-  return shape.reduce((product, dim) => product * dim, 1);
 }
 
 // ------------------------------------------------------------------ config.json

@@ -99,7 +99,7 @@ export async function initModel(opts: InitModelOptions): Promise<InitModelResult
     let done = 0;
     return () => opts.onProgress?.(phase, ++done, layout.length);
   };
-  const tensors = generateTensors(layout, architecture, seed, SAFETENSORS_DTYPES[dtype], counter('generate'));
+  const tensors = generateNormalTensors(layout, seed, SAFETENSORS_DTYPES[dtype], counter('generate'), (spec) => bertNormal(spec, architecture));
   await writeSafetensors(weightsPath, tensors, { format: 'pt' }, counter('write'));
 
   await writeJson(configPath, hfConfigJson(architecture, numLabels, dtype));
@@ -181,41 +181,45 @@ export function bertTensorLayout(architecture: BertArchitecture, numLabels: numb
   return specs;
 }
 
-function generateTensors(
-  layout: readonly BertTensorSpec[],
-  architecture: BertArchitecture,
+/**
+ * Draw every tensor of `layout` from normals, one generator walked in layout
+ * order: the values of a tensor depend only on the seed and on the tensors
+ * before it, never on dtype. `normal` gives each tensor's (mean, std).
+ */
+export function generateNormalTensors<S extends { name: string; shape: number[] }>(
+  layout: readonly S[],
   seed: number,
   dtype: TensorToWrite['dtype'],
   onTensor: () => void,
+  normal: (spec: S) => readonly [mean: number, std: number],
 ): Record<string, TensorToWrite> {
-  // One generator walked in layout order: the values of a tensor depend only
-  // on the seed and on the tensors before it, never on dtype.
   const rng = new Rng(seed);
   const tensors: Record<string, TensorToWrite> = {};
   for (const spec of layout) {
     const data = new Float32Array(elementCount(spec.shape));
-    switch (spec.init) {
-      case 'weight':
-      case 'bias':
-        rng.fillNormal(data, 0, architecture.initializerRange);
-        break;
-      case 'layerNormGamma':
-        rng.fillNormal(data, 1, LAYER_NORM_SPREAD);
-        break;
-      case 'layerNormBeta':
-        rng.fillNormal(data, 0, LAYER_NORM_SPREAD);
-        break;
-      case 'classifierWeight':
-        rng.fillNormal(data, 0, CLASSIFIER_WEIGHT_STD);
-        break;
-    }
+    const [mean, std] = normal(spec);
+    rng.fillNormal(data, mean, std);
     tensors[spec.name] = { dtype, shape: spec.shape, data };
     onTensor();
   }
   return tensors;
 }
 
-function elementCount(shape: readonly number[]): number {
+function bertNormal(spec: BertTensorSpec, architecture: BertArchitecture): readonly [number, number] {
+  switch (spec.init) {
+    case 'weight':
+    case 'bias':
+      return [0, architecture.initializerRange];
+    case 'layerNormGamma':
+      return [1, LAYER_NORM_SPREAD];
+    case 'layerNormBeta':
+      return [0, LAYER_NORM_SPREAD];
+    case 'classifierWeight':
+      return [0, CLASSIFIER_WEIGHT_STD];
+  }
+}
+
+export function elementCount(shape: readonly number[]): number {
   return shape.reduce((product, dim) => product * dim, 1);
 }
 
