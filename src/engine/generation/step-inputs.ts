@@ -1,7 +1,6 @@
 import { NONE, segGemmTables, type SegGemmSegment, type SegmentTables } from '../../kernels/segmented.js';
 import { embedTables, scaleTables, type EmbedSegment, type RowSegmentTables, type ScaleSegment } from '../../kernels/seg-rows.js';
-import type { LoraSiteTables, ScaleSiteTables } from '../../model/families/decoder/graph.js';
-import { qkvWidth } from '../../model/families/decoder/graph.js';
+import { gemmOutWidth, type LoraSiteTables, type ScaleSiteTables } from '../../model/families/decoder/graph.js';
 import type { DecoderConfig } from '../../model/families/decoder/types.js';
 import { siteKey } from '../../model/pet-graph-input.js';
 import type { DecoderAdapter } from '../../pet/decoder-adapter.js';
@@ -115,20 +114,6 @@ export function buildStepInputs(c: DecoderConfig, seqs: readonly StepSequence[])
   };
 }
 
-/** Output row width of each graph GEMM (the expand's ldOut). */
-function outWidth(c: DecoderConfig, gemm: string): number {
-  switch (gemm) {
-    case 'qkv':
-      return qkvWidth(c);
-    case 'up':
-      return (c.mlp === 'swiglu' ? 2 : 1) * c.intermediateSize;
-    case 'lm_head':
-      return c.vocabSize;
-    default:
-      return c.hiddenSize;
-  }
-}
-
 function buildLora(
   c: DecoderConfig,
   groups: readonly { adapter: ResidentPet<DecoderAdapter>; row0: number; rows: number; logit0: number; logits: number }[],
@@ -145,7 +130,7 @@ function buildLora(
       let site = scaleSites.get(key);
       if (!site) scaleSites.set(key, (site = { input: [], output: [] }));
       // Input rows are the GEMM's X (width = its K); output rows are its Y at the module's columns.
-      const ld = d.mode === 'input' ? d.width : outWidth(c, d.gemm);
+      const ld = d.mode === 'input' ? d.width : gemmOutWidth(c, d.gemm);
       site[d.mode].push({ first: g.row0 * ld + d.colOffset, rows: g.rows, width: d.width, ld, scaleOff: base + d.off });
     }
     if (packed.embedOff !== null) embeds.push({ row0: g.row0, rows: g.rows, tableOff: base + packed.embedOff });
@@ -157,7 +142,7 @@ function buildLora(
       const key = onHead ? 'lm_head' : siteKey(d.layer, d.gemm);
       let site = bySite.get(key);
       if (!site) bySite.set(key, (site = { shrink: [], expand: [], scratch: 0 }));
-      const ldOut = outWidth(c, d.gemm);
+      const ldOut = gemmOutWidth(c, d.gemm);
       site.shrink.push({ rows, K: d.K, N: d.rank, wOff: base + d.aOff, bOff: NONE, inOff: row0 * d.K, ldIn: d.K, outOff: site.scratch, ldOut: d.rank, scale: 1, act: 'none' });
       site.expand.push({ rows, K: d.rank, N: d.N, wOff: base + d.bOff, bOff: NONE, inOff: site.scratch, ldIn: d.rank, outOff: row0 * ldOut + d.colOffset, ldOut, scale: d.scale, act: 'none' });
       site.scratch += rows * d.rank;

@@ -56,8 +56,23 @@ export interface DecoderActivations extends StepBuffers {
   lastNormed: GPUBuffer; // [L, H]
 }
 
-export const qkvWidth = (c: DecoderConfig): number => (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim;
+const qkvWidth = (c: DecoderConfig): number => (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim;
 const upWidth = (c: DecoderConfig): number => (c.mlp === 'swiglu' ? 2 : 1) * c.intermediateSize;
+
+/** Output row width (row stride) of a graph GEMM: where adapter deltas on it are written. */
+export function gemmOutWidth(c: DecoderConfig, gemm: DecoderGemm | 'lm_head'): number {
+  switch (gemm) {
+    case 'qkv':
+      return qkvWidth(c);
+    case 'up':
+      return upWidth(c);
+    case 'lm_head':
+      return c.vocabSize;
+    case 'o':
+    case 'down':
+      return c.hiddenSize;
+  }
+}
 
 export function stepActivations(arena: ActivationArena, c: DecoderConfig, dtype: Dtype, s: StepShape): DecoderActivations {
   const e = bytesPerElement(dtype);
