@@ -21,7 +21,7 @@
 import type { PetServeConfig } from '../../src/config/config.js';
 import { DecoderRunner } from '../../src/engine/generation/decoder-runner.js';
 import { KvBlockManager } from '../../src/engine/generation/kv-blocks.js';
-import { kvBlockBytes } from '../../src/engine/generation/kv-cache-gpu.js';
+import { kvCacheBlocks } from '../../src/engine/generation/kv-cache-gpu.js';
 import { GenerationGateway, type GenerateInput, type GenerateOutput } from '../../src/gateway/generation.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import type { DecoderCheckpoint } from '../../src/model/decoder-checkpoint.js';
@@ -185,11 +185,7 @@ export class MergedModelServer {
     const checkpoint: DecoderCheckpoint = { ...this.base, weights: this.mergedWeights(taskId) };
     const g = this.config.generation;
     const dtype = this.config.model.dtype;
-    const perBlock = kvBlockBytes(checkpoint.config, g.blockTokens, dtype);
-    const numBlocks = Math.min(
-      Math.floor(g.kvCacheBytes / perBlock),
-      Math.floor(this.ctx.capabilities.maxStorageBufferBindingSize / (perBlock / (2 * checkpoint.config.numHiddenLayers))),
-    );
+    const numBlocks = kvCacheBlocks(checkpoint.config, g.blockTokens, dtype, g.kvCacheBytes, this.ctx.capabilities.maxStorageBufferBindingSize);
     const runner = new DecoderRunner(this.ctx, checkpoint, { dtype, numBlocks, blockTokens: g.blockTokens, poolBytes: 0 });
     const blocks = new KvBlockManager({ numBlocks, blockTokens: g.blockTokens, prefixCaching: g.prefixCaching });
     const scheduler = new StepScheduler(runner, blocks, NO_ADAPTERS, {

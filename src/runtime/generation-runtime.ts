@@ -5,7 +5,7 @@
 import type { PetServeConfig } from '../config/config.js';
 import { DecoderRunner } from '../engine/generation/decoder-runner.js';
 import { KvBlockManager } from '../engine/generation/kv-blocks.js';
-import { kvBlockBytes } from '../engine/generation/kv-cache-gpu.js';
+import { kvBlockBytes, kvCacheBlocks } from '../engine/generation/kv-cache-gpu.js';
 import { GenerationGateway } from '../gateway/generation.js';
 import type { ProfileMode } from '../gpu/batch-encoder.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -54,13 +54,10 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
   const g = config.generation;
   const dtype = config.model.dtype;
   if (dtype === 'f16' && !ctx.capabilities.shaderF16) throw new ConfigError('model.dtype f16 needs the shader-f16 feature, which this adapter lacks');
-  const perBlock = kvBlockBytes(checkpoint.config, g.blockTokens, dtype);
-  const perLayerLimit = ctx.capabilities.maxStorageBufferBindingSize;
-  const numBlocks = Math.min(
-    Math.floor(g.kvCacheBytes / perBlock),
-    Math.floor(perLayerLimit / (perBlock / (2 * checkpoint.config.numHiddenLayers))),
-  );
-  if (numBlocks < 1) throw new ConfigError(`generation.kvCacheBytes ${g.kvCacheBytes} holds no KV block (one block is ${perBlock} bytes)`);
+  const numBlocks = kvCacheBlocks(checkpoint.config, g.blockTokens, dtype, g.kvCacheBytes, ctx.capabilities.maxStorageBufferBindingSize);
+  if (numBlocks < 1) {
+    throw new ConfigError(`generation.kvCacheBytes ${g.kvCacheBytes} holds no KV block (one block is ${kvBlockBytes(checkpoint.config, g.blockTokens, dtype)} bytes)`);
+  }
   const runner = new DecoderRunner(ctx, checkpoint, {
     dtype,
     numBlocks,

@@ -7,6 +7,16 @@ export function kvBlockBytes(c: DecoderConfig, blockTokens: number, dtype: Dtype
 }
 
 /**
+ * Blocks a KV cache of `budgetBytes` holds, also capped so one layer's K (or V)
+ * buffer fits the adapter's largest storage binding; 0 when not even one fits.
+ */
+export function kvCacheBlocks(c: DecoderConfig, blockTokens: number, dtype: Dtype, budgetBytes: number, maxBindingBytes: number): number {
+  const perBlock = kvBlockBytes(c, blockTokens, dtype);
+  const perLayerBuffer = perBlock / (2 * c.numHiddenLayers);
+  return Math.min(Math.floor(budgetBytes / perBlock), Math.floor(maxBindingBytes / perLayerBuffer));
+}
+
+/**
  * The paged KV cache's GPU memory: per layer one K and one V buffer of
  * [numBlocks·blockTokens, kvWidth] (token-major inside a block, vLLM's layout).
  * Which block belongs to which sequence is host bookkeeping (kv-blocks.ts).
