@@ -239,10 +239,10 @@ export class StepScheduler {
     while (this.waiting.length > 0 || this.running.length > 0) {
       this.dropAborted();
       const plan = this.planStep();
-      if (plan.length === 0) {
-        if (this.running.length === 0 && this.waiting.length > 0) this.failHead();
-        if (this.waiting.length === 0 && this.running.length === 0) return;
-        if (plan.length === 0 && this.running.length === 0) continue;
+      // Nothing runs and nothing could be admitted into an empty cache and pool: the head never will be.
+      if (plan.length === 0 && this.running.length === 0) {
+        if (this.waiting.length > 0) this.failHead(); // (all may have been cancelled just now)
+        continue;
       }
       await this.executeStep(plan);
     }
