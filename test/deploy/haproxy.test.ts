@@ -58,6 +58,22 @@ async function until(cond: () => Promise<boolean>): Promise<void> {
 let replicas: Replica[] = [];
 let lb: ChildProcess | undefined;
 let base = '';
+let lbLog = '';
+
+/**
+ * The replica that holds `path`'s task: up to three reads, the first that equals
+ * `expected`, else the last. Bounded load (hash-balance-factor) may send a single
+ * request to the next replica on the ring while HAProxy still counts the previous
+ * request as in flight (seen on a loaded CI machine); a broken ring misroutes all three.
+ */
+async function settledReplicaFor(path: string, expected: string): Promise<string> {
+  let last = '';
+  for (let i = 0; i < 3; i++) {
+    last = await replicaFor(path, { method: 'POST' });
+    if (last === expected) break;
+  }
+  return last;
+}
 
 async function replicaFor(path: string, init?: RequestInit): Promise<string> {
   const res = await fetch(base + path, init);
@@ -66,6 +82,13 @@ async function replicaFor(path: string, init?: RequestInit): Promise<string> {
   const body = (await res.json()) as { replica: string };
   expect(header).toBe(body.replica);
   return body.replica;
+}
+
+/** Round-robin (key-less) requests reach all three replicas. */
+async function allReplicasServe(): Promise<boolean> {
+  const seen = new Set<string>();
+  for (let i = 0; i < 6; i++) seen.add(await replicaFor('/v1/status'));
+  return seen.size === 3;
 }
 
 const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
@@ -84,7 +107,9 @@ beforeAll(async () => {
   const check = spawnSync('haproxy', ['-c', ...CONFIG], { env, encoding: 'utf8' });
   expect(check.error, 'haproxy is not installed: run scripts/setup-system.sh').toBeUndefined();
   expect(check.status, check.stderr + check.stdout).toBe(0);
-  lb = spawn('haproxy', ['-db', ...CONFIG], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  lb = spawn('haproxy', ['-db', ...CONFIG], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // HAProxy's own log (server state changes), shown with a failed expectation.
+  for (const stream of [lb.stdout, lb.stderr]) stream?.on('data', (chunk: Buffer) => (lbLog += chunk.toString()));
   base = `http://127.0.0.1:${lbPort}`;
   for (let i = 0; ; i++) {
     try {
@@ -97,11 +122,7 @@ beforeAll(async () => {
   }
   // Until every replica has passed its first checks (rise 2): a replica coming up
   // later would take over part of the hash ring in the middle of a test.
-  await until(async () => {
-    const seen = new Set<string>();
-    for (let i = 0; i < 6; i++) seen.add(await replicaFor('/v1/status'));
-    return seen.size === 3;
-  });
+  await until(allReplicasServe);
 });
 
 afterAll(async () => {
@@ -151,20 +172,30 @@ describe('haproxy task-affinity configuration', () => {
     const victim = replicas.find((r) => [...before.values()].includes(r.name))!;
     const victimTask = tasks.find((t) => before.get(t) === victim.name)!;
     victim.ready = false;
-    // The check notices after fall 3 (≈ 3 × CHECK_MS); under a loaded CI machine later, so wait for it rather than a fixed time.
-    await until(async () => (await replicaFor(`/v1/tasks/${victimTask}/predict`, { method: 'POST' })) !== victim.name);
-    for (const t of tasks) {
-      const now = await replicaFor(`/v1/tasks/${t}/predict`, { method: 'POST' });
-      expect(now).not.toBe(victim.name);
-      // Consistent hashing: tasks of the other replicas stay where they were.
-      if (before.get(t) !== victim.name) expect(now, t).toBe(before.get(t));
+    try {
+      // The check notices after fall 3 (≈ 3 × CHECK_MS); under a loaded CI machine later, so wait for it rather than a fixed time.
+      await until(async () => (await replicaFor(`/v1/tasks/${victimTask}/predict`, { method: 'POST' })) !== victim.name);
+      for (const t of tasks) {
+        const was = before.get(t)!;
+        const now = await settledReplicaFor(`/v1/tasks/${t}/predict`, was);
+        expect(now, `${t}\n${lbLog}`).not.toBe(victim.name);
+        // Consistent hashing: tasks of the other replicas stay where they were.
+        if (was !== victim.name) expect(now, `${t}\n${lbLog}`).toBe(was);
+      }
+    } finally {
+      // Restored even when an expectation fails, so the next test starts with three replicas.
+      victim.ready = true;
     }
-    victim.ready = true;
     await until(async () => (await replicaFor(`/v1/tasks/${victimTask}/predict`, { method: 'POST' })) === victim.name); // rise 2
-    for (const t of tasks) expect(await replicaFor(`/v1/tasks/${t}/predict`, { method: 'POST' })).toBe(before.get(t));
+    for (const t of tasks) {
+      const was = before.get(t)!;
+      expect(await settledReplicaFor(`/v1/tasks/${t}/predict`, was), `${t}\n${lbLog}`).toBe(was);
+    }
   });
 
   it('spills a hot task to another replica instead of piling it on one (bounded load)', async () => {
+    // Three replicas up (a replica still rising would change the bound).
+    await until(allReplicasServe);
     for (const r of replicas) {
       r.delayMs = 300;
       r.maxInFlight = 0;
