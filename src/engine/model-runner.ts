@@ -42,6 +42,12 @@ export type OperatorPlanner = (plan: PetPlan, cfg: BertConfig, dtypeBytes: numbe
 export interface RunTasksOptions {
   profile?: ProfileMode;
   operators?: OperatorPlanner | undefined;
+  /**
+   * Every row passed the serving path's checks (src/gateway: ids, segment ids,
+   * length) and is not checked again. Direct callers (the CLI, benchmarks) leave
+   * it unset and get the runner's own check, which names the caller's row.
+   */
+  rowsChecked?: boolean;
 }
 
 export interface MemoryReport {
@@ -163,8 +169,10 @@ export class ModelRunner {
       throw new ConfigError('this runner has no task registry; only base rows (task null) can run');
     }
     if (!registry || rows.every((r) => r.task === null)) {
-      // Base rows only: the plain graph, no PET tables, rows in caller order (packing validates them).
-      const packedRows = packBatch({ inputIds: rows.map((r) => r.inputIds), tokenTypeIds: tokenTypes(rows) }, this.checkpoint.config);
+      // Base rows only: the plain graph, no PET tables, rows in caller order (packing validates them unless rowsChecked).
+      const packedRows = packBatch({ inputIds: rows.map((r) => r.inputIds), tokenTypeIds: tokenTypes(rows) }, this.checkpoint.config, {
+        alreadyValidated: opts.rowsChecked === true,
+      });
       const r = await this.enqueue(() => this.execute(packedRows, null, outputs, opts));
       const H = this.checkpoint.config.hiddenSize;
       const L = this.numLabels;
@@ -172,7 +180,7 @@ export class ModelRunner {
     }
     // Validate in caller order, so an error names the caller's row; the batch is packed
     // once, after the plan has ordered its rows.
-    rows.forEach((r, i) => validateSequence(r.inputIds, r.tokenTypeIds, this.checkpoint.config, i));
+    if (opts.rowsChecked !== true) rows.forEach((r, i) => validateSequence(r.inputIds, r.tokenTypeIds, this.checkpoint.config, i));
     const taskIds = rows.flatMap((r) => (r.task === null ? [] : [r.task]));
     return withTaskLeases(registry, taskIds, (packedById) => this.enqueue(() => this.executeTasks(rows, packedById, outputs, opts)));
   }

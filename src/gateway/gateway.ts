@@ -139,6 +139,8 @@ export class InferenceGateway {
     return texts.map((text, i) => {
       const enc = tokenizer.encode(text, truncate ? { maxLength: limit.tokens } : {});
       if (enc.inputIds.length > limit.tokens) throw new SequenceTooLongError(`${field}[${i}]`, enc.inputIds.length, limit.tokens, limit.source);
+      // A tokenizer.json that does not match config.json (larger vocabulary, no special tokens) fails here, not in a batch.
+      this.checkRow(field, i, enc.inputIds, enc.tokenTypeIds, 'token_type_ids');
       return { inputIds: enc.inputIds, tokenTypeIds: enc.tokenTypeIds };
     });
   }
@@ -149,26 +151,41 @@ export class InferenceGateway {
    */
   checkIds(field: string, rows: readonly number[][], types: readonly number[][] | undefined, truncate: boolean, typesField = 'token_type_ids'): Sequence[] {
     this.checkCount(field, rows.length);
-    const { vocabSize, typeVocabSize } = this.deps.modelConfig;
+    if (types !== undefined && types.length !== rows.length) {
+      throw new InvalidInputError(`${typesField}: ${types.length} rows for ${rows.length} ${field} rows`);
+    }
     const max = this.idsLimit.tokens;
     return rows.map((row, i) => {
       if (row.length > max && !truncate) throw new SequenceTooLongError(`${field}[${i}]`, row.length, max, this.idsLimit.source);
       const ids = row.length > max ? row.slice(0, max) : row;
-      ids.forEach((id, j) => {
-        if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
-          // The value itself is not quoted: error bodies echo no request data.
-          throw new InvalidInputError(`${field}[${i}][${j}] is not a token id of this model (0..${vocabSize - 1})`);
-        }
-      });
       const typeRow = types?.[i];
-      if (typeRow === undefined) return { inputIds: ids };
-      const t = typeRow.length > max ? typeRow.slice(0, max) : typeRow;
-      t.forEach((v, j) => {
-        if (!Number.isInteger(v) || v < 0 || v >= typeVocabSize) {
-          throw new InvalidInputError(`${typesField}[${i}][${j}] is not a segment id of this model (0..${typeVocabSize - 1})`);
-        }
-      });
-      return { inputIds: ids, tokenTypeIds: t };
+      const t = typeRow !== undefined && typeRow.length > max ? typeRow.slice(0, max) : typeRow;
+      this.checkRow(field, i, ids, t, typesField);
+      return t === undefined ? { inputIds: ids } : { inputIds: ids, tokenTypeIds: t };
+    });
+  }
+
+  /**
+   * Everything the engine needs of one sequence: non-empty, ids in the vocabulary,
+   * segment ids (if any) of the same length and in range. The length limit is
+   * checked by the caller, which knows which limit applied. The scheduler and the
+   * runner do not check again (rowsChecked), so this is the serving path's only check.
+   */
+  private checkRow(field: string, i: number, ids: readonly number[], types: readonly number[] | undefined, typesField: string): void {
+    const { vocabSize, typeVocabSize } = this.deps.modelConfig;
+    if (ids.length === 0) throw new InvalidInputError(`${field}[${i}] is empty: a sequence needs at least one token`);
+    ids.forEach((id, j) => {
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+        // The value itself is not quoted: error bodies echo no request data.
+        throw new InvalidInputError(`${field}[${i}][${j}] is not a token id of this model (0..${vocabSize - 1})`);
+      }
+    });
+    if (types === undefined) return;
+    if (types.length !== ids.length) throw new InvalidInputError(`${typesField}[${i}] has ${types.length} ids for ${ids.length} tokens of ${field}[${i}]`);
+    types.forEach((v, j) => {
+      if (!Number.isInteger(v) || v < 0 || v >= typeVocabSize) {
+        throw new InvalidInputError(`${typesField}[${i}][${j}] is not a segment id of this model (0..${typeVocabSize - 1})`);
+      }
     });
   }
 

@@ -1,6 +1,5 @@
 import type { PetServeConfig } from '../config/config.js';
 import type { PhaseTiming } from '../gpu/batch-encoder.js';
-import { validateSequence } from '../engine/batch-input.js';
 import type { ModelRunner, TaskRow, TaskRowResult } from '../engine/model-runner.js';
 import { PoolExhaustedError } from '../pet/gpu-pool.js';
 import { UnknownTaskError } from '../pet/registry.js';
@@ -125,7 +124,9 @@ export class Scheduler implements InferenceService {
       return Promise.reject(err);
     }
     const now = this.now();
-    const sloMs = req.sloMs ?? (req.task !== null ? this.config.taskSloMs[req.task] : undefined) ?? this.config.defaultSloMs;
+    // The base model (task null) takes its override under its own id (model.id), as every route names it.
+    const sloKey = req.task ?? this.runner.registry?.baseModelId;
+    const sloMs = req.sloMs ?? (sloKey !== undefined ? this.config.taskSloMs[sloKey] : undefined) ?? this.config.defaultSloMs;
     if (priority === 'online' && (sloMs <= this.tightSlo.ms || now - this.tightSlo.atMs > TIGHT_SLO_MEMORY_MS)) {
       this.tightSlo = { ms: sloMs, atMs: now };
     }
@@ -232,7 +233,6 @@ export class Scheduler implements InferenceService {
       kind = info.kind;
       petScale = this.opts.cost.sizeScale?.(kind, info.packedFloats) ?? 1;
     }
-    validateSequence(req.inputIds, req.tokenTypeIds, this.runner.checkpoint.config);
     if (req.sloMs !== undefined && !(req.sloMs > 0)) throw new InvalidInputError('deadline_ms: must be a positive number');
     return { kind, petScale };
   }
@@ -362,7 +362,8 @@ export class Scheduler implements InferenceService {
       const r = await this.runner.runTasks(
         live.map((e): TaskRow => ({ task: e.task, inputIds: e.req.inputIds, tokenTypeIds: e.req.tokenTypeIds })),
         { logits: true, pooled: live.some((e) => e.req.pooled === true) },
-        { profile, operators: this.config.operatorScheduler ? scheduleOperators : undefined },
+        // Every request came through the gateway, which checked its ids against the model (the only check).
+        { profile, operators: this.config.operatorScheduler ? scheduleOperators : undefined, rowsChecked: true },
       );
       rows = r.rows;
       phases = r.phases;

@@ -58,7 +58,8 @@ export interface InferenceService {
   /**
    * Queue one request and resolve with its answer. Rejects with OverloadError when
    * the queue is full, DeadlineExceededError when it expired before running,
-   * UnknownTaskError / InvalidInputError for bad requests (checked at submit).
+   * UnknownTaskError when the task is gone. Token ids are not checked here: the
+   * gateway (src/gateway) checked them, once, before submitting.
    */
   submit(req: InferenceRequest): Promise<InferenceResult>;
   stats(): SchedulerStats;

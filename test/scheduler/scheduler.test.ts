@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { TaskRow } from '../../src/engine/model-runner.js';
+import type { RunTasksOptions, TaskRow } from '../../src/engine/model-runner.js';
 import { batchFeatures } from '../../src/scheduler/batch-policy.js';
 import { LinearCostModel } from '../../src/scheduler/cost-model.js';
 import { Scheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
@@ -24,6 +24,8 @@ interface Arrival {
 class Sim {
   clock = 0;
   readonly batches: TaskRow[][] = [];
+  /** The options of every runTasks call. */
+  readonly runOptions: RunTasksOptions[] = [];
   private pending: Arrival[] = [];
   readonly tasks = new Set<string>(['hot', 'rare', 'a', 'b']);
   readonly results: { arrival: Arrival; result?: InferenceResult; error?: unknown; doneAt: number }[] = [];
@@ -36,10 +38,12 @@ class Sim {
     const runner = {
       checkpoint: { config: { maxPositionEmbeddings: 512, vocabSize: 1000, typeVocabSize: 2 } },
       registry: {
+        baseModelId: 'base',
         get: (id: string) => (this.tasks.has(id) ? { kind: 'lora' } : undefined),
         has: (id: string) => this.tasks.has(id),
       },
-      runTasks: (rows: readonly TaskRow[]) => {
+      runTasks: (rows: readonly TaskRow[], _outputs: unknown, opts: RunTasksOptions = {}) => {
+        this.runOptions.push(opts);
         if (new Set(rows.map((r) => r.task)).size > this.poolTasks) {
           return Promise.reject(new PoolExhaustedError('PET pool exhausted'));
         }
@@ -193,6 +197,16 @@ describe('Scheduler', () => {
     expect(sim.batches.flat().some((r) => r.task === 'b')).toBe(false);
   });
 
+  it('gives the base model (task null) the SLO override under its id, as a task gets its own', async () => {
+    const queued = (baseSloMs: Record<string, number>) => {
+      const sim = new Sim({ maxBatchRows: 1, policy: 'fifo', taskSloMs: baseSloMs });
+      return sim.run([{ t: 0, req: req('a', 400) }, { t: 1, req: req('a', 400) }, { t: 2, req: req(null, 10) }]).then(() => sim.results[2]!);
+    };
+    expect((await queued({ base: 5 })).error).toBeInstanceOf(DeadlineExceededError);
+    expect((await queued({ a: 5 })).error).toBeUndefined();
+    expect((await queued({})).result).toBeDefined();
+  });
+
   it('refuses at once, with 429 DEADLINE_UNREACHABLE, a request the queue ahead makes miss its deadline', async () => {
     const sim = new Sim({ maxBatchRows: 1 });
     await sim.run([{ t: 0, req: req('a', 400) }, { t: 1, req: req('a', 400) }, { t: 2, req: req('b', 10, { sloMs: 5 }) }]);
@@ -240,14 +254,19 @@ describe('Scheduler', () => {
     expect(sim.batches.length).toBe(3);
   });
 
-  it('rejects bad requests at submit, naming the field', async () => {
+  it('rejects at submit a task that is not registered (it may go after the gateway looked) and a bad deadline', async () => {
     const sim = new Sim();
     await expect(sim.scheduler.submit(req('nope', 4))).rejects.toBeInstanceOf(UnknownTaskError);
-    await expect(sim.scheduler.submit({ task: 'a', inputIds: [1, 5000] })).rejects.toThrow(/input_ids\[1\]/);
-    await expect(sim.scheduler.submit({ task: 'a', inputIds: [] })).rejects.toThrow(/input_ids/);
-    await expect(sim.scheduler.submit({ task: 'a', inputIds: new Array<number>(513).fill(1) })).rejects.toThrow(/max_position_embeddings/);
-    await expect(sim.scheduler.submit({ task: 'a', inputIds: [1], tokenTypeIds: [2] })).rejects.toThrow(/token_type_ids/);
+    await expect(sim.scheduler.submit(req('a', 4, { sloMs: -1 }))).rejects.toThrow(/deadline_ms/);
     expect(sim.scheduler.stats().queued).toBe(0);
+  });
+
+  it('trusts the id checks of the gateway: every batch runs with rowsChecked, so the runner does not check again', async () => {
+    // The id checks themselves: test/gateway/encoder-checks.test.ts.
+    const sim = new Sim();
+    await sim.run([{ t: 0, req: req('a', 4) }, { t: 1, req: req(null, 3) }]);
+    expect(sim.runOptions.length).toBeGreaterThan(0);
+    for (const o of sim.runOptions) expect(o.rowsChecked).toBe(true);
   });
 
   it('gives every request the same answer whatever the policy and batch size', async () => {
