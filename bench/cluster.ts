@@ -7,7 +7,13 @@
  * runs so every run starts with empty pools. Reports PET page-ins per replica
  * (petserve_pet_page_ins_total) and throughput.
  *
- *   npm run bench -- cluster [--tasks 64] [--requests 600] [--concurrency 8] [--zipf 1.1] [--repeats 1]
+ * With --warmup N, the first N requests of the trace (same routing) fill the
+ * pools before anything is counted: the measured window then shows steady-state
+ * page-ins (capacity misses) apart from each replica's first load of its tasks
+ * (compulsory misses, which any routing pays once).
+ *
+ *   npm run bench -- cluster [--tasks 64] [--requests 600] [--warmup 0] [--concurrency 8] [--zipf 1.1] [--repeats 1]
+ *                            [--hash-balance-factor 150]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -27,6 +33,7 @@ import { commandLine, fileStamp, fmt, machineInfo, markdownTable, round, textTab
 
 const TASKS = intFlag('--tasks', 64);
 const REQUESTS = intFlag('--requests', 600);
+const WARMUP = intFlag('--warmup', 0, 0);
 const CONCURRENCY = intFlag('--concurrency', 8);
 const REPEATS = intFlag('--repeats', 1);
 const ZIPF_S = Number(flag('--zipf') ?? '1.1');
@@ -99,38 +106,25 @@ interface RunResult {
   failed: number;
   /** Failed requests by "status CODE". */
   failures: Record<string, number>;
+  /** Page-ins during the warm-up requests (none counted below). */
+  warmupPageIns: number;
   pageInsPerReplica: number[];
   pageInsTotal: number;
   requestsPerReplica: number[];
 }
 
-async function runOnce(
-  routing: RunResult['routing'],
-  repeat: number,
-  configFiles: string[],
-  haproxyFiles: { routing: string; replicas: string },
+/** CONCURRENCY closed-loop clients send `sequence` (task ranks) through the load balancer. */
+async function drive(
+  lbPort: number,
   sequence: number[],
-): Promise<RunResult> {
-  const replicas: Replica[] = [];
-  // One at a time: GPU start-ups at once crowd a small machine.
-  for (const f of configFiles) replicas.push(await startReplica(f));
-  const lbPort = await freePort();
-  const env = {
-    ...process.env,
-    PETSERVE_LB_BIND: `127.0.0.1:${lbPort}`,
-    PETSERVE_LB_CHECK_MS: '1000',
-    ...Object.fromEntries(replicas.map((r, i) => [`PETSERVE_REPLICA_${i + 1}`, `127.0.0.1:${r.port}`])),
-  };
-  const lb = spawn('haproxy', ['-db', '-f', haproxyFiles.routing, '-f', haproxyFiles.replicas], { env, stdio: 'ignore' });
+  label: string,
+): Promise<{ byReplica: Map<string, number>; failed: number; failures: Map<string, number> }> {
+  const byReplica = new Map<string, number>();
+  let next = 0;
+  let failed = 0;
+  const failures = new Map<string, number>();
+  const progress = benchProgress(label, sequence.length, 'req');
   try {
-    await new Promise((ok) => setTimeout(ok, 2500)); // first health checks (rise 2)
-    const before = await Promise.all(replicas.map(async (r) => counter(await (await fetch(`http://127.0.0.1:${r.port}/metrics`)).text(), 'petserve_pet_page_ins_total')));
-    const byReplica = new Map<string, number>();
-    let next = 0;
-    let failed = 0;
-    const failures = new Map<string, number>();
-    const progress = benchProgress(`cluster ${routing} #${repeat + 1}`, sequence.length, 'req');
-    const started = performance.now();
     await Promise.all(
       Array.from({ length: CONCURRENCY }, async () => {
         for (let i = next++; i < sequence.length; i = next++) {
@@ -152,9 +146,42 @@ async function runOnce(
         }
       }),
     );
-    const seconds = (performance.now() - started) / 1000;
+  } finally {
     progress.stop();
-    const after = await Promise.all(replicas.map(async (r) => counter(await (await fetch(`http://127.0.0.1:${r.port}/metrics`)).text(), 'petserve_pet_page_ins_total')));
+  }
+  return { byReplica, failed, failures };
+}
+
+async function runOnce(
+  routing: RunResult['routing'],
+  repeat: number,
+  configFiles: string[],
+  haproxyFiles: { routing: string; replicas: string },
+  warmup: number[],
+  sequence: number[],
+): Promise<RunResult> {
+  const replicas: Replica[] = [];
+  // One at a time: GPU start-ups at once crowd a small machine.
+  for (const f of configFiles) replicas.push(await startReplica(f));
+  const lbPort = await freePort();
+  const env = {
+    ...process.env,
+    PETSERVE_LB_BIND: `127.0.0.1:${lbPort}`,
+    PETSERVE_LB_CHECK_MS: '1000',
+    ...Object.fromEntries(replicas.map((r, i) => [`PETSERVE_REPLICA_${i + 1}`, `127.0.0.1:${r.port}`])),
+  };
+  const lb = spawn('haproxy', ['-db', '-f', haproxyFiles.routing, '-f', haproxyFiles.replicas], { env, stdio: 'ignore' });
+  try {
+    await new Promise((ok) => setTimeout(ok, 2500)); // first health checks (rise 2)
+    const pageInsNow = (): Promise<number[]> =>
+      Promise.all(replicas.map(async (r) => counter(await (await fetch(`http://127.0.0.1:${r.port}/metrics`)).text(), 'petserve_pet_page_ins_total')));
+    const atStart = await pageInsNow();
+    if (warmup.length > 0) await drive(lbPort, warmup, `cluster ${routing} #${repeat + 1} warm-up`);
+    const before = await pageInsNow();
+    const started = performance.now();
+    const { byReplica, failed, failures } = await drive(lbPort, sequence, `cluster ${routing} #${repeat + 1}`);
+    const seconds = (performance.now() - started) / 1000;
+    const after = await pageInsNow();
     const pageIns = after.map((a, i) => a - before[i]!);
     return {
       routing,
@@ -164,6 +191,7 @@ async function runOnce(
       requestsPerSecond: round((sequence.length - failed) / seconds, 2),
       failed,
       failures: Object.fromEntries(failures),
+      warmupPageIns: before.reduce((a, b, i) => a + b - atStart[i]!, 0),
       pageInsPerReplica: pageIns,
       pageInsTotal: pageIns.reduce((a, b) => a + b, 0),
       requestsPerReplica: Array.from({ length: REPLICAS }, (_, i) => byReplica.get(`r${i + 1}`) ?? 0),
@@ -224,7 +252,10 @@ async function main(): Promise<void> {
     await writeFile(affinityCfg, shipped.replace('    hash-balance-factor 150\n', BALANCE_FACTOR > 0 ? `    hash-balance-factor ${BALANCE_FACTOR}\n` : ''));
     const roundRobinCfg = join(root, 'haproxy-round-robin.cfg');
     await writeFile(roundRobinCfg, shipped.replace('    balance hash var(txn.task)\n', '    balance roundrobin\n'));
-    const sequence = zipfSequence(TASKS, REQUESTS, ZIPF_S, 12345);
+    // One trace: its first WARMUP requests warm the pools, the rest are measured.
+    const trace = zipfSequence(TASKS, WARMUP + REQUESTS, ZIPF_S, 12345);
+    const warmup = trace.slice(0, WARMUP);
+    const sequence = trace.slice(WARMUP);
 
     const results: RunResult[] = [];
     for (let r = 0; r < REPEATS; r++) {
@@ -232,19 +263,22 @@ async function main(): Promise<void> {
       const order: RunResult['routing'][] = r % 2 === 0 ? ['affinity', 'round-robin'] : ['round-robin', 'affinity'];
       for (const routing of order) {
         const cfg = routing === 'affinity' ? affinityCfg : roundRobinCfg;
-        results.push(await runOnce(routing, r, configFiles, { routing: cfg, replicas: 'configs/haproxy/replicas-env.cfg' }, sequence));
+        results.push(await runOnce(routing, r, configFiles, { routing: cfg, replicas: 'configs/haproxy/replicas-env.cfg' }, warmup, sequence));
       }
     }
 
     const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
     const of = (routing: RunResult['routing']) => results.filter((x) => x.routing === routing);
     const table: Table = {
-      title: `Task affinity (hash-balance-factor ${BALANCE_FACTOR || 'off'}) vs round-robin: ${REPLICAS} replicas, ${TASKS} tasks, Zipf s=${ZIPF_S}, ${REQUESTS} requests x ${REPEATS}, concurrency ${CONCURRENCY}, pool = 1/3 of the tasks (${(poolBytes / 1024).toFixed(0)} KiB)`,
-      headers: ['routing', 'repeat', 'answered/s', 'failed', 'page-ins r1/r2/r3', 'page-ins total', 'requests r1/r2/r3'],
+      title:
+        `Task affinity (hash-balance-factor ${BALANCE_FACTOR || 'off'}) vs round-robin: ${REPLICAS} replicas, ${TASKS} tasks, Zipf s=${ZIPF_S}, ` +
+        `${WARMUP > 0 ? `${WARMUP} warm-up + ` : ''}${REQUESTS} measured requests x ${REPEATS}, concurrency ${CONCURRENCY}, pool = 1/3 of the tasks (${(poolBytes / 1024).toFixed(0)} KiB)`,
+      headers: ['routing', 'repeat', 'answered/s', 'failed', ...(WARMUP > 0 ? ['page-ins in warm-up'] : []), 'page-ins r1/r2/r3', 'page-ins total', 'requests r1/r2/r3'],
       rows: results.map((x) => [
         x.routing,
         String(x.repeat + 1),
         fmt(x.requestsPerSecond),
+        ...(WARMUP > 0 ? [String(x.warmupPageIns)] : []),
         x.failed === 0 ? '0' : `${x.failed} (${Object.entries(x.failures).map(([k, v]) => `${v}x ${k}`).join(', ')})`,
         x.pageInsPerReplica.join(' / '),
         String(x.pageInsTotal),
@@ -260,7 +294,7 @@ async function main(): Promise<void> {
     const { markdownPath } = await writeReport(
       'bench/results',
       `cluster-llvmpipe-${stamp}`,
-      { machine: machineInfo(), command: cmd, hashBalanceFactor: BALANCE_FACTOR, tasks: TASKS, requests: REQUESTS, concurrency: CONCURRENCY, zipf: ZIPF_S, poolBytes, results },
+      { machine: machineInfo(), command: cmd, hashBalanceFactor: BALANCE_FACTOR, tasks: TASKS, warmup: WARMUP, requests: REQUESTS, concurrency: CONCURRENCY, zipf: ZIPF_S, poolBytes, results },
       `# Cluster affinity benchmark\n\nCommand: \`${cmd.npm ?? cmd.node}\`\n\n${markdownTable(table)}\n`,
     );
     process.stderr.write(`wrote ${markdownPath}\n`);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig, type PetServeConfig } from '../config/config.js';
 import { Registry } from 'prom-client';
+import { GenerationMetrics } from '../metrics/generation.js';
 import { serveMetrics } from '../metrics/serve.js';
 import { createMetrics } from '../metrics/metrics.js';
 import { redactRedisUrl } from '../queue/redis.js';
@@ -34,6 +35,7 @@ export function registerWorker(program: Command, run: (fn: () => Promise<void>) 
     .option('--redis-url <url>', 'Redis of the batch queue (redis.url, REDIS_URL)')
     .option('--concurrency <n>', 'chunks run at once (batches.workerConcurrency)')
     .option('--lock-duration-ms <ms>', 'lock of a running chunk; a killed worker\'s chunk is resumed after about this plus the stalled interval', '30000')
+    .option('--metrics-port <port>', 'serve /metrics and /healthz on this port (metrics.workerPort; 0 = any free port)')
     .option('--stalled-interval-ms <ms>', 'how often this worker looks for chunks of dead workers', '15000')
     .action((o: Record<string, string | undefined>) =>
       run(async () => {
@@ -46,6 +48,7 @@ export function registerWorker(program: Command, run: (fn: () => Promise<void>) 
             'generation.modelDir': o['generationModel'],
             'redis.url': o['redisUrl'],
             'batches.workerConcurrency': o['concurrency'] === undefined ? undefined : parseIntOption('--concurrency', o['concurrency'], 1),
+            'metrics.workerPort': o['metricsPort'] === undefined ? undefined : parseIntOption('--metrics-port', o['metricsPort'], 0),
           },
         });
         await runWorker(config, createLogger(config.log.level), {
@@ -79,13 +82,17 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
     await sync.sync(id);
   };
   const gateway = InferenceGateway.forRuntime(runtime, config.server.maxInputsPerRequest);
+  // Registered only with a decoder, as in serve: the same generation metrics for offline sequences.
+  const genMetrics = config.generation.modelDir !== null ? new GenerationMetrics(registry) : null;
   const generation = await startServedGeneration(runtime.ctx, config, {
     logger,
     isEncoderModel: (id) => runtime.registry.answersTo(id),
+    ...(genMetrics ? { observer: genMetrics.observer, onStep: genMetrics.onStep } : {}),
   }).catch(async (err: unknown) => {
     await runtime.close();
     throw err;
   });
+  if (generation && genMetrics) genMetrics.bind(generation.runtime);
   const settings = batchQueueSettings(config);
   const worker = BatchWorker.start({
     settings,

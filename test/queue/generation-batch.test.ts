@@ -16,6 +16,7 @@ import { initDecoderModel } from '../../src/model/init-decoder.js';
 import { writeRandomPeftLora } from '../../src/pet/formats/peft-writer.js';
 import { batchLineSeed } from '../../src/queue/answer.js';
 import type { BatchView, OpenAiBatchOutputLine } from '../../src/queue/types.js';
+import { freePort } from '../helpers/net.js';
 import { makeTinyModel, testConfig, writeTasks } from '../server/helpers.js';
 import { deletePrefix, REDIS_URL, spawnWorkerProcess, testPrefix, waitFor, type WorkerProcess } from './helpers.js';
 
@@ -39,6 +40,7 @@ let admin: Redis;
 let server: ChildProcess | null = null;
 let url = '';
 const workers: WorkerProcess[] = [];
+const workerMetricsUrls: string[] = [];
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'petserve-gen-batch-'));
@@ -68,7 +70,12 @@ beforeAll(async () => {
   admin = new Redis(REDIS_URL);
   const c = spawn(process.execPath, ['--import', 'tsx', 'test/server/fixtures/petserve-cli.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   server = c;
-  workers.push(spawnWorkerProcess(configFile, WORKER_FLAGS), spawnWorkerProcess(configFile, WORKER_FLAGS));
+  // Each worker serves its own /metrics (workers have no API).
+  for (let i = 0; i < 2; i++) {
+    const port = await freePort();
+    workerMetricsUrls.push(`http://127.0.0.1:${port}/metrics`);
+    workers.push(spawnWorkerProcess(configFile, [...WORKER_FLAGS, '--metrics-port', String(port)]));
+  }
   url = await new Promise<string>((resolve, reject) => {
     const lines: string[] = [];
     createInterface({ input: c.stderr! }).on('line', (line) => {
@@ -188,6 +195,25 @@ describe('OpenAI-format batches of generation and embeddings', () => {
       expect(body.object).toBe(expected.object);
       expect(stable(body), line.custom_id).toEqual(stable(expected));
     }
+  });
+
+  it('workers export the generation metrics of the sequences they ran; their KV blocks are free again', async () => {
+    const sample = async (name: string): Promise<number> => {
+      let sum = 0;
+      for (const metricsUrl of workerMetricsUrls) {
+        const text = await (await fetch(metricsUrl)).text();
+        const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+        if (!line) throw new Error(`${name} not in a worker's /metrics`);
+        sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+      }
+      return sum;
+    };
+    // The previous test ran chat and completions lines through the workers.
+    expect(await sample('petserve_generation_generated_tokens_total')).toBeGreaterThan(0);
+    expect(await sample('petserve_generation_prompt_tokens_total')).toBeGreaterThan(0);
+    expect(await sample('petserve_generation_ttft_seconds_count')).toBeGreaterThan(0);
+    expect(await sample('petserve_generation_kv_blocks_used')).toBe(0);
+    expect(await sample('petserve_generation_kv_blocks_capacity')).toBeGreaterThan(0);
   });
 
   it('a bad line refuses the whole batch with a 400 naming the line and the field; nothing is queued', async () => {

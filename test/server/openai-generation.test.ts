@@ -19,6 +19,9 @@ const API_KEY = 'sk-test-generation-key-0123456789';
 const BASE = 'llama-chat';
 const TASKS = ['qv-r4', 'mlp-r8', 'all-r2'];
 const MODELS = [BASE, ...TASKS];
+// Thirteen more adapters for the load test's 16: ranks 1..32 over varied targets.
+const LOAD_TASKS = Array.from({ length: 13 }, (_, i) => `load-${String(i + 1).padStart(2, '0')}`);
+const ADAPTERS = [...TASKS, ...LOAD_TASKS];
 // A template that raises like Llama-2's does on a conversation it does not take.
 const RAISING_TEMPLATE =
   "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('Conversations must start with a system or user message') }}{% endif %}" + CHATML_TEMPLATE;
@@ -41,6 +44,10 @@ beforeAll(async () => {
   const targets = [['q_proj', 'v_proj'], ['gate_proj', 'up_proj', 'down_proj'], ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']];
   for (const [i, id] of TASKS.entries()) {
     await writeRandomPeftLora(join(root, 'decoder-tasks', id), { modelDir: decoderDir, targetModules: targets[i]!, rank: [4, 8, 2][i]!, seed: 100 + i });
+  }
+  for (const [i, id] of LOAD_TASKS.entries()) {
+    const rank = [1, 2, 4, 8, 16, 32][i % 6]!;
+    await writeRandomPeftLora(join(root, 'decoder-tasks', id), { modelDir: decoderDir, targetModules: targets[i % 3]!, rank, seed: 200 + i });
   }
   const config = testConfig(root, {
     'server.port': 0,
@@ -303,9 +310,10 @@ describe('OpenAI-compatible generation (chat, completions)', () => {
     await stillUp();
   });
 
-  it('load: 16 concurrent streaming clients over the adapters; no 5xx, every stream ends with [DONE] and equals its solo greedy answer', async () => {
-    const prompts = ['alpha', 'bravo charlie', 'delta echo foxtrot', 'golf'];
-    const cases = MODELS.flatMap((model) => prompts.map((prompt) => ({ model, prompt })));
+  it('load: 64 concurrent streaming clients over 16 adapters; no 5xx, every stream ends with [DONE] and equals its solo greedy answer', async () => {
+    const CLIENTS = 64;
+    const prompts = ['alpha', 'bravo charlie', 'delta echo foxtrot'];
+    const cases = [BASE, ...ADAPTERS].flatMap((model, m) => [prompts[m % 3]!, prompts[(m + 1) % 3]!].map((prompt) => ({ model, prompt })));
     const body = (c: { model: string; prompt: string }) => ({ model: c.model, messages: chatOf(c.prompt), temperature: 0, max_tokens: 12 });
     const solo = new Map<string, string>();
     for (const c of cases) solo.set(`${c.model}|${c.prompt}`, (await client.chat.completions.create(body(c))).choices[0]!.message.content!);
@@ -314,7 +322,7 @@ describe('OpenAI-compatible generation (chat, completions)', () => {
     let streams = 0;
     const failures: string[] = [];
     const clientLoop = async (k: number): Promise<void> => {
-      for (let i = k; Date.now() < deadline; i += 16) {
+      for (let i = k; Date.now() < deadline; i += CLIENTS) {
         const c = cases[i % cases.length]!;
         // Raw SSE, to see [DONE] and the status of every response.
         const res = await fetch(`${url}/v1/chat/completions`, {
@@ -337,9 +345,9 @@ describe('OpenAI-compatible generation (chat, completions)', () => {
         streams++;
       }
     };
-    await Promise.all(Array.from({ length: 16 }, (_, k) => clientLoop(k)));
+    await Promise.all(Array.from({ length: CLIENTS }, (_, k) => clientLoop(k)));
     expect(failures).toEqual([]);
-    expect(streams).toBeGreaterThanOrEqual(16);
+    expect(streams).toBeGreaterThanOrEqual(CLIENTS);
     await kvBlocksDrainTo0();
     expect(await metric('petserve_generation_waiting_sequences')).toBe(0);
   }, 240_000);
