@@ -74,7 +74,12 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
         observer: genMetrics.observer,
         onStep: genMetrics.onStep,
       });
-      if (generation) genMetrics.bind(generation.runtime);
+      if (generation) {
+        genMetrics.bind(generation.runtime);
+        // One namespace of ids for every model of the server: no encoder task may take the decoder's ids.
+        const decoder = generation;
+        runtime.registry.reserveIdsOf((id) => decoder.completions.serves(id));
+      }
     }
     catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger);
     const served = generation;
@@ -111,6 +116,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
       readinessParts: () => ({ batches: batches.health() }),
       catalog: catalog?.sync ?? null,
       completions: generation?.completions ?? null,
+      decoderTasks: generation?.tasks ?? null,
     });
     http = await listen(app, {
       host: config.server.host,

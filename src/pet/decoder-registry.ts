@@ -12,6 +12,7 @@ export interface DecoderTaskInfo {
   bytes: number;
   maxRank: number;
   touchesKv: boolean;
+  registeredAt: string;
 }
 
 /**
@@ -31,15 +32,39 @@ export class DecoderTaskRegistry {
   // A task id registered again gets a new key, so its old pool copy and cached KV blocks are never reused.
   private registrations = 0;
 
-  constructor(private readonly model: { family: DecoderFamily; config: DecoderConfig }) {}
+  /**
+   * `idTakenElsewhere`: ids the server's other models answer under (the encoder
+   * base and its tasks, the decoder base). Every model on a server shares one
+   * namespace of ids, as the OpenAI `model` field and /v1/tasks name them.
+   */
+  constructor(
+    private readonly model: { family: DecoderFamily; config: DecoderConfig },
+    private readonly idTakenElsewhere: (id: string) => boolean = () => false,
+  ) {}
 
-  async register(taskId: string, dir: string): Promise<DecoderTaskInfo> {
+  /** Refuse an id that is malformed or in use (here or by another model), before any work. */
+  checkNewId(taskId: string): void {
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(taskId)) {
       throw new InvalidInputError(`task id '${taskId.slice(0, 64)}' must be 1-128 characters of letters, digits, '.', '_' or '-'`);
     }
     if (this.tasks.has(taskId)) throw new TaskExistsError(taskId);
+    if (this.idTakenElsewhere(taskId)) throw new TaskExistsError(taskId, 'is the id of another model or task on this server');
+  }
+
+  async register(taskId: string, dir: string): Promise<DecoderTaskInfo> {
+    this.checkNewId(taskId);
     const adapter = await loadDecoderPeft(dir, this.model);
-    const info: DecoderTaskInfo = { taskId, dir, kind: adapter.kind, bytes: adapter.floats.byteLength, maxRank: adapter.maxRank, touchesKv: adapter.touchesKv };
+    // Checked again: another registration of this id may have finished while the adapter loaded.
+    this.checkNewId(taskId);
+    const info: DecoderTaskInfo = {
+      taskId,
+      dir,
+      kind: adapter.kind,
+      bytes: adapter.floats.byteLength,
+      maxRank: adapter.maxRank,
+      touchesKv: adapter.touchesKv,
+      registeredAt: new Date().toISOString(),
+    };
     this.tasks.set(taskId, { info, adapter, key: `${taskId}@${++this.registrations}` });
     return info;
   }
@@ -54,6 +79,10 @@ export class DecoderTaskRegistry {
 
   has(taskId: string): boolean {
     return this.tasks.has(taskId);
+  }
+
+  get(taskId: string): DecoderTaskInfo | undefined {
+    return this.tasks.get(taskId)?.info;
   }
 
   /** The current registration of `taskId` (a sequence keeps it to its end, even if the task is unregistered meanwhile). */

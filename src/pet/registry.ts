@@ -79,6 +79,7 @@ const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export class TaskRegistry {
   private readonly tasks = new Map<string, Entry>();
   private readonly removedListeners: ((taskId: string) => void)[] = [];
+  private readonly idTakenElsewhere: ((id: string) => boolean)[] = [];
   private clock = 0;
   private cachedBytes = 0;
 
@@ -107,6 +108,16 @@ export class TaskRegistry {
     }
     if (id === this.baseModelId) throw new TaskExistsError(id, "is the base model's id (model.id): choose another task id");
     if (this.tasks.has(id)) throw new TaskExistsError(id);
+    if (this.idTakenElsewhere.some((taken) => taken(id))) throw new TaskExistsError(id, 'is the id of another model or task on this server');
+  }
+
+  /**
+   * Ids other models of this server answer under (a decoder served beside this
+   * encoder: its base and its adapters). Every model on a server shares one
+   * namespace of ids, as the OpenAI `model` field and /v1/tasks name them.
+   */
+  reserveIdsOf(taken: (id: string) => boolean): void {
+    this.idTakenElsewhere.push(taken);
   }
 
   /** Load, validate and register the PET directory `dir` (PEFT or PetServe bundle) as task `id`. */

@@ -10,7 +10,7 @@ import { GenerationGateway } from '../gateway/generation.js';
 import type { ProfileMode } from '../gpu/batch-encoder.js';
 import type { GpuContext } from '../gpu/context.js';
 import { loadDecoderCheckpoint, type DecoderCheckpoint } from '../model/decoder-checkpoint.js';
-import { DecoderTaskRegistry } from '../pet/decoder-registry.js';
+import { DecoderTaskRegistry, type DecoderTaskInfo } from '../pet/decoder-registry.js';
 import { StepScheduler, type StepReport } from '../scheduler/generation/step-scheduler.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { ConfigError } from '../util/errors.js';
@@ -24,7 +24,7 @@ export interface GenerationRuntime {
   scheduler: StepScheduler;
   gateway: GenerationGateway;
   /** Register a PEFT adapter directory as task `id` (hot: no restart, running sequences untouched). */
-  registerTask(id: string, dir: string): Promise<void>;
+  registerTask(id: string, dir: string): Promise<DecoderTaskInfo>;
   /** Unregister: new requests get 404; its GPU pool copy and cached prefix blocks go (running sequences finish first). */
   unregisterTask(id: string): void;
   close(): Promise<void>;
@@ -43,12 +43,14 @@ export interface GenerationRuntimeOptions {
   oneAdapterPerStep?: boolean;
   /** The base model's id (generation.taskSlo may name it). */
   baseModelId?: string;
+  /** Ids other models of the server answer under: no adapter may take them (DecoderTaskRegistry). */
+  idTakenElsewhere?: (id: string) => boolean;
 }
 
 export async function startGenerationRuntime(ctx: GpuContext, config: PetServeConfig, opts: GenerationRuntimeOptions): Promise<GenerationRuntime> {
   const checkpoint = await loadDecoderCheckpoint(opts.modelDir);
   const tokenizer = await TextTokenizer.load(opts.modelDir);
-  const registry = new DecoderTaskRegistry(checkpoint);
+  const registry = new DecoderTaskRegistry(checkpoint, (id) => id === opts.baseModelId || (opts.idTakenElsewhere?.(id) ?? false));
   for (const [id, dir] of opts.tasks ?? []) await registry.register(id, dir);
 
   const g = config.generation;
@@ -97,8 +99,8 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     blocks,
     scheduler,
     gateway,
-    async registerTask(id, dir) {
-      await registry.register(id, dir);
+    registerTask(id, dir) {
+      return registry.register(id, dir);
     },
     unregisterTask(id) {
       const key = registry.unregister(id);

@@ -7,20 +7,32 @@ import type { PetServeConfig } from '../config/config.js';
 import { CompletionsGateway, type GenerationObserver } from '../gateway/completions.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { StepReport } from '../scheduler/generation/step-scheduler.js';
+import type { DecoderTasks } from '../server/task-admin.js';
 import { ChatTemplate } from '../tokenizer/chat-template.js';
 import { ConfigError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { startGenerationRuntime, type GenerationRuntime } from './generation-runtime.js';
-import { taskDirectoryNames } from './task-dirs.js';
+import { registerTaskDirectories, taskDirectoryNames } from './task-dirs.js';
 
 export interface ServedGeneration {
   runtime: GenerationRuntime;
   completions: CompletionsGateway;
+  /** Its adapters as the admin API manages them (/v1/tasks with `model` = modelId). */
+  tasks: DecoderTasks;
   /** The id the decoder base answers under. */
   modelId: string;
   /** Stop admitting sequences (new ones: 503 SHUTTING_DOWN); running ones finish. */
   stopAdmitting(): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * Where adapters uploaded for the decoder (POST /v1/tasks with its `model`) are
+ * kept: beside the encoder's uploads, in a hidden directory the encoder's scan
+ * skips, and registered again at the next start.
+ */
+export function decoderUploadDir(config: PetServeConfig): string {
+  return join(config.server.uploadDir, '.generation');
 }
 
 export interface ServedGenerationOptions {
@@ -48,10 +60,20 @@ export async function startServedGeneration(ctx: GpuContext, config: PetServeCon
   const runtime = await startGenerationRuntime(ctx, config, {
     modelDir: g.modelDir,
     baseModelId: modelId,
+    idTakenElsewhere: opts.isEncoderModel,
     tasks,
     ...(opts.onStep ? { onStep: opts.onStep } : {}),
     // Per dispatch, so the metrics can tell adapter kernels from the base model's.
     ...(g.profileEverySteps > 0 ? { profile: 'dispatches' as const, profileEverySteps: g.profileEverySteps } : {}),
+  });
+  // Adapters uploaded through the admin API before this start ('skip': one that no longer loads is logged, not fatal).
+  const uploaded = await registerTaskDirectories({ register: (id, dir) => runtime.registerTask(id, dir) }, decoderUploadDir(config), {
+    logger: opts.logger,
+    onInvalid: 'skip',
+    missingOk: true,
+  }).catch(async (err: unknown) => {
+    await runtime.close();
+    throw err;
   });
   const decoder = runtime.checkpoint.config;
   const completions = new CompletionsGateway({
@@ -68,12 +90,27 @@ export async function startServedGeneration(ctx: GpuContext, config: PetServeCon
     ...(opts.observer ? { observer: opts.observer } : {}),
   });
   opts.logger.info(
-    { modelDir: g.modelDir, modelId, tasks: [...tasks.keys()], chatTemplate: chatTemplate.source, kvBlocks: runtime.blocks.numBlocks },
+    { modelDir: g.modelDir, modelId, tasks: [...tasks.keys(), ...uploaded.registered], chatTemplate: chatTemplate.source, kvBlocks: runtime.blocks.numBlocks },
     'generation ready',
   );
+  const pool = runtime.runner.pool;
+  const tasksAdmin: DecoderTasks = {
+    baseModelId: modelId,
+    uploadDir: decoderUploadDir(config),
+    get: (id) => runtime.registry.get(id),
+    checkNewId: (id) => runtime.registry.checkNewId(id),
+    register: (id, dir) => runtime.registerTask(id, dir),
+    unregister: (id) => runtime.unregisterTask(id),
+    list: () =>
+      runtime.registry.list().map((info) => {
+        const { key, adapter } = runtime.registry.resolve(info.taskId);
+        return { ...info, gpuBytes: pool.footprint(adapter), resident: pool.isResident(key) };
+      }),
+  };
   return {
     runtime,
     completions,
+    tasks: tasksAdmin,
     modelId,
     stopAdmitting: () => runtime.scheduler.close(),
     close: () => runtime.close(),

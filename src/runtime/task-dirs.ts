@@ -1,6 +1,5 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TaskRegistry } from '../pet/registry.js';
 import { ConfigError, PetServeError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 
@@ -19,7 +18,7 @@ export interface TaskDirScan {
  * fit, e.g. after the base model changed).
  */
 export async function registerTaskDirectories(
-  registry: TaskRegistry,
+  registry: { register(id: string, dir: string): Promise<unknown> },
   root: string,
   opts: { logger: Logger; onInvalid: 'fail' | 'skip'; missingOk?: boolean },
 ): Promise<TaskDirScan> {

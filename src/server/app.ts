@@ -26,7 +26,7 @@ import { generationOpenApiPaths, openAiGenerationRouter } from './routes/openai-
 import { predictRouter } from './routes/predict.js';
 import { taskRouter } from './routes/tasks.js';
 import { v2Router } from './routes/v2.js';
-import { TaskAdmin, type SharedCatalog } from './task-admin.js';
+import { TaskAdmin, type DecoderTasks, type SharedCatalog } from './task-admin.js';
 import { TaskRequestCounters } from './task-counters.js';
 
 /** The runtime pieces the HTTP layer uses (a `Runtime` fits; tests may swap the scheduler). */
@@ -58,6 +58,8 @@ export interface AppDeps {
   readinessParts?: () => Record<string, unknown>;
   /** The decoder served beside the encoder (generation.modelDir): /v1/chat/completions, /v1/completions. */
   completions?: CompletionsGateway | null;
+  /** That decoder's adapters, registered and removed through /v1/tasks with `model` = its id. */
+  decoderTasks?: DecoderTasks | null;
 }
 
 /**
@@ -96,6 +98,7 @@ export function createApp(deps: AppDeps): Express {
     maxUploadBytes: server.maxUploadBytes,
     logger,
     catalog,
+    decoder: deps.decoderTasks ?? null,
   });
   const openApi = buildOpenApiDocument();
   Object.assign(openApi['paths'] as Record<string, unknown>, openAiOpenApiPaths, generationOpenApiPaths);
@@ -150,6 +153,7 @@ export function createApp(deps: AppDeps): Express {
       registry: runtime.registry,
       counters,
       taskMemory: () => runtime.runner.taskMemory(),
+      decoder: deps.decoderTasks ?? null,
       adminToken: server.adminToken,
       maxBodyBytes: server.maxBodyBytes,
       maxUploadBytes: server.maxUploadBytes,

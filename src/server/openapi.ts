@@ -98,12 +98,13 @@ export function buildOpenApiDocument(): Json {
     },
     TaskSummary: {
       type: 'object',
-      required: ['id', 'kind', 'format', 'type', 'labels', 'sizeBytes', 'gpuBytes', 'resident', 'registeredAt', 'requests'],
+      required: ['id', 'model', 'kind', 'format', 'type', 'labels', 'sizeBytes', 'gpuBytes', 'resident', 'registeredAt', 'requests'],
       properties: {
         id: { type: 'string' },
+        model: { type: 'string', description: 'the base model it runs on: the encoder (model.id) or the decoder (generation.modelId)' },
         kind: { type: 'string' },
         format: { type: 'string', enum: ['peft', 'bundle'] },
-        type: { type: 'string', enum: ['classification', 'embedding'] },
+        type: { type: 'string', enum: ['classification', 'embedding', 'generation'], description: "'generation': an adapter of the decoder (chat/completions)" },
         labels: { type: 'array', items: { type: 'string' } },
         sizeBytes: { type: 'integer', description: 'PET tensors on the host (f32)' },
         gpuBytes: { type: 'integer', description: 'bytes in the GPU pool when resident' },
@@ -189,15 +190,24 @@ export function buildOpenApiDocument(): Json {
         description:
           'Three forms: multipart/form-data with fields `id` and `bundle` (a .tar/.tar.gz of a PetServe bundle or PEFT adapter directory); ' +
           'a raw archive body (application/gzip, application/x-tar, application/octet-stream) with `?id=`; or application/json ' +
-          '`{"id", "path"}` for a directory under server.registerRoot. The PET is validated against the base model before it becomes visible.',
+          '`{"id", "path"}` for a directory under server.registerRoot. The PET is validated against the base model before it becomes visible. ' +
+          '`model` (field, query or JSON) names the base it is for: the encoder (default) or, when a decoder is served, the decoder (a PEFT LoRA/IA³ adapter, then answered on the OpenAI generation routes). ' +
+          'Every model of the server shares one namespace of ids.',
         security: ADMIN,
-        parameters: [{ name: 'id', in: 'query', required: false, schema: { type: 'string' }, description: 'task id (raw archive bodies)' }],
+        parameters: [
+          { name: 'id', in: 'query', required: false, schema: { type: 'string' }, description: 'task id (raw archive bodies)' },
+          { name: 'model', in: 'query', required: false, schema: { type: 'string' }, description: 'base model id (raw archive bodies); default the encoder' },
+        ],
         requestBody: {
           required: true,
           content: {
             'application/json': { schema: registerPath },
             'multipart/form-data': {
-              schema: { type: 'object', required: ['id', 'bundle'], properties: { id: { type: 'string' }, bundle: { type: 'string', contentMediaType: 'application/gzip' } } },
+              schema: {
+                type: 'object',
+                required: ['id', 'bundle'],
+                properties: { id: { type: 'string' }, model: { type: 'string' }, bundle: { type: 'string', contentMediaType: 'application/gzip' } },
+              },
             },
             'application/gzip': { schema: { type: 'string', contentMediaType: 'application/gzip' } },
             'application/x-tar': { schema: { type: 'string', contentMediaType: 'application/x-tar' } },

@@ -4,11 +4,12 @@
 
 import { mkdir, mkdtemp, readdir, realpath, rename, rm } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
+import type { DecoderTaskInfo } from '../pet/decoder-registry.js';
 import { BaseModelError, TaskExistsError, UnknownTaskError, type TaskInfo, type TaskRegistry } from '../pet/registry.js';
 import { PetFormatError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { DEFAULT_MAX_ARCHIVE_ENTRIES, extractPetArchive } from './bundle-archive.js';
-import { FeatureDisabledError, PathOutsideRootError } from './errors.js';
+import { FeatureDisabledError, PathOutsideRootError, RequestValidationError } from './errors.js';
 
 const INCOMING_DIR = '.incoming';
 const STAGING_PREFIX = '.staging-';
@@ -48,6 +49,33 @@ export interface SharedCatalog {
   withdraw(id: string): Promise<unknown>;
 }
 
+/**
+ * The decoder served beside the encoder (generation.modelDir): its adapters
+ * register and unregister through the same admin API, named by the `model`
+ * they are for, in the one namespace of ids every model of the server shares.
+ */
+export interface DecoderTasks {
+  /** The decoder base's id (generation.modelId): what a registration names as its `model`. */
+  baseModelId: string;
+  /** Where uploaded adapters are kept (registered again at the next start). */
+  uploadDir: string;
+  get(id: string): DecoderTaskInfo | undefined;
+  /** Refuse a malformed id or one in use by any model of the server. */
+  checkNewId(id: string): void;
+  register(id: string, dir: string): Promise<DecoderTaskInfo>;
+  /** New sequences get 404 at once; running ones finish on the adapter they started with. */
+  unregister(id: string): void;
+  /** Every adapter with its adapter-pool footprint and residency (GET /v1/tasks). */
+  list(): DecoderTaskListing[];
+}
+
+/** A decoder adapter as GET /v1/tasks shows it. */
+export interface DecoderTaskListing extends DecoderTaskInfo {
+  /** Bytes it takes in the decoder's adapter pool when resident (serving dtype). */
+  gpuBytes: number;
+  resident: boolean;
+}
+
 export interface TaskAdminOptions {
   uploadDir: string;
   registerRoot: string | null;
@@ -55,7 +83,12 @@ export interface TaskAdminOptions {
   logger: Logger;
   /** Set when replicas share a catalog (config catalog.blobDir). */
   catalog?: SharedCatalog | null;
+  /** Set when the server runs a decoder. */
+  decoder?: DecoderTasks | null;
 }
+
+/** A task as registered: an encoder PET or a decoder adapter. */
+export type RegisteredTask = { model: 'encoder'; info: TaskInfo } | { model: 'decoder'; info: DecoderTaskInfo };
 
 /** True when `child` is `root` or lies below it (both absolute, resolved). */
 function isInside(root: string, child: string): boolean {
@@ -80,12 +113,28 @@ export class TaskAdmin {
     return dir;
   }
 
-  /** Unpack `archive` into uploadDir/<id> and register it; `id` must already match the task id pattern. */
-  async registerArchive(id: string, archive: string): Promise<TaskInfo> {
-    this.registry.checkNewId(id);
+  /**
+   * Which base a registration is for: `model` unset or the encoder's id → the
+   * encoder; the decoder's id → the decoder. Anything else is refused before
+   * any work (a task id is not a base: PETs do not stack).
+   */
+  private targetOf(model: string | undefined): DecoderTasks | null {
+    if (model === undefined || model === this.registry.baseModelId) return null;
+    const decoder = this.opts.decoder;
+    if (decoder && model === decoder.baseModelId) return decoder;
+    const bases = [this.registry.baseModelId, ...(decoder ? [decoder.baseModelId] : [])].map((b) => `'${b}'`).join(' or ');
+    throw new RequestValidationError(`invalid request: model: not a base model of this server; a task registers for ${bases}`);
+  }
+
+  /** Unpack `archive` into uploadDir/<id> (a decoder adapter: the decoder's upload directory) and register it; `id` must already match the task id pattern. */
+  async registerArchive(id: string, archive: string, model?: string): Promise<RegisteredTask> {
+    const decoder = this.targetOf(model);
+    if (decoder) decoder.checkNewId(id);
+    else this.registry.checkNewId(id);
     await mkdir(this.uploadDir, { recursive: true });
     const staging = await mkdtemp(join(this.uploadDir, STAGING_PREFIX));
-    const finalDir = join(this.uploadDir, id);
+    const finalParent = decoder ? resolve(decoder.uploadDir) : this.uploadDir;
+    const finalDir = join(finalParent, id);
     let placed = false;
     try {
       const petDir = await extractPetArchive(archive, staging, {
@@ -93,6 +142,7 @@ export class TaskAdmin {
         maxEntries: DEFAULT_MAX_ARCHIVE_ENTRIES,
       });
       try {
+        if (decoder) await mkdir(finalParent, { recursive: true });
         await rename(petDir, finalDir);
         placed = true;
       } catch (err) {
@@ -101,10 +151,9 @@ export class TaskAdmin {
         if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new TaskExistsError(id);
         throw err;
       }
-      const info = await this.registry.register(id, finalDir);
-      await this.publishOrUndo(info, finalDir);
-      this.opts.logger.info({ task: id, dir: finalDir }, 'task registered from upload');
-      return info;
+      const task = await this.registerDir(id, finalDir, decoder);
+      this.opts.logger.info({ task: id, dir: finalDir, model: decoder?.baseModelId ?? this.registry.baseModelId }, 'task registered from upload');
+      return task;
     } catch (err) {
       if (placed) await rm(finalDir, { recursive: true, force: true });
       throw err;
@@ -114,7 +163,8 @@ export class TaskAdmin {
   }
 
   /** Register a PET directory on the server, which must resolve (symlinks followed) inside server.registerRoot. */
-  async registerPath(id: string, path: string): Promise<TaskInfo> {
+  async registerPath(id: string, path: string, model?: string): Promise<RegisteredTask> {
+    const decoder = this.targetOf(model);
     if (this.opts.registerRoot === null) {
       throw new FeatureDisabledError('registration from server paths is disabled: set server.registerRoot (PETSERVE_REGISTER_ROOT)');
     }
@@ -129,10 +179,20 @@ export class TaskAdmin {
       throw new PetFormatError('the path does not exist under server.registerRoot', { cause: err });
     }
     if (!isInside(root, real)) throw new PathOutsideRootError();
-    const info = await this.registry.register(id, real);
-    await this.publishOrUndo(info, real);
-    this.opts.logger.info({ task: id, dir: real }, 'task registered from server path');
-    return info;
+    const task = await this.registerDir(id, real, decoder);
+    this.opts.logger.info({ task: id, dir: real, model: decoder?.baseModelId ?? this.registry.baseModelId }, 'task registered from server path');
+    return task;
+  }
+
+  /**
+   * Register `dir` with its base. Decoder adapters are this replica's own: the
+   * shared catalog (several replicas) holds encoder tasks only (docs/operating.md).
+   */
+  private async registerDir(id: string, dir: string, decoder: DecoderTasks | null): Promise<RegisteredTask> {
+    if (decoder) return { model: 'decoder', info: await decoder.register(id, dir) };
+    const info = await this.registry.register(id, dir);
+    await this.publishOrUndo(info, dir);
+    return { model: 'encoder', info };
   }
 
   /**
@@ -158,7 +218,16 @@ export class TaskAdmin {
    * directory is not in the catalog and is removed here alone.
    */
   async unregister(id: string): Promise<{ id: string }> {
-    if (id === this.registry.baseModelId) throw new BaseModelError(id);
+    if (id === this.registry.baseModelId || id === this.opts.decoder?.baseModelId) throw new BaseModelError(id);
+    const decoder = this.opts.decoder;
+    const adapter = decoder?.get(id);
+    if (decoder && adapter) {
+      decoder.unregister(id);
+      // Files are removed only if an upload put them there (not an operator's generation.tasksDir).
+      const ownDir = join(resolve(decoder.uploadDir), id);
+      if (resolve(adapter.dir) === ownDir) await rm(ownDir, { recursive: true, force: true });
+      return { id };
+    }
     // Read before withdrawing: the catalog's delete event may drop the local entry meanwhile.
     const info = this.registry.get(id);
     const catalog = this.opts.catalog;

@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHATML_TEMPLATE, initDecoderModel } from '../../src/model/init-decoder.js';
 import { writeRandomPeftLora } from '../../src/pet/formats/peft-writer.js';
 import { promtool } from '../metrics/promtool.js';
-import { call, makeTinyModel, testConfig } from './helpers.js';
+import { admin, call, makeTinyModel, testConfig } from './helpers.js';
+import { dirEntries, tarBuffer } from './tar-fixture.js';
 
 const API_KEY = 'sk-test-generation-key-0123456789';
 const BASE = 'llama-chat';
@@ -164,6 +165,33 @@ describe('OpenAI-compatible generation (chat, completions)', () => {
       MODELS.map((model) => client.chat.completions.create({ model, messages: chatOf('Hello'), temperature: 0, max_tokens: 16 })),
     );
     expect(new Set(answers.map((a) => JSON.stringify(a.choices[0]!.message.content))).size).toBeGreaterThan(1);
+  });
+
+  it('admin: an adapter uploaded with model = the decoder answers as the same adapter from generation.tasksDir, is listed under it, and goes with DELETE', async () => {
+    // The files of 'qv-r4', uploaded again as 'qv-r4-copy': same weights, so the same greedy answer.
+    const archive = tarBuffer(await dirEntries(join(root, 'decoder-tasks', 'qv-r4')), { gzip: true });
+    const upload = (query: string) =>
+      fetch(`${url}/v1/tasks?${query}`, { method: 'POST', headers: { ...admin, 'Content-Type': 'application/gzip' }, body: archive });
+    // A base that is not served here, and ids another model of the server holds: refused, nothing registered.
+    expect((await upload('id=stray&model=no-such-base')).status).toBe(400);
+    for (const taken of ['model', BASE, 'mlp-r8']) expect((await upload(`id=${taken}&model=${BASE}`)).status, taken).toBe(409);
+    expect((await upload(`id=${BASE}`)).status).toBe(409); // an encoder task may not take the decoder's id either
+
+    const res = await upload(`id=qv-r4-copy&model=${BASE}`);
+    expect(res.status, await res.clone().text()).toBe(201);
+    expect(await res.json()).toMatchObject({ id: 'qv-r4-copy', model: BASE, kind: 'lora', format: 'peft', type: 'generation' });
+    const listed = (await (await fetch(`${url}/v1/tasks`, { headers: admin })).json()) as { tasks: { id: string; model: string }[] };
+    expect(listed.tasks.find((t) => t.id === 'qv-r4-copy')).toMatchObject({ model: BASE });
+    expect(await client.models.retrieve('qv-r4-copy')).toMatchObject({ parent: BASE });
+    const ask = (model: string) => client.chat.completions.create({ model, messages: chatOf('Hello there'), temperature: 0, max_tokens: 16 });
+    expect((await ask('qv-r4-copy')).choices[0]!.message.content).toBe((await ask('qv-r4')).choices[0]!.message.content);
+
+    const del = await fetch(`${url}/v1/tasks/qv-r4-copy`, { method: 'DELETE', headers: admin });
+    expect(del.status).toBe(200);
+    await expect(ask('qv-r4-copy')).rejects.toBeInstanceOf(NotFoundError);
+    expect((await fetch(`${url}/v1/tasks/qv-r4-copy`, { headers: admin })).status).toBe(404);
+    expect((await fetch(`${url}/v1/tasks/${BASE}`, { method: 'DELETE', headers: admin })).status).toBe(409);
+    await stillUp();
   });
 
   it('completions: string, several strings and token arrays; streamed equals non-streamed', async () => {

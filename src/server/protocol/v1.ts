@@ -60,9 +60,15 @@ export interface PredictResponse {
 }
 
 /** Registration from a server-side path (JSON body of POST /v1/tasks). */
+/** The base model a registration is for (absent: the encoder base). */
+export const registerModelSchema = taskIdSchema.describe(
+  "the base model the PET is for: the encoder's id (the default) or, with a decoder served, the decoder's id (a PEFT adapter for it)",
+);
+
 export const registerPathSchema = z.strictObject({
   id: taskIdSchema,
   path: z.string().min(1).describe('PET directory on the server, relative to or inside server.registerRoot'),
+  model: registerModelSchema.optional(),
 });
 
 export interface TaskCounters {
@@ -77,9 +83,11 @@ export interface TaskCounters {
 
 export interface TaskSummary {
   id: string;
+  /** The base model it runs on (encoder or decoder id). */
+  model: string;
   kind: string;
   format: string;
-  type: 'classification' | 'embedding';
+  type: 'classification' | 'embedding' | 'generation';
   labels: string[];
   /** PET tensors on the host (f32). */
   sizeBytes: number;

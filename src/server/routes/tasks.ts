@@ -13,9 +13,9 @@ import { UnknownTaskError } from '../../pet/registry.js';
 import { RequestValidationError, UnsupportedMediaTypeError } from '../errors.js';
 import { requireAdmin } from '../middleware/admin-auth.js';
 import { multipart } from '../middleware/multipart.js';
-import { registerPathSchema, taskIdSchema, type TaskSummary } from '../protocol/v1.js';
+import { registerModelSchema, registerPathSchema, taskIdSchema, type TaskSummary } from '../protocol/v1.js';
 import { receiveRawUpload } from '../raw-upload.js';
-import type { TaskAdmin } from '../task-admin.js';
+import type { DecoderTaskListing, RegisteredTask, TaskAdmin } from '../task-admin.js';
 import type { TaskRequestCounters } from '../task-counters.js';
 import { parseOrThrow } from '../validate.js';
 
@@ -24,6 +24,8 @@ export interface TaskRouteDeps {
   registry: TaskRegistry;
   counters: TaskRequestCounters;
   taskMemory: () => TaskMemory[];
+  /** The decoder's adapters, when a decoder is served: listed, shown and deleted beside encoder tasks. */
+  decoder?: { baseModelId: string; list(): DecoderTaskListing[] } | null;
   adminToken: string | null;
   maxBodyBytes: number;
   maxUploadBytes: number;
@@ -41,6 +43,7 @@ export function taskRouter(deps: TaskRouteDeps): Router {
     const m = memory.get(info.id);
     return {
       id: info.id,
+      model: deps.registry.baseModelId,
       kind: info.kind,
       format: info.format,
       type: info.numLabels === 0 ? 'embedding' : 'classification',
@@ -53,17 +56,42 @@ export function taskRouter(deps: TaskRouteDeps): Router {
     };
   };
   const memoryById = (): Map<string, TaskMemory> => new Map(deps.taskMemory().map((m) => [m.id, m]));
+  // Decoder adapters: HTTP counters are the encoder routes' (generation has its own metrics), so none here.
+  const decoderSummary = (a: DecoderTaskListing): TaskSummary => ({
+    id: a.taskId,
+    model: deps.decoder!.baseModelId,
+    kind: a.kind,
+    format: 'peft',
+    type: 'generation',
+    labels: [],
+    sizeBytes: a.bytes,
+    gpuBytes: a.gpuBytes,
+    resident: a.resident,
+    registeredAt: a.registeredAt,
+    requests: { requests: 0, inputs: 0, errors: 0, lastRequestAt: null },
+  });
+  const summaryOf = (task: RegisteredTask): TaskSummary => {
+    if (task.model === 'encoder') return summary(task.info, memoryById());
+    const listed = deps.decoder?.list().find((a) => a.taskId === task.info.taskId);
+    return decoderSummary(listed ?? { ...task.info, gpuBytes: 0, resident: false });
+  };
 
   router.get('/v1/tasks', guard, (_req, res) => {
     const memory = memoryById();
-    res.json({ tasks: deps.registry.list().map((t) => summary(t, memory)) });
+    const encoder = deps.registry.list().map((t) => summary(t, memory));
+    res.json({ tasks: [...encoder, ...(deps.decoder?.list().map(decoderSummary) ?? [])] });
   });
 
   router.get('/v1/tasks/:task', guard, (req, res) => {
     const id = String(req.params['task']);
     const info = deps.registry.get(id);
-    if (!info) throw new UnknownTaskError(id);
-    res.json(summary(info, memoryById()));
+    if (info) {
+      res.json(summary(info, memoryById()));
+      return;
+    }
+    const adapter = deps.decoder?.list().find((a) => a.taskId === id);
+    if (!adapter) throw new UnknownTaskError(id);
+    res.json(decoderSummary(adapter));
   });
 
   router.delete('/v1/tasks/:task', guard, async (req, res) => {
@@ -81,28 +109,29 @@ export function taskRouter(deps: TaskRouteDeps): Router {
   }).single('bundle'));
 
   router.post('/v1/tasks', guard, async (req: Request, res: Response) => {
-    let info: TaskInfo;
+    let task: RegisteredTask;
     if (req.is('application/json')) {
       await new Promise<void>((resolve, reject) => json(req, res, (err?: unknown) => (err ? reject(err) : resolve())));
       const body = parseOrThrow(registerPathSchema, req.body);
-      info = await deps.admin.registerPath(body.id, body.path);
+      task = await deps.admin.registerPath(body.id, body.path, body.model);
     } else if (req.is('multipart/form-data')) {
       await new Promise<void>((resolve, reject) => upload(req, res, (err?: unknown) => (err ? reject(err) : resolve())));
       const file = req.file?.path;
       try {
         if (!file) throw new RequestValidationError("multipart upload: the archive goes in a file field named 'bundle'");
         const fields = (req.body ?? {}) as Record<string, unknown>;
-        info = await deps.admin.registerArchive(taskIdFrom(req, fields['id']), file);
+        task = await deps.admin.registerArchive(taskIdFrom(req, fields['id']), file, modelFrom(req, fields['model']));
       } finally {
         if (file) await rm(file, { force: true });
       }
     } else if (req.is(ARCHIVE_MEDIA_TYPES)) {
       // Validate the id before spending time on the body.
       const id = taskIdFrom(req, undefined);
+      const model = modelFrom(req, undefined);
       const file = join(await deps.admin.incomingDir(), `${randomUUID()}.upload`);
       try {
         await receiveRawUpload(req, file, deps.maxUploadBytes);
-        info = await deps.admin.registerArchive(id, file);
+        task = await deps.admin.registerArchive(id, file, model);
       } finally {
         await rm(file, { force: true });
       }
@@ -111,12 +140,20 @@ export function taskRouter(deps: TaskRouteDeps): Router {
         `register a task with application/json {"id", "path"}, multipart/form-data (fields id + bundle), or a raw archive (${ARCHIVE_MEDIA_TYPES.join(', ')}) with ?id=`,
       );
     }
-    res.status(201).location(`/v1/tasks/${encodeURIComponent(info.id)}`).json(summary(info, memoryById()));
+    const body = summaryOf(task);
+    res.status(201).location(`/v1/tasks/${encodeURIComponent(body.id)}`).json(body);
   });
   return router;
 }
 
 /** The task id from the multipart field or the ?id= query, checked before it is used in a path. */
+/** The base model named by the multipart field or the ?model= query; undefined = the encoder base. */
+function modelFrom(req: Request, field: unknown): string | undefined {
+  const raw = field ?? req.query['model'];
+  if (raw === undefined) return undefined;
+  return parseOrThrow(z.object({ model: registerModelSchema }), { model: raw }).model;
+}
+
 function taskIdFrom(req: Request, field: unknown): string {
   const query = req.query['id'];
   const raw = field ?? query;
