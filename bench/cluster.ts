@@ -13,7 +13,7 @@
  * (compulsory misses, which any routing pays once).
  *
  *   npm run bench -- cluster [--tasks 64] [--requests 600] [--warmup 0] [--concurrency 8] [--zipf 1.1] [--repeats 1]
- *                            [--hash-balance-factor 150]
+ *                            [--hash-balance-factor 250]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -38,7 +38,7 @@ const CONCURRENCY = intFlag('--concurrency', 8);
 const REPEATS = intFlag('--repeats', 1);
 const ZIPF_S = Number(flag('--zipf') ?? '1.1');
 /** HAProxy's hash-balance-factor for the affinity routing; 0 = no bounded load (pure consistent hashing). */
-const BALANCE_FACTOR = intFlag('--hash-balance-factor', 150, 0);
+const BALANCE_FACTOR = intFlag('--hash-balance-factor', 250, 0);
 const REPLICAS = 3;
 
 interface Replica {
@@ -245,11 +245,11 @@ async function main(): Promise<void> {
       configFiles.push(file);
     }
     const shipped = await readFile('configs/haproxy/haproxy.cfg', 'utf8');
-    if (!shipped.includes('    balance hash var(txn.task)\n') || !shipped.includes('    hash-balance-factor 150\n')) {
-      throw new Error('haproxy.cfg no longer balances by task with hash-balance-factor 150: update bench/cluster.ts');
+    if (!shipped.includes('    balance hash var(txn.task)\n') || !shipped.includes('    hash-balance-factor 250\n')) {
+      throw new Error('haproxy.cfg no longer balances by task with hash-balance-factor 250: update bench/cluster.ts');
     }
     const affinityCfg = join(root, 'haproxy-affinity.cfg');
-    await writeFile(affinityCfg, shipped.replace('    hash-balance-factor 150\n', BALANCE_FACTOR > 0 ? `    hash-balance-factor ${BALANCE_FACTOR}\n` : ''));
+    await writeFile(affinityCfg, shipped.replace('    hash-balance-factor 250\n', BALANCE_FACTOR > 0 ? `    hash-balance-factor ${BALANCE_FACTOR}\n` : ''));
     const roundRobinCfg = join(root, 'haproxy-round-robin.cfg');
     await writeFile(roundRobinCfg, shipped.replace('    balance hash var(txn.task)\n', '    balance roundrobin\n'));
     // One trace: its first WARMUP requests warm the pools, the rest are measured.
@@ -278,8 +278,8 @@ async function main(): Promise<void> {
         x.routing,
         String(x.repeat + 1),
         fmt(x.requestsPerSecond),
-        ...(WARMUP > 0 ? [String(x.warmupPageIns)] : []),
         x.failed === 0 ? '0' : `${x.failed} (${Object.entries(x.failures).map(([k, v]) => `${v}x ${k}`).join(', ')})`,
+        ...(WARMUP > 0 ? [String(x.warmupPageIns)] : []),
         x.pageInsPerReplica.join(' / '),
         String(x.pageInsTotal),
         x.requestsPerReplica.join(' / '),

@@ -205,7 +205,7 @@ describe('haproxy task-affinity configuration', () => {
     const byReplica = new Map<string, number>();
     for (const a of answers) byReplica.set(a, (byReplica.get(a) ?? 0) + 1);
     expect(byReplica.size).toBeGreaterThanOrEqual(2);
-    // hash-balance-factor 150: no replica holds more than 1.5x the mean in flight (+1 for rounding).
-    for (const r of replicas) expect(r.maxInFlight, r.name).toBeLessThanOrEqual(Math.ceil((1.5 * 30) / 3) + 1);
+    // hash-balance-factor 250: no replica holds more than 2.5x the mean in flight (+1 for rounding), so 30 at once spill.
+    for (const r of replicas) expect(r.maxInFlight, r.name).toBeLessThanOrEqual(Math.ceil((2.5 * 30) / 3) + 1);
   });
 });
