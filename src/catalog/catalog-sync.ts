@@ -19,6 +19,8 @@ interface HeldTask {
   version: number;
   contentHash: string;
   dir: string;
+  /** The base model whose registry holds it. */
+  base: string;
 }
 
 /**
@@ -35,9 +37,13 @@ interface HeldTask {
  *   (CATALOG_UNAVAILABLE) by the catalog itself.
  * Tasks this process registered from anywhere else (its own tasks dir, the
  * demo) are never touched: only tasks taken from the catalog are "held".
+ * A process that serves two base models (an encoder and a decoder) syncs the
+ * tasks of both: each entry goes to the registry of the base it names.
  */
 export class CatalogSync {
   private readonly held = new Map<string, HeldTask>();
+  /** Registry per base model id; the first is opts.baseModel's. */
+  private readonly locals = new Map<string, LocalTasks>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly cacheDir: string;
   private unsubscribe: (() => Promise<void>) | null = null;
@@ -46,10 +52,21 @@ export class CatalogSync {
   constructor(
     private readonly catalog: TaskCatalog,
     private readonly blobs: BlobStore,
-    private readonly local: LocalTasks,
+    local: LocalTasks,
     private readonly opts: { cacheDir: string; baseModel: string; logger: Logger },
   ) {
     this.cacheDir = resolve(opts.cacheDir);
+    this.locals.set(opts.baseModel, local);
+  }
+
+  /** Also sync the catalog's tasks for `baseModel` (a decoder served beside the encoder) into `local`. */
+  addBase(baseModel: string, local: LocalTasks): void {
+    if (this.locals.has(baseModel)) throw new Error(`catalog sync: base model '${baseModel}' is already synced`);
+    this.locals.set(baseModel, local);
+  }
+
+  private holdsLocally(id: string): boolean {
+    return [...this.locals.values()].some((l) => l.has(id));
   }
 
   /** Subscribe to catalog events; a replica that cannot subscribe still syncs on every request. */
@@ -90,10 +107,13 @@ export class CatalogSync {
    * local registration; a blob written for a refused create is removed unless
    * another writer stored the same content.
    */
-  async publish(id: string, dir: string, kind: string, mode: 'create' | 'replace' = 'create'): Promise<CatalogEntry> {
+  async publish(id: string, dir: string, kind: string, opts: { mode?: 'create' | 'replace'; baseModel?: string } = {}): Promise<CatalogEntry> {
+    const mode = opts.mode ?? 'create';
+    const baseModel = opts.baseModel ?? this.opts.baseModel;
+    if (!this.locals.has(baseModel)) throw new Error(`catalog sync: base model '${baseModel}' is not served here`);
     const { hash, bytes } = await hashDirectory(dir);
     const location = await this.blobs.put(id, hash, dir);
-    const input = { id, kind, baseModel: this.opts.baseModel, sizeBytes: bytes, contentHash: hash, location };
+    const input = { id, kind, baseModel, sizeBytes: bytes, contentHash: hash, location };
     const previous = mode === 'replace' ? await this.catalog.get(id) : null;
     let entry: CatalogEntry;
     try {
@@ -105,7 +125,7 @@ export class CatalogSync {
       throw err;
     }
     if (previous && previous.location !== location) await this.blobs.remove(previous.location);
-    this.held.set(id, { version: entry.version, contentHash: hash, dir: resolve(dir) });
+    this.held.set(id, { version: entry.version, contentHash: hash, dir: resolve(dir), base: baseModel });
     return entry;
   }
 
@@ -144,13 +164,15 @@ export class CatalogSync {
       if (held) await this.drop(id, held, 'deleted from the catalog');
       return;
     }
-    if (held && held.contentHash === entry.contentHash) {
+    if (held && held.contentHash === entry.contentHash && held.base === entry.baseModel) {
       held.version = entry.version;
       return;
     }
     // A task of this process's own (tasks dir, demo) shadows a catalog entry of the same id.
-    if (!held && this.local.has(id)) return;
-    if (entry.baseModel !== this.opts.baseModel) {
+    if (!held && this.holdsLocally(id)) return;
+    const local = this.locals.get(entry.baseModel);
+    if (!local) {
+      if (held) await this.drop(id, held, 'moved to a base model not served here');
       this.opts.logger.warn({ task: id, baseModel: entry.baseModel }, 'catalog task is for another base model; not served here');
       return;
     }
@@ -164,7 +186,7 @@ export class CatalogSync {
     }
     if (held) await this.drop(id, held, 'replaced by a new version');
     try {
-      await this.local.register(id, dir);
+      await local.register(id, dir);
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
       if (err instanceof PetServeError) {
@@ -173,8 +195,8 @@ export class CatalogSync {
       }
       throw err;
     }
-    this.held.set(id, { version: entry.version, contentHash: entry.contentHash, dir });
-    this.opts.logger.info({ task: id, version: entry.version }, 'task taken from the shared catalog');
+    this.held.set(id, { version: entry.version, contentHash: entry.contentHash, dir, base: entry.baseModel });
+    this.opts.logger.info({ task: id, version: entry.version, baseModel: entry.baseModel }, 'task taken from the shared catalog');
   }
 
   private async fetchBlob(entry: CatalogEntry): Promise<string> {
@@ -192,7 +214,8 @@ export class CatalogSync {
 
   private async drop(id: string, held: HeldTask, why: string): Promise<void> {
     this.held.delete(id);
-    if (this.local.has(id)) await this.local.unregister(id).catch(() => undefined);
+    const local = this.locals.get(held.base);
+    if (local?.has(id)) await local.unregister(id).catch(() => undefined);
     // Only files this sync fetched live under cacheDir; a publisher's own upload dir is its admin's to remove.
     if (held.dir.startsWith(this.cacheDir)) await rm(held.dir, { recursive: true, force: true });
     this.opts.logger.info({ task: id }, `task ${why}: no longer served here`);

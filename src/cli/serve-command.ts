@@ -15,7 +15,7 @@ import { listen, ServerLifecycle, SHUTDOWN_ANSWER_GRACE_MS, type HttpServerHandl
 import { removeStaleUploads } from '../server/task-admin.js';
 import { createLogger, type Logger } from '../util/logger.js';
 import { parseIntOption } from './options.js';
-import { openSharedCatalog } from './shared-catalog.js';
+import { decoderCatalogTarget, openSharedCatalog } from './shared-catalog.js';
 
 export function registerServe(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
@@ -81,7 +81,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
         runtime.registry.reserveIdsOf((id) => decoder.completions.serves(id));
       }
     }
-    catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger);
+    catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger, decoderCatalogTarget(generation));
     const served = generation;
     const gm = genMetrics;
     const status = createStatusRouter({

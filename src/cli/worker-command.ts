@@ -7,7 +7,7 @@ import { createMetrics } from '../metrics/metrics.js';
 import { redactRedisUrl } from '../queue/redis.js';
 import { batchQueueSettings } from '../queue/settings.js';
 import { WorkerTaskSync } from '../queue/task-sync.js';
-import { openSharedCatalog } from './shared-catalog.js';
+import { decoderCatalogTarget, openSharedCatalog } from './shared-catalog.js';
 import { BatchWorker } from '../queue/worker.js';
 import { startRuntime } from '../runtime/runtime.js';
 import { startServedGeneration } from '../runtime/served-generation.js';
@@ -75,12 +75,6 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   // Workers have no API: /metrics and /healthz on their own port when configured (compose sets it).
   const endpoint = config.metrics.workerPort !== null ? await serveMetrics(registry, { host: config.server.host, port: config.metrics.workerPort }) : null;
   const sync = new WorkerTaskSync(runtime.registry, [config.server.tasksDir, config.server.uploadDir], logger);
-  // Several replicas: tasks registered through any api replica come from the shared catalog.
-  const catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger);
-  const syncTask = async (id: string): Promise<void> => {
-    await catalog?.sync.ensure(id);
-    await sync.sync(id);
-  };
   const gateway = InferenceGateway.forRuntime(runtime, config.server.maxInputsPerRequest);
   // Registered only with a decoder, as in serve: the same generation metrics for offline sequences.
   const genMetrics = config.generation.modelDir !== null ? new GenerationMetrics(registry) : null;
@@ -93,6 +87,18 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
     throw err;
   });
   if (generation && genMetrics) genMetrics.bind(generation.runtime);
+  // Several replicas: tasks registered through any api replica (encoder tasks and decoder adapters) come from the shared catalog.
+  const catalog = await openSharedCatalog(config, runtime.registry, runtime.checkpoint.dir, logger, decoderCatalogTarget(generation)).catch(
+    async (err: unknown) => {
+      await generation?.close();
+      await runtime.close();
+      throw err;
+    },
+  );
+  const syncTask = async (id: string): Promise<void> => {
+    await catalog?.sync.ensure(id);
+    await sync.sync(id);
+  };
   const settings = batchQueueSettings(config);
   const worker = BatchWorker.start({
     settings,

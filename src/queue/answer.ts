@@ -68,10 +68,12 @@ async function answerOpenAiLine(engine: ItemEngine, item: StoredItem, batchId: s
   const seed = (b: { seed?: number | null | undefined }): number => b.seed ?? batchLineSeed(batchId, item.c ?? String(item.i));
   if (item.u === 'chat') {
     const body = chatCompletionRequestSchema.parse(item.b);
+    await syncModel(engine, body.model);
     const job = chatCompletionJob(completions, completions.taskFor(body.model), { ...body, seed: seed(body) });
     return runGenerationJob(completions, job, { priority: 'offline' });
   }
   const body = completionRequestSchema.parse(item.b);
+  await syncModel(engine, body.model);
   const job = completionJob(completions, completions.taskFor(body.model), { ...body, seed: seed(body) });
   return runGenerationJob(completions, job, { priority: 'offline' });
 }

@@ -144,6 +144,7 @@ export function createApp(deps: AppDeps): Express {
       maxBodyBytes: server.maxBodyBytes,
       requireKey: keys.require(),
       lifecycle,
+      syncTask: catalog ? (id) => catalog.ensure(id) : undefined,
     }),
   );
   app.use(v2Router({ gateway, counters, lifecycle, maxBodyBytes: server.maxBodyBytes, readinessParts: deps.readinessParts }));

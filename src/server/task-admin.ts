@@ -43,8 +43,11 @@ export async function removeStaleUploads(uploadDir: string, logger: Logger): Pro
  * replicas serve: what one registers or deletes, all do.
  */
 export interface SharedCatalog {
-  /** Add a task this process has just registered from `dir`; refusals: TASK_EXISTS, CATALOG_UNAVAILABLE. */
-  publish(id: string, dir: string, kind: string): Promise<unknown>;
+  /**
+   * Add a task this process has just registered from `dir` for `baseModel` (default:
+   * the encoder); refusals: TASK_EXISTS, CATALOG_UNAVAILABLE.
+   */
+  publish(id: string, dir: string, kind: string, opts?: { baseModel?: string }): Promise<unknown>;
   /** Remove a task everywhere; UnknownTaskError when the catalog does not hold it. */
   withdraw(id: string): Promise<unknown>;
 }
@@ -184,14 +187,15 @@ export class TaskAdmin {
     return task;
   }
 
-  /**
-   * Register `dir` with its base. Decoder adapters are this replica's own: the
-   * shared catalog (several replicas) holds encoder tasks only (docs/operating.md).
-   */
+  /** Register `dir` with its base, then publish it to the shared catalog (if any) under that base. */
   private async registerDir(id: string, dir: string, decoder: DecoderTasks | null): Promise<RegisteredTask> {
-    if (decoder) return { model: 'decoder', info: await decoder.register(id, dir) };
+    if (decoder) {
+      const info = await decoder.register(id, dir);
+      await this.publishOrUndo(id, dir, info.kind, decoder.baseModelId, async () => decoder.unregister(id));
+      return { model: 'decoder', info };
+    }
     const info = await this.registry.register(id, dir);
-    await this.publishOrUndo(info, dir);
+    await this.publishOrUndo(id, dir, info.kind, undefined, () => this.registry.unregister(id));
     return { model: 'encoder', info };
   }
 
@@ -200,13 +204,13 @@ export class TaskAdmin {
    * catalog refuses (the id is taken on another replica, Redis is down), the
    * local registration is undone, so nothing is half-registered.
    */
-  private async publishOrUndo(info: TaskInfo, dir: string): Promise<void> {
+  private async publishOrUndo(id: string, dir: string, kind: string, baseModel: string | undefined, undo: () => Promise<void>): Promise<void> {
     const catalog = this.opts.catalog;
     if (!catalog) return;
     try {
-      await catalog.publish(info.id, dir, info.kind);
+      await catalog.publish(id, dir, kind, baseModel === undefined ? {} : { baseModel });
     } catch (err) {
-      await this.registry.unregister(info.id).catch(() => undefined);
+      await undo().catch(() => undefined);
       throw err;
     }
   }
@@ -219,26 +223,30 @@ export class TaskAdmin {
    */
   async unregister(id: string): Promise<{ id: string }> {
     if (id === this.registry.baseModelId || id === this.opts.decoder?.baseModelId) throw new BaseModelError(id);
+    // Read before withdrawing: the catalog's delete event may drop the local entry meanwhile.
     const decoder = this.opts.decoder;
     const adapter = decoder?.get(id);
-    if (decoder && adapter) {
-      decoder.unregister(id);
-      // Files are removed only if an upload put them there (not an operator's generation.tasksDir).
-      const ownDir = join(resolve(decoder.uploadDir), id);
-      if (resolve(adapter.dir) === ownDir) await rm(ownDir, { recursive: true, force: true });
-      return { id };
-    }
-    // Read before withdrawing: the catalog's delete event may drop the local entry meanwhile.
-    const info = this.registry.get(id);
+    const info = adapter ? undefined : this.registry.get(id);
     const catalog = this.opts.catalog;
     if (catalog) {
       try {
         await catalog.withdraw(id);
       } catch (err) {
-        if (!(err instanceof UnknownTaskError) || !info) throw err;
+        if (!(err instanceof UnknownTaskError) || (!info && !adapter)) throw err;
       }
-    } else if (!info) {
+    } else if (!info && !adapter) {
       throw new UnknownTaskError(id);
+    }
+    if (decoder && adapter) {
+      try {
+        decoder.unregister(id);
+      } catch (err) {
+        if (!(err instanceof UnknownTaskError)) throw err;
+      }
+      // Files are removed only if an upload put them there (not an operator's generation.tasksDir).
+      const ownDir = join(resolve(decoder.uploadDir), id);
+      if (resolve(adapter.dir) === ownDir) await rm(ownDir, { recursive: true, force: true });
+      return { id };
     }
     // Withdrawn from the catalog but never fetched by this replica: nothing local to remove.
     if (!info) return { id };

@@ -139,7 +139,7 @@ describe('shared task catalog', () => {
     const [a, b, c] = replicas as [Replica, Replica, Replica];
     const oldDir = c.registry.dirs.get('sentiment')!;
     const dir = await petDir('sentiment-v2', 'v2');
-    const entry = await a.sync.publish('sentiment', dir, 'lora', 'replace');
+    const entry = await a.sync.publish('sentiment', dir, 'lora', { mode: 'replace' });
     await until(() => b.sync.heldVersion('sentiment') === entry.version, 'b to take v2');
     await c.sync.ensure('sentiment');
     expect(c.sync.heldVersion('sentiment')).toBe(entry.version);
@@ -162,6 +162,32 @@ describe('shared task catalog', () => {
     await expect(c.sync.withdraw('sentiment')).rejects.toBeInstanceOf(UnknownTaskError);
     // Its blob is gone from the shared store.
     await expect(readdir(join(root, 'blobs', 'sentiment'))).resolves.toEqual([]);
+  });
+
+  it('a process serving two bases (encoder and decoder) puts each catalog task in the registry of the base it names', async () => {
+    const withDecoder = async (name: string): Promise<Replica & { decoder: FakeRegistry }> => {
+      const r = await replica(name, false);
+      const decoder = new FakeRegistry();
+      r.sync.addBase('llama-chat', decoder);
+      await r.sync.start();
+      return { ...r, decoder };
+    };
+    const [a, b] = [await withDecoder('two-a'), await withDecoder('two-b')];
+    const encoderOnly = await replica('two-c');
+    const dir = await petDir('chat-lora', 'adapter');
+    await a.decoder.register('chat-lora', dir);
+    expect(await a.sync.publish('chat-lora', dir, 'lora', { baseModel: 'llama-chat' })).toMatchObject({ baseModel: 'llama-chat' });
+    await b.sync.ensure('chat-lora');
+    expect(b.decoder.has('chat-lora')).toBe(true);
+    expect(b.registry.has('chat-lora')).toBe(false);
+    // A replica without that decoder does not serve it (and does not put it in its encoder).
+    await encoderOnly.sync.ensure('chat-lora');
+    expect(encoderOnly.registry.has('chat-lora')).toBe(false);
+    // A base this process does not serve cannot be published to.
+    await expect(a.sync.publish('x', dir, 'lora', { baseModel: 'gpt2-other' })).rejects.toThrow(/not served here/);
+    // Deleted through A: B drops it from its decoder registry (by event).
+    await a.sync.withdraw('chat-lora');
+    await until(() => !b.decoder.has('chat-lora'), 'B to drop the decoder adapter');
   });
 
   it("leaves a replica's own tasks alone when the catalog has none of that id", async () => {

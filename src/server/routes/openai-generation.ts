@@ -33,6 +33,8 @@ export interface GenerationRouteDeps {
   maxBodyBytes: number;
   requireKey: RequestHandler;
   lifecycle?: ServerLifecycle;
+  /** Bring a task up to date with the shared catalog before it is looked up (several replicas). */
+  syncTask?: ((id: string) => Promise<void>) | undefined;
 }
 
 const generationPost = (summary: string, bodyRequired: string[]): Record<string, unknown> => ({
@@ -141,9 +143,10 @@ export function openAiGenerationRouter(deps: GenerationRouteDeps): Router {
   const paths = ['/v1/chat/completions', '/v1/completions'];
   router.use(paths, deps.requireKey);
 
-  /** The served decoder and the task `model` names (null: its base). */
-  const resolve = (model: string): { completions: CompletionsGateway; task: string | null } => {
+  /** The served decoder and the task `model` names (null: its base), synced with the shared catalog first. */
+  const resolve = async (model: string): Promise<{ completions: CompletionsGateway; task: string | null }> => {
     if (deps.lifecycle && !deps.lifecycle.ready) throw new PetServeError('SHUTTING_DOWN', 'the server is shutting down');
+    if (deps.completions && model !== deps.completions.baseModelId) await deps.syncTask?.(model);
     if (!deps.completions) {
       if (deps.isEncoderModel(model)) {
         throw new ModelKindError(`model '${model}' is an encoder model: this server runs no decoder (start it with --generation-model DIR)`);
@@ -155,14 +158,14 @@ export function openAiGenerationRouter(deps: GenerationRouteDeps): Router {
 
   router.post('/v1/chat/completions', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
     const body = parseOrThrow(chatCompletionRequestSchema, req.body);
-    const { completions, task } = resolve(body.model);
+    const { completions, task } = await resolve(body.model);
     await runChoices(completions, chatCompletionJob(completions, task, body), req, res);
   });
 
   router.post('/v1/completions', ...jsonBody(deps.maxBodyBytes), async (req: Request, res: Response) => {
     const body = parseOrThrow(completionRequestSchema, req.body);
     checkCompletionFields(body);
-    const { completions, task } = resolve(body.model);
+    const { completions, task } = await resolve(body.model);
     await runChoices(completions, completionJob(completions, task, body), req, res);
   });
 
