@@ -100,7 +100,6 @@ export function makeWorkload(rng: Rng, tasks: readonly string[], lengths: readon
  */
 export function paddedEngine(runner: SchedulerEngine): SchedulerEngine {
   return {
-    checkpoint: runner.checkpoint,
     registry: runner.registry,
     runTasks: (rows: readonly TaskRow[], outputs: OutputSelection, opts?: RunTasksOptions) => {
       const max = Math.max(...rows.map((r) => r.inputIds.length));

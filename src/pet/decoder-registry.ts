@@ -1,8 +1,7 @@
 import type { DecoderConfig, DecoderFamily } from '../model/families/decoder/types.js';
-import { InvalidInputError } from '../util/errors.js';
 import type { DecoderAdapter } from './decoder-adapter.js';
 import { loadDecoderPeft } from './formats/peft-decoder.js';
-import { TaskExistsError, UnknownTaskError } from './registry.js';
+import { checkTaskIdFormat, TaskExistsError, UnknownTaskError } from './registry.js';
 
 export interface DecoderTaskInfo {
   taskId: string;
@@ -44,9 +43,7 @@ export class DecoderTaskRegistry {
 
   /** Refuse an id that is malformed or in use (here or by another model), before any work. */
   checkNewId(taskId: string): void {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(taskId)) {
-      throw new InvalidInputError(`task id '${taskId.slice(0, 64)}' must be 1-128 characters of letters, digits, '.', '_' or '-'`);
-    }
+    checkTaskIdFormat(taskId);
     if (this.tasks.has(taskId)) throw new TaskExistsError(taskId);
     if (this.idTakenElsewhere(taskId)) throw new TaskExistsError(taskId, 'is the id of another model or task on this server');
   }

@@ -68,6 +68,13 @@ export interface TaskLease {
 
 const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+/** The one rule for task ids, encoder tasks and decoder adapters alike (422 INVALID_INPUT otherwise). */
+export function checkTaskIdFormat(id: string): void {
+  if (!TASK_ID.test(id)) {
+    throw new InvalidInputError(`task id '${id.slice(0, 64)}' must match ${TASK_ID.source} (letters, digits, '.', '_', '-')`);
+  }
+}
+
 /**
  * The one registry of tasks. A task becomes visible only after its PET loaded,
  * validated against the base model, and packed; a refused PET leaves nothing
@@ -103,9 +110,7 @@ export class TaskRegistry {
 
   /** Refuse an id a new task cannot take: a bad pattern (422), a registered task or the base model's id (409 TASK_EXISTS). */
   checkNewId(id: string): void {
-    if (!TASK_ID.test(id)) {
-      throw new InvalidInputError(`task id '${id}' must match ${TASK_ID.source} (letters, digits, '.', '_', '-')`);
-    }
+    checkTaskIdFormat(id);
     if (id === this.baseModelId) throw new TaskExistsError(id, "is the base model's id (model.id): choose another task id");
     if (this.tasks.has(id)) throw new TaskExistsError(id);
     if (this.idTakenElsewhere.some((taken) => taken(id))) throw new TaskExistsError(id, 'is the id of another model or task on this server');

@@ -97,7 +97,7 @@ export class Scheduler implements InferenceService {
   private lastDecision: { mode: string; capMs: number | null; queuedBefore: number } = { mode: '', capMs: null, queuedBefore: 0 };
 
   constructor(
-    private readonly runner: Pick<ModelRunner, 'runTasks' | 'checkpoint' | 'registry'>,
+    private readonly runner: Pick<ModelRunner, 'runTasks' | 'registry'>,
     private readonly config: SchedulerConfig,
     private readonly opts: SchedulerOptions,
   ) {
