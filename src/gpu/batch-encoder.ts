@@ -1,6 +1,6 @@
 import { DeviceLostError } from '../util/errors.js';
 import { alignUp, GrowableBuffer } from './buffers.js';
-import type { GpuContext } from './context.js';
+import type { GpuCapabilities, GpuContext } from './context.js';
 import type { KernelSpec } from './pipeline-cache.js';
 import type { Uniforms } from './uniforms.js';
 
@@ -94,6 +94,11 @@ export class BatchEncoder {
     private readonly res: EncoderResources,
     private readonly opts: { profile?: ProfileMode; label?: string } = {},
   ) {}
+
+  /** What the device allows, for kernels that pick a specialisation by its limits (e.g. workgroup memory). */
+  get capabilities(): GpuCapabilities {
+    return this.res.ctx.capabilities;
+  }
 
   /** Start a named phase; with profiling on, each phase is its own timed compute pass. */
   phase(name: string): this {

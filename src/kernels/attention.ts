@@ -1,8 +1,8 @@
 import type { BatchEncoder } from '../gpu/batch-encoder.js';
 import { Uniforms } from '../gpu/uniforms.js';
 import type { SlotLookup } from './row-ops.js';
-import { tuning } from './tuning.js';
-import type { Dtype } from './types.js';
+import { defaultKernelChoices } from './tuning.js';
+import type { AttentionChoice, Dtype } from './types.js';
 
 export interface AttentionArgs {
   /** [tokens, ldQkv] with q | k | v blocks of `hidden` columns each. */
@@ -13,7 +13,7 @@ export interface AttentionArgs {
   tokens: number;
   heads: number;
   headDim: number;
-  /** Upper bound on any sequence's key count (sizes workgroup memory). */
+  /** Upper bound on any sequence's key count (sizes the resident form's workgroup memory). */
   maxKeys: number;
   ldQkv?: number;
   /** Per-task context scaling (IA³ on attention.output.dense's input). */
@@ -39,18 +39,38 @@ export function packedKeyRanges(seqLengths: readonly number[]): Uint32Array {
 // Workgroup memory is specialised in steps so few pipelines are compiled.
 const roundKeys = (n: number): number => Math.max(64, 2 ** Math.ceil(Math.log2(n)));
 
-export function attention(enc: BatchEncoder, dtype: Dtype, a: AttentionArgs, label = 'attention'): void {
+/** Workgroup memory of the resident form (attention.wgsl): every score of a query, the scaled query, the reduction. */
+export function residentWorkgroupBytes(maxKeys: number, headDim: number, workgroupSize: number): number {
+  return 4 * (roundKeys(maxKeys) + roundKeys(headDim) + workgroupSize);
+}
+
+/**
+ * Packed multi-head self-attention. `choice.form` picks the kernel: 'resident' (attention.wgsl) or 'online'
+ * (attention_online.wgsl); both bind and dispatch the same, one workgroup per (token, head).
+ */
+export function attention(
+  enc: BatchEncoder,
+  dtype: Dtype,
+  a: AttentionArgs,
+  label = 'attention',
+  choice: AttentionChoice = defaultKernelChoices.attention,
+): void {
+  const wg = choice.workgroupSize;
+  // Both forms reduce over the workgroup in halves (resident) or eighths (online).
+  if (!Number.isInteger(wg) || wg < 1 || (wg & (wg - 1)) !== 0) {
+    throw new RangeError(`${label}: attention workgroup size ${wg} is not a power of two`);
+  }
+  // The resident form's workgroup memory grows with maxKeys; past the device limit its pipeline would not
+  // even compile, while the online form's memory is fixed, so long sequences run online whatever was chosen.
+  const residentFits =
+    residentWorkgroupBytes(a.maxKeys, a.headDim, wg) <= enc.capabilities.maxComputeWorkgroupStorageSize;
+  const form = choice.form === 'resident' && !residentFits ? 'online' : choice.form;
   const hidden = a.heads * a.headDim;
-  const spec = {
-    shader: 'attention',
-    params: {
-      DTYPE: dtype,
-      WG: tuning.attentionWorkgroupSize,
-      MAX_KEYS: roundKeys(a.maxKeys),
-      MAX_HEAD_DIM: roundKeys(a.headDim),
-      TASKS: !!a.tasks,
-    },
-  };
+  const common = { DTYPE: dtype, WG: wg, MAX_HEAD_DIM: roundKeys(a.headDim), TASKS: !!a.tasks };
+  const spec =
+    form === 'resident'
+      ? { shader: 'attention', params: { ...common, MAX_KEYS: roundKeys(a.maxKeys) } }
+      : { shader: 'attention_online', params: common };
   const uniforms = new Uniforms()
     .u32(a.tokens)
     .u32(a.heads)

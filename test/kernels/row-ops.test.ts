@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { attention, packedKeyRanges } from '../../src/kernels/attention.js';
 import { embeddingSum } from '../../src/kernels/embedding.js';
 import { gatherRows, layerNorm, softmaxRows } from '../../src/kernels/row-ops.js';
 import type { Dtype } from '../../src/kernels/types.js';
@@ -14,7 +13,7 @@ import {
   type TestGpu,
 } from '../helpers/gpu.js';
 import { expectClose } from '../reference/compare.js';
-import { refAdd, refAttentionPacked, refEmbedding, refLayerNorm, refSoftmaxRows } from '../reference/ops-f64.js';
+import { refAdd, refEmbedding, refLayerNorm, refSoftmaxRows } from '../reference/ops-f64.js';
 
 let gpu: TestGpu;
 beforeAll(async () => {
@@ -87,52 +86,6 @@ describe('softmaxRows matches the float64 reference', () => {
           rows * cols,
         );
         expectClose(got, refSoftmaxRows(x, rows, cols), TOL[dtype], `softmax ${rows}x${cols}`);
-      }
-    });
-  }
-});
-
-describe('attention over packed variable-length sequences matches the float64 reference', () => {
-  for (const dtype of dtypes) {
-    it(`${dtype}: ragged lengths, each query sees only its own sequence`, async () => {
-      if (skipF16(dtype)) return;
-      for (const [lengths, heads, headDim] of [
-        [[1], 1, 4],
-        [[5, 1, 17, 2], 2, 8],
-        [[70, 3, 129], 3, 12],
-      ] as const) {
-        const hidden = heads * headDim;
-        const tokens = lengths.reduce((a, b) => a + b, 0);
-        const q = roundToDtype(randomArray(tokens * hidden), dtype);
-        const k = roundToDtype(randomArray(tokens * hidden), dtype);
-        const v = roundToDtype(randomArray(tokens * hidden), dtype);
-        const qkv = new Float64Array(tokens * 3 * hidden);
-        for (let t = 0; t < tokens; t++) {
-          for (let c = 0; c < hidden; c++) {
-            qkv[t * 3 * hidden + c] = q[t * hidden + c]!;
-            qkv[t * 3 * hidden + hidden + c] = k[t * hidden + c]!;
-            qkv[t * 3 * hidden + 2 * hidden + c] = v[t * hidden + c]!;
-          }
-        }
-        const out = poisoned(gpu, tokens * hidden, dtype);
-        const got = await runAndRead(
-          gpu,
-          (enc) =>
-            attention(enc, dtype, {
-              qkv: toDevice(gpu, qkv, dtype),
-              keyRange: u32ToDevice(gpu, packedKeyRanges([...lengths])),
-              out,
-              tokens,
-              heads,
-              headDim,
-              maxKeys: Math.max(...lengths),
-            }),
-          out,
-          tokens * hidden,
-          dtype,
-        );
-        const expected = refAttentionPacked(q, k, v, [...lengths], heads, headDim);
-        expectClose(got, expected, TOL[dtype], `attention lengths=${lengths.join(',')}`);
       }
     });
   }
