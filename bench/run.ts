@@ -21,6 +21,7 @@ const SCRIPTS: Record<string, { script: string; what: string; passName?: boolean
   openai: { script: 'bench/openai.ts', what: 'OpenAI-compatible streaming (HTTP + SSE, petserve serve) vs the same load in-process: req/s, TTFT, TPOT' },
   'seg-gemv': { script: 'bench/seg-gemv.ts', what: 'segmented LoRA GEMM layouts (32-row tiles vs one row per tile) on decode-step shapes' },
   'gen-kv': { script: 'bench/gen-kv.ts', what: 'paged KV cache use vs tokens held, prefix caching on and off' },
+  toggles: { script: 'bench/dawn-toggles.ts', what: 'Dawn toggles (robustness off, ...) vs defaults: kernels and encoder, alternating child processes', passName: true },
   peer: { script: 'bench/peer.ts', what: 'PetServe vs onnxruntime-web WebGPU and onnxruntime-node CPU (same checkpoint)', passName: true },
 };
 

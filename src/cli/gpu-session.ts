@@ -9,6 +9,7 @@ export async function withGpu<T>(config: PetServeConfig, logger: Logger, fn: (ct
       backend: config.gpu.backend ?? undefined,
       adapter: config.gpu.adapter ?? undefined,
       powerPreference: config.gpu.powerPreference,
+      dawnToggles: config.gpu.dawnToggles,
     },
     logger,
   );

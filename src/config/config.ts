@@ -13,6 +13,38 @@ const keyList = z.preprocess(
 );
 
 /**
+ * Dawn toggles PetServe accepts (gpu.dawnToggles; src/gpu/dawn-toggles.ts turns
+ * them into create() flags). Dawn ignores a name it does not know without a
+ * word, so a typo would run with defaults while the operator believes
+ * otherwise: only these names pass. The first five change what kernels
+ * execute; the rest help debugging (start-up time, not kernel time).
+ */
+export const KNOWN_DAWN_TOGGLES = [
+  /** No index clamping in WGSL and no Vulkan robustBufferAccess: an out-of-bounds access is undefined behaviour. */
+  'disable_robustness',
+  /** Keep robustness but skip the clamps integer range analysis proves unnecessary (safe). */
+  'enable_integer_range_analysis_in_robustness',
+  /** No WebGPU API validation: an invalid call is undefined behaviour instead of a GPUValidationError. */
+  'skip_validation',
+  /** var<workgroup> memory is not zeroed at the start of each workgroup. */
+  'disable_workgroup_init',
+  /** Buffers created mappedAtCreation are not zeroed first (ours are always filled). */
+  'disable_lazy_clear_for_mapped_at_creation_buffer',
+  /** Print every shader as Dawn compiles it (WGSL and the backend's translation) to stderr. */
+  'dump_shaders',
+  /** Keep WGSL identifiers in the backend's code, so dumped shaders read like ours. */
+  'disable_symbol_renaming',
+  /** Pass object labels down to the Vulkan objects (driver tools show ours). */
+  'use_user_defined_labels_in_backend',
+] as const;
+
+/** Dawn toggle names as a YAML list or, from the environment, one comma-separated string; unknown names are refused. */
+const dawnToggleList = z.preprocess(
+  (v) => (typeof v === 'string' ? v.split(',').map((t) => t.trim()).filter((t) => t !== '') : v),
+  z.array(z.enum(KNOWN_DAWN_TOGGLES)),
+);
+
+/**
  * The one typed configuration of PetServe. Sources, later wins:
  * schema defaults → YAML file (--config) → environment (PETSERVE_*) → CLI flags.
  * Loaded once at start-up and passed down; nothing deeper reads process.env.
@@ -25,6 +57,17 @@ export const configSchema = z.strictObject({
       /** Case-insensitive substring of the adapter name, e.g. 'llvmpipe' or 'nvidia'. */
       adapter: z.string().nullable().default(null),
       powerPreference: z.enum(['high-performance', 'low-power']).default('high-performance'),
+      /**
+       * Dawn toggles, KNOWN_DAWN_TOGGLES only. None by default: robustness stays on, since
+       * turning it off gained nothing beyond the run-to-run spread (docs/operating.md "Dawn toggles").
+       */
+      dawnToggles: z
+        .strictObject({
+          enable: dawnToggleList.default([]),
+          disable: dawnToggleList.default([]),
+        })
+        .refine((t) => !t.enable.some((name) => t.disable.includes(name)), { message: 'a toggle cannot be both enabled and disabled' })
+        .prefault({}),
     })
     .prefault({}),
   model: z
@@ -204,6 +247,8 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_GPU_BACKEND: ['gpu', 'backend'],
   PETSERVE_GPU_ADAPTER: ['gpu', 'adapter'],
   PETSERVE_GPU_POWER: ['gpu', 'powerPreference'],
+  PETSERVE_DAWN_ENABLE_TOGGLES: ['gpu', 'dawnToggles', 'enable'],
+  PETSERVE_DAWN_DISABLE_TOGGLES: ['gpu', 'dawnToggles', 'disable'],
   PETSERVE_MODEL_DIR: ['model', 'dir'],
   PETSERVE_MODEL_ID: ['model', 'id'],
   PETSERVE_DTYPE: ['model', 'dtype'],

@@ -1,6 +1,7 @@
 import { create, globals } from 'webgpu';
 import { DeviceLostError, GpuUnavailableError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { describeDawnToggles, dawnToggleFlags, NO_DAWN_TOGGLES, type DawnToggles } from './dawn-toggles.js';
 import { PipelineCache } from './pipeline-cache.js';
 
 export interface GpuOptions {
@@ -9,6 +10,8 @@ export interface GpuOptions {
   /** Case-insensitive substring of the adapter name to pick (e.g. 'llvmpipe', 'nvidia'). */
   adapter?: string | undefined;
   powerPreference?: GPUPowerPreference | undefined;
+  /** Dawn toggles for this context's instance (src/gpu/dawn-toggles.ts); none by default. */
+  dawnToggles?: DawnToggles | undefined;
 }
 
 export interface GpuCapabilities {
@@ -21,6 +24,8 @@ export interface GpuCapabilities {
   maxBufferSize: number;
   maxComputeWorkgroupStorageSize: number;
   maxComputeInvocationsPerWorkgroup: number;
+  /** The Dawn toggles this device was created with ('none' = Dawn's defaults). */
+  dawnToggles: string;
 }
 
 // Dawn's globals (GPUBufferUsage etc.) must exist before any WebGPU call.
@@ -65,6 +70,8 @@ export class GpuContext {
     installGlobals();
     const flags: string[] = [];
     if (options.backend) flags.push(`backend=${options.backend}`);
+    // Toggles belong to the instance: every adapter and device it makes (a recovered one too) gets them.
+    flags.push(...dawnToggleFlags(options.dawnToggles ?? NO_DAWN_TOGGLES));
     this.gpu = create(flags);
   }
 
@@ -130,6 +137,7 @@ export class GpuContext {
       maxBufferSize: device.limits.maxBufferSize,
       maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
       maxComputeInvocationsPerWorkgroup: device.limits.maxComputeInvocationsPerWorkgroup,
+      dawnToggles: describeDawnToggles(this.options.dawnToggles ?? NO_DAWN_TOGGLES),
     };
     device.addEventListener('uncapturederror', (ev) => {
       this.logger.error({ err: String((ev as GPUUncapturedErrorEvent).error.message) }, 'uncaptured WebGPU error');

@@ -67,7 +67,12 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
   }
 
   const ctx = await GpuContext.create(
-    { backend: config.gpu.backend ?? undefined, adapter: config.gpu.adapter ?? undefined, powerPreference: config.gpu.powerPreference },
+    {
+      backend: config.gpu.backend ?? undefined,
+      adapter: config.gpu.adapter ?? undefined,
+      powerPreference: config.gpu.powerPreference,
+      dawnToggles: config.gpu.dawnToggles,
+    },
     logger,
   );
   let runner: ModelRunner | null = null;

@@ -45,6 +45,18 @@ describe('configuration: defaults, then file, then env, then flags', () => {
     expect(() => loadConfig({ file: join(dir, 'none.yaml') })).toThrow(/cannot read config file/);
   });
 
+  it('gpu.dawnToggles: none by default, names from a YAML list or comma-separated env, unknown names and contradictions refused', () => {
+    expect(loadConfig().gpu.dawnToggles).toEqual({ enable: [], disable: [] });
+    const env = loadConfig({ env: { PETSERVE_DAWN_ENABLE_TOGGLES: 'disable_robustness, disable_workgroup_init', PETSERVE_DAWN_DISABLE_TOGGLES: 'dump_shaders' } });
+    expect(env.gpu.dawnToggles).toEqual({ enable: ['disable_robustness', 'disable_workgroup_init'], disable: ['dump_shaders'] });
+    expect(loadConfig({ overrides: { 'gpu.dawnToggles.enable': ['skip_validation'] } }).gpu.dawnToggles.enable).toEqual(['skip_validation']);
+    // Dawn itself ignores a name it does not know: a typo must fail here, not run with defaults.
+    expect(() => loadConfig({ env: { PETSERVE_DAWN_ENABLE_TOGGLES: 'disable_robustnes' } })).toThrow(/gpu\.dawnToggles\.enable\.0/);
+    expect(() => loadConfig({ overrides: { 'gpu.dawnToggles': { enable: ['skip_validation'], disable: ['skip_validation'] } } })).toThrow(
+      /both enabled and disabled/,
+    );
+  });
+
   it('hardening keys: API keys from a YAML list or a comma-separated PETSERVE_API_KEYS, public switches, timeouts', async () => {
     const d = loadConfig().server;
     expect(d).toMatchObject({ apiKeys: [], publicMetrics: true, publicStatus: false, requestTimeoutMs: 60_000, headersTimeoutMs: 20_000 });
