@@ -9,7 +9,8 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { EncoderResources } from '../src/gpu/batch-encoder.js';
 import { GpuContext } from '../src/gpu/context.js';
-import { tuning } from '../src/kernels/tuning.js';
+import { gemmChoiceName } from '../src/kernels/candidates.js';
+import { defaultKernelChoices, tuning } from '../src/kernels/tuning.js';
 import type { Dtype } from '../src/kernels/types.js';
 import { silentLogger } from '../src/util/logger.js';
 import type { Progress } from '../src/cli/progress.js';
@@ -146,7 +147,7 @@ function attentionTable(results: AttentionResult[]): Table {
 
 function encoderTable(results: EncoderResult[]): Table {
   return {
-    title: `End-to-end encoder (random weights, logits output, GEMM '${tuning.gemmVariant}')`,
+    title: `End-to-end encoder (random weights, logits output, GEMM '${gemmChoiceName(defaultKernelChoices.gemm)}')`,
     headers: ['model', 'dtype', 'batch', 'tokens', 'runs', 'wall ms', 'device ms', 'tokens/s', 'device tokens/s', 'other CPU'],
     rows: results.map((r) => [
       r.preset,
@@ -270,8 +271,9 @@ async function main(): Promise<void> {
       gemm: {
         tokenCounts: GEMM_TOKEN_COUNTS,
         kernels,
-        modelDefaultVariant: tuning.gemmVariant,
+        modelDefaultVariant: gemmChoiceName(defaultKernelChoices.gemm),
         tuning,
+        defaultKernelChoices,
         summary: gemmResults.summary.map((s) => ({
           ...s,
           gflops: Object.fromEntries(Object.entries(s.gflops).map(([k, v]) => [k, round(v, 3)])),

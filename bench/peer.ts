@@ -18,6 +18,7 @@
  *   --ragged-batch 8                           sequences per ragged batch
  *   --rounds 2                                 timed rounds per case (engines alternate)
  *   --budget-s 600                             wall-time budget; split evenly over preset × dtype groups
+ *   --kernels tuned                            tuned (the self-tuner runs per group first) | default (tuning.ts)
  *   --engines petserve,ort-webgpu,ort-cpu      --out bench/results
  *
  * Writes bench/results/peer-<adapter>-<stamp>.{json,md} (rewritten after every group).
@@ -27,6 +28,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ModelRunner } from '../src/engine/model-runner.js';
 import { GpuContext } from '../src/gpu/context.js';
+import { attentionChoiceName, gemmChoiceName } from '../src/kernels/candidates.js';
+import { tuneKernels } from '../src/kernels/tuner/kernel-tuner.js';
 import type { Dtype } from '../src/kernels/types.js';
 import { loadCheckpoint, type BertCheckpoint } from '../src/model/checkpoint.js';
 import { initModel } from '../src/model/init-model.js';
@@ -94,6 +97,8 @@ interface Plan {
   rounds: number;
   budgetS: number;
   engines: EngineId[];
+  /** PetServe's kernels: 'tuned' runs the self-tuner on each group first (as a server's first start does), 'default' keeps tuning.ts. */
+  kernels: 'tuned' | 'default';
   outDir: string;
 }
 
@@ -122,6 +127,11 @@ function readPlan(): Plan {
     rounds: intFlag('--rounds', 2),
     budgetS: intFlag('--budget-s', 600),
     engines,
+    kernels: ((): 'tuned' | 'default' => {
+      const k = flag('--kernels') ?? 'tuned';
+      if (k !== 'tuned' && k !== 'default') throw new Error(`--kernels: '${k}' is not tuned or default`);
+      return k;
+    })(),
     outDir: flag('--out') ?? 'bench/results',
   };
 }
@@ -398,6 +408,7 @@ async function main(): Promise<void> {
   const results: CaseResult[] = [];
   const skipped: string[] = [];
   const exports: Record<string, unknown>[] = [];
+  const picks: string[] = [];
   log(`adapter ${adapter}; ${groups.length} group(s) (preset × dtype) within ~${plan.budgetS} s`);
 
   // 'running' after each group, 'complete' at the end, or the signal that stopped the run.
@@ -416,6 +427,7 @@ async function main(): Promise<void> {
       elapsedS: round((performance.now() - started) / 1000, 1),
       results,
       skipped,
+      kernelPicks: picks,
     };
     const md = [
       '# Peer benchmark: PetServe vs ONNX Runtime on the same checkpoint',
@@ -424,6 +436,7 @@ async function main(): Promise<void> {
       `- adapter: ${adapter}; machine: ${machineInfo().cpuModel} (${machineInfo().cpuCores} cores)`,
       `- peers: onnxruntime-web ${versions.onnxruntimeWeb ?? '-'} (WebGPU EP, same Dawn adapter), onnxruntime-node ${versions.onnxruntimeNode ?? '-'} (CPU EP); ONNX opset ${ONNX_OPSET} exported by bench/lib/onnx-export.ts`,
       `- peers get padded batches with an attention mask; PetServe packs the same batches. tokens/s counts real tokens only.`,
+      `- PetServe kernels: ${plan.kernels === 'tuned' ? `self-tuned on this adapter first (src/kernels/tuner/): ${picks.join('; ')}` : 'defaults (src/kernels/tuning.ts)'}`,
       `- ragged: lognormal lengths (median ${RAGGED_MEDIAN}, σ ${RAGGED_SIGMA}, ≤ 512), the scheduler bench's long-tail mix.`,
       `- ${plan.rounds} timed round(s) per case after one untimed run (which also gives the agreement check); engines alternate within a round.`,
       `- agreement: max |Δ| over pooler output and logits vs PetServe at the same dtype; bound ${AGREEMENT_BOUND.f32} (f32), ${AGREEMENT_BOUND.f16} (f16).`,
@@ -466,6 +479,13 @@ async function main(): Promise<void> {
       log(`${preset} ${dtype}: ONNX model ${(onnx.bytes.length / 2 ** 20).toFixed(1)} MiB, ${onnx.nodeCount} nodes`);
 
       const runner = await ModelRunner.create(ctx, ck, { dtype, logger: silentLogger });
+      if (plan.kernels === 'tuned') {
+        const tuned = await tuneKernels(ctx, runner.tuneWorkload(), runner.kernels, { exclusive: (w) => runner.exclusive(w) });
+        runner.kernels = tuned.choices;
+        const pick = `gemm ${gemmChoiceName(tuned.choices.gemm)}, attention ${attentionChoiceName(tuned.choices.attention)}, rows wg${tuned.choices.rowWorkgroupSize}`;
+        picks.push(`${preset} ${dtype}: ${pick} (tuned in ${(tuned.elapsedMs / 1000).toFixed(1)} s)`);
+        log(`${preset} ${dtype}: kernels tuned: ${pick}`);
+      }
       const peers: PeerEngine[] = [];
       try {
         const runners = new Map<EngineId, CaseRunner>([['petserve', petServeRunner(runner)]]);

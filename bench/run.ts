@@ -22,6 +22,8 @@ const SCRIPTS: Record<string, { script: string; what: string; passName?: boolean
   'seg-gemv': { script: 'bench/seg-gemv.ts', what: 'segmented LoRA GEMM layouts (32-row tiles vs one row per tile) on decode-step shapes' },
   'gen-kv': { script: 'bench/gen-kv.ts', what: 'paged KV cache use vs tokens held, prefix caching on and off' },
   toggles: { script: 'bench/dawn-toggles.ts', what: 'Dawn toggles (robustness off, ...) vs defaults: kernels and encoder, alternating child processes', passName: true },
+  tune: { script: 'bench/kernel-tune.ts', what: 'kernel self-tuner: every candidate timed, end-to-end default vs pick (alternating)' },
+  f16: { script: 'bench/f16-fidelity.ts', what: 'f16 vs f32 storage on the demo tasks: largest logit/probability difference, top-label agreement' },
   peer: { script: 'bench/peer.ts', what: 'PetServe vs onnxruntime-web WebGPU and onnxruntime-node CPU (same checkpoint)', passName: true },
 };
 

@@ -166,6 +166,8 @@ step tests 170 node node_modules/vitest/vitest.mjs run \
   --reporter=default --reporter=junit --outputFile.junit="$OUT/tests-junit.xml"
 
 step bench-kernels 90 "${TSX[@]}" bench/kernels.ts --quick --out "$OUT"
+step bench-tune 60 "${TSX[@]}" bench/kernel-tune.ts --presets bert-mini,bert-base --rounds 3 --out "$OUT"
+step bench-f16 40 "${TSX[@]}" bench/f16-fidelity.ts --out "$OUT"
 step bench-peer 150 "${TSX[@]}" bench/peer.ts --out "$OUT" --rounds 2 --budget-s 110 \
   --max-tokens bert-mini=16384,bert-base=4096 --ragged bert-mini=64,bert-base=32
 step bench-pets 60 "${TSX[@]}" bench/pets.ts --quick --out "$OUT"

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ModelRunner } from '../../src/engine/model-runner.js';
 import type { GpuContext } from '../../src/gpu/context.js';
+import { gemmChoiceName } from '../../src/kernels/candidates.js';
 import type { Dtype } from '../../src/kernels/types.js';
 import { loadCheckpoint } from '../../src/model/checkpoint.js';
 import { initModel } from '../../src/model/init-model.js';
@@ -91,7 +92,7 @@ export async function benchEncoder(
           const result: EncoderResult = {
             preset: c.preset,
             dtype,
-            gemmVariant: runner.gemmVariant,
+            gemmVariant: gemmChoiceName(runner.kernels.gemm),
             sequences: c.sequences,
             seqLength: c.seqLength,
             tokens,

@@ -1,7 +1,8 @@
 import type { EncoderResources } from '../../src/gpu/batch-encoder.js';
 import { uploadStorage } from '../../src/gpu/buffers.js';
 import { gemm, type GemmVariant } from '../../src/kernels/gemm.js';
-import type { Dtype } from '../../src/kernels/types.js';
+import { defaultKernelChoices } from '../../src/kernels/tuning.js';
+import type { Dtype, GemmChoice } from '../../src/kernels/types.js';
 import { f32ArrayToF16 } from '../../src/util/f16.js';
 import { Rng } from '../../src/util/random.js';
 import type { QuietGate } from './cpu-load.js';
@@ -18,16 +19,18 @@ export const BERT_BASE_GEMM_SHAPES: readonly { N: number; K: number; role: strin
 export interface GemmKernel {
   name: string;
   variant: GemmVariant;
+  choice: GemmChoice;
   dtype: Dtype;
 }
 
 export function gemmKernels(shaderF16: boolean): GemmKernel[] {
+  const rb = defaultKernelChoices.gemm;
   const kernels: GemmKernel[] = [
-    { name: 'naive', variant: 'naive', dtype: 'f32' },
-    { name: 'tiled', variant: 'tiled', dtype: 'f32' },
-    { name: 'rb', variant: 'rb', dtype: 'f32' },
+    { name: 'naive', variant: 'naive', choice: { variant: 'naive' }, dtype: 'f32' },
+    { name: 'tiled', variant: 'tiled', choice: { variant: 'tiled', bk: 16 }, dtype: 'f32' },
+    { name: 'rb', variant: 'rb', choice: rb, dtype: 'f32' },
   ];
-  if (shaderF16) kernels.push({ name: 'rb-f16', variant: 'rb', dtype: 'f16' });
+  if (shaderF16) kernels.push({ name: 'rb-f16', variant: 'rb', choice: rb, dtype: 'f16' });
   return kernels;
 }
 
@@ -124,7 +127,7 @@ export async function benchGemm(
           const { x, w, y } = operands.get(k.dtype)!;
           const m = await measureRepeated(
             res,
-            (enc) => gemm(enc, k.dtype, { x, w, y, M, N, K }, `bench.gemm.${k.name}`, k.variant),
+            (enc) => gemm(enc, k.dtype, { x, w, y, M, N, K }, `bench.gemm.${k.name}`, k.choice),
             opts.budget,
             opts.gate,
           );

@@ -144,7 +144,8 @@ export function listFlag(value: string | undefined, fallback: number[], name: st
 /** The server's config with the benchmark's generation settings (no env, no file: runs are reproducible). */
 export function benchGenerationConfig(generation: Partial<PetServeConfig['generation']>, poolBytes?: number): PetServeConfig {
   const base = loadConfig({ env: {} });
-  return { ...base, generation: { ...base.generation, ...generation }, pets: { ...base.pets, ...(poolBytes !== undefined ? { poolBytes } : {}) } };
+  // f32 pinned: 'auto' would let a start-up probe decide, and every system must run the same dtype.
+  return { ...base, model: { ...base.model, dtype: 'f32' }, generation: { ...base.generation, ...generation }, pets: { ...base.pets, ...(poolBytes !== undefined ? { poolBytes } : {}) } };
 }
 
 export interface RequestOutcome {

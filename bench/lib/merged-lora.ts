@@ -185,6 +185,7 @@ export class MergedModelServer {
     const checkpoint: DecoderCheckpoint = { ...this.base, weights: this.mergedWeights(taskId) };
     const g = this.config.generation;
     const dtype = this.config.model.dtype;
+    if (dtype === 'auto') throw new Error('the merged baseline needs model.dtype pinned to f32 or f16 (benchGenerationConfig does)');
     const numBlocks = kvCacheBlocks(checkpoint.config, g.blockTokens, dtype, g.kvCacheBytes, this.ctx.capabilities.maxStorageBufferBindingSize);
     const runner = new DecoderRunner(this.ctx, checkpoint, { dtype, numBlocks, blockTokens: g.blockTokens, poolBytes: 0 });
     const blocks = new KvBlockManager({ numBlocks, blockTokens: g.blockTokens, prefixCaching: g.prefixCaching });

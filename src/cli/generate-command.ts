@@ -87,7 +87,7 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--max-tokens <n>', 'tokens to generate (default: generation.defaultMaxTokens)')
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', '0')
     .option('--seed <n>', 'seed of the sampling stream')
-    .option('--dtype <t>', 'f32 | f16 (default: model.dtype from config)')
+    .option('--dtype <t>', 'auto | f32 | f16 (default: model.dtype from config)')
     .option('--config <file>', 'YAML configuration file')
     .action((o: Record<string, unknown>) =>
       run(async () => {

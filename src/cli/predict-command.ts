@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { loadConfig } from '../config/config.js';
 import { ModelRunner, type TaskRow } from '../engine/model-runner.js';
+import { encoderDtype } from '../runtime/dtype-choice.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { TaskRegistry } from '../pet/registry.js';
 import { createLogger } from '../util/logger.js';
@@ -61,7 +62,7 @@ export function registerPredict(program: Command, run: (fn: () => Promise<void>)
     .option('--task <name=dir>', 'register a task for --requests (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
     .option('--requests <file>', 'JSONL: {"task": NAME, "input_ids": [...]} per line (no task: base model)')
     .option('--max-batch-tokens <n>', 'tokens per mixed batch for --requests', '8192')
-    .option('--dtype <t>', 'f32 | f16 (default: model.dtype from config)')
+    .option('--dtype <t>', 'auto | f32 | f16 (default: model.dtype from config)')
     .option('--config <file>', 'YAML configuration file')
     .action((o: Record<string, unknown>) =>
       run(async () => {
@@ -116,7 +117,7 @@ async function predictSingle(config: Config, inputIds: number[][], tokenTypeIds:
   const registry = petDir ? new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes }) : undefined;
   if (registry && petDir) await registry.register('pet', petDir);
   const output = await withGpu(config, logger, async (ctx) => {
-    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, poolBytes: config.pets.poolBytes });
+    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: await encoderDtype(ctx, config.model.dtype, checkpoint, logger), logger, registry, poolBytes: config.pets.poolBytes });
     try {
       const H = checkpoint.config.hiddenSize;
       const task = registry ? 'pet' : null;
@@ -143,7 +144,7 @@ async function predictRequests(config: Config, tasks: ReadonlyMap<string, string
   const registry = new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes });
   for (const [name, dir] of tasks) await registry.register(name, dir);
   const lines = await withGpu(config, logger, async (ctx) => {
-    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, poolBytes: config.pets.poolBytes });
+    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: await encoderDtype(ctx, config.model.dtype, checkpoint, logger), logger, registry, poolBytes: config.pets.poolBytes });
     try {
       const out: string[] = [];
       for (const chunk of chunkByTokens(requests, maxTokens)) {

@@ -1,7 +1,7 @@
 import type { BatchEncoder } from '../gpu/batch-encoder.js';
 import { Uniforms } from '../gpu/uniforms.js';
 import { rowGrid } from './row-ops.js';
-import { tuning } from './tuning.js';
+import { defaultKernelChoices } from './tuning.js';
 import type { Dtype } from './types.js';
 
 /** Invocations per workgroup of the elementwise decoder kernels (fixed in their shaders). */
@@ -23,8 +23,14 @@ export interface RmsNormArgs {
 }
 
 /** y = x / sqrt(mean(x²) + eps) · gamma per row (LlamaRMSNorm: statistics in f32). */
-export function rmsNorm(enc: BatchEncoder, dtype: Dtype, a: RmsNormArgs, label = 'rms_norm'): void {
-  const spec = { shader: 'rms_norm', params: { DTYPE: dtype, WG: tuning.rowWorkgroupSize } };
+export function rmsNorm(
+  enc: BatchEncoder,
+  dtype: Dtype,
+  a: RmsNormArgs,
+  label = 'rms_norm',
+  workgroupSize = defaultKernelChoices.rowWorkgroupSize,
+): void {
+  const spec = { shader: 'rms_norm', params: { DTYPE: dtype, WG: workgroupSize } };
   const uniforms = new Uniforms().u32(a.rows).u32(a.dim).f32(a.eps);
   enc.dispatch(label, spec, uniforms, [a.x, a.gamma, a.y], rowGrid(a.rows));
 }

@@ -1,7 +1,7 @@
 import type { BatchEncoder } from '../gpu/batch-encoder.js';
 import { Uniforms } from '../gpu/uniforms.js';
 import { rowGrid } from './row-ops.js';
-import { tuning } from './tuning.js';
+import { defaultKernelChoices } from './tuning.js';
 import type { Dtype } from './types.js';
 
 // A layer's KV cache is two buffers, kCache and vCache, each [slots, kvWidth]
@@ -72,12 +72,18 @@ export interface PagedAttentionArgs {
  * in the paged cache; grouped-query when numKvHeads < numHeads. Context length
  * is unbounded (online softmax over key chunks).
  */
-export function pagedAttention(enc: BatchEncoder, dtype: Dtype, a: PagedAttentionArgs, label = 'paged_attention'): void {
+export function pagedAttention(
+  enc: BatchEncoder,
+  dtype: Dtype,
+  a: PagedAttentionArgs,
+  label = 'paged_attention',
+  workgroupSize = defaultKernelChoices.attention.workgroupSize,
+): void {
   if (a.numKvHeads <= 0 || a.numHeads % a.numKvHeads !== 0) {
     throw new RangeError(`${label}: numHeads ${a.numHeads} is not a multiple of numKvHeads ${a.numKvHeads}`);
   }
   if (a.ldQkv < a.numHeads * a.headDim) throw new RangeError(`${label}: ldQkv ${a.ldQkv} is narrower than the q block`);
-  const wg = tuning.attentionWorkgroupSize;
+  const wg = workgroupSize;
   const spec = {
     shader: 'paged_attention',
     // Output dims per invocation: 1 up to headDim = WG, 2 up to 2·WG, ...

@@ -1,6 +1,6 @@
 import type { BatchEncoder } from '../gpu/batch-encoder.js';
 import { Uniforms } from '../gpu/uniforms.js';
-import { tuning } from './tuning.js';
+import { defaultKernelChoices } from './tuning.js';
 import type { Dtype } from './types.js';
 
 /** Row index split over (x, y) so more than 65535 rows can be dispatched. */
@@ -33,10 +33,16 @@ export interface SlotLookup {
   pool: GPUBuffer;
 }
 
-export function layerNorm(enc: BatchEncoder, dtype: Dtype, a: LayerNormArgs, label = 'layernorm'): void {
+export function layerNorm(
+  enc: BatchEncoder,
+  dtype: Dtype,
+  a: LayerNormArgs,
+  label = 'layernorm',
+  workgroupSize = defaultKernelChoices.rowWorkgroupSize,
+): void {
   const spec = {
     shader: 'layernorm',
-    params: { DTYPE: dtype, WG: tuning.rowWorkgroupSize, RESIDUAL: !!a.residual, TASKS: !!a.tasks },
+    params: { DTYPE: dtype, WG: workgroupSize, RESIDUAL: !!a.residual, TASKS: !!a.tasks },
   };
   const uniforms = new Uniforms().u32(a.rows).u32(a.dim).f32(a.eps).u32(a.tasks?.siteBase ?? 0);
   const bindings = [a.x, a.gamma, a.beta, a.y, a.residual ?? null];
@@ -50,8 +56,9 @@ export function softmaxRows(
   dtype: Dtype,
   a: { x: GPUBuffer; y: GPUBuffer; rows: number; cols: number },
   label = 'softmax',
+  workgroupSize = defaultKernelChoices.rowWorkgroupSize,
 ): void {
-  const spec = { shader: 'softmax', params: { DTYPE: dtype, WG: tuning.rowWorkgroupSize } };
+  const spec = { shader: 'softmax', params: { DTYPE: dtype, WG: workgroupSize } };
   enc.dispatch(label, spec, new Uniforms().u32(a.rows).u32(a.cols), [a.x, a.y], rowGrid(a.rows));
 }
 

@@ -27,6 +27,17 @@ export interface StatusSources {
   info?: (() => Record<string, string | number | boolean | null>) | null;
   /** The decoder's figures, when `serve` runs one (GenerationMetrics.status over the decoder's tasks). */
   generation?: { status(windowSeconds: number): GenerationStatus } | null;
+  /** Self-tuning of each model's kernels, by model ('encoder', 'decoder'). */
+  kernels?: Record<string, { status(): KernelsView }> | null;
+}
+
+/** Where a runner's kernel self-tuning stands (runtime/kernel-tuning.ts). */
+export interface KernelsView {
+  state: string;
+  progress: { done: number; total: number } | null;
+  choices: Record<string, string | number>;
+  gain: Record<string, { startMs: number | null; pickedMs: number | null }> | null;
+  error: string | null;
 }
 
 export interface StatusTask {
@@ -69,6 +80,8 @@ export interface StatusSnapshot {
   queue: { up: boolean; jobs: Record<string, number>; workers: number | null } | null;
   /** null without a decoder. */
   generation: GenerationStatus | null;
+  /** Kernel self-tuning per model ('encoder', 'decoder'); empty when nothing reports it. */
+  kernels: Record<string, KernelsView>;
 }
 
 export interface StatusOptions {
@@ -117,6 +130,7 @@ export async function buildStatus(src: StatusSources, opts: StatusOptions = {}):
     series: metrics.window.series(opts.seriesSeconds ?? 300, opts.stepSeconds ?? 5),
     petOverhead: metrics.petOverhead(),
     scheduler: src.scheduler?.stats() ?? null,
+    kernels: Object.fromEntries(Object.entries(src.kernels ?? {}).map(([model, k]) => [model, k.status()])),
     memory: mem
       ? {
           baseModelBytes: mem.baseModelBytes,

@@ -184,6 +184,10 @@
         rows.push(['cost model', `${cm.phase}, ${fmtNum(cm.batches, 0)} batches${err} (from ${cm.source})`]);
       }
     }
+    for (const [model, k] of Object.entries(s.kernels ?? {})) {
+      const progress = k.progress ? ` ${k.progress.done}/${k.progress.total}` : '';
+      rows.push([`kernels (${model})`, `${k.state}${progress}: gemm ${k.choices.gemm}, attention ${k.choices.attention}, rows wg${k.choices.rowWorkgroupSize}`]);
+    }
     if (s.queue) {
       rows.push(['batch queue', s.queue.up ? 'up' : 'unreachable']);
       for (const [state, n] of Object.entries(s.queue.jobs)) rows.push([`jobs ${state}`, fmtNum(n, 0)]);

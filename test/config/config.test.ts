@@ -14,7 +14,7 @@ afterAll(async () => rm(dir, { recursive: true, force: true }));
 describe('configuration: defaults, then file, then env, then flags', () => {
   it('defaults need no file', () => {
     const c = loadConfig();
-    expect(c.model.dtype).toBe('f32');
+    expect(c.model.dtype).toBe('auto');
     expect(c.gpu.adapter).toBeNull();
   });
 

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelRunner } from '../../src/engine/model-runner.js';
+import type { KernelChoices } from '../../src/kernels/types.js';
 import { loadCheckpoint } from '../../src/model/checkpoint.js';
 import { initModel } from '../../src/model/init-model.js';
 import { TaskRegistry } from '../../src/pet/registry.js';
@@ -62,6 +63,22 @@ describe('BERT on WebGPU matches the float64 reference row by row', () => {
     await checkAgainstReference(runner, [[5]], 1e-4);
     await checkAgainstReference(runner, [Array.from({ length: MAX_POS }, (_, i) => (i * 7) % VOCAB)], 1e-4);
     for (const count of [3, 16]) await checkAgainstReference(runner, randomSequences(count, 40), 1e-4);
+  });
+
+  it('f32: with kernel choices other than the defaults (as the self-tuner may pick) it still matches the reference', async () => {
+    const start = runner.kernels;
+    const picks: KernelChoices[] = [
+      { gemm: { variant: 'tiled', bk: 8 }, smallGemm: { variant: 'rb', rowsPerInvocation: 1, colsPerInvocation: 4 }, attention: { form: 'online', workgroupSize: 32 }, rowWorkgroupSize: 256 },
+      { gemm: { variant: 'rb', rowsPerInvocation: 2, colsPerInvocation: 4 }, smallGemm: { variant: 'rb', rowsPerInvocation: 2, colsPerInvocation: 8 }, attention: { form: 'resident', workgroupSize: 128 }, rowWorkgroupSize: 32 },
+    ];
+    try {
+      for (const pick of picks) {
+        runner.kernels = pick;
+        await checkAgainstReference(runner, randomSequences(5, 40), 1e-4);
+      }
+    } finally {
+      runner.kernels = start;
+    }
   });
 
   it('f32: token type ids are honoured', async () => {

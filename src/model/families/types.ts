@@ -1,6 +1,6 @@
 import type { BatchEncoder } from '../../gpu/batch-encoder.js';
 import type { ActivationArena } from '../../gpu/buffers.js';
-import type { GemmVariant } from '../../kernels/gemm.js';
+import type { KernelChoices } from '../../kernels/types.js';
 import type { Dtype } from '../../kernels/types.js';
 import type { PetGraphInput } from '../pet-graph-input.js';
 import type { SafetensorsFile } from '../safetensors.js';
@@ -154,7 +154,7 @@ export interface ModelFamily<
     weights: G,
     buffers: B,
     shape: PackedShape,
-    gemmVariant: GemmVariant,
+    kernels: KernelChoices,
     pet: PetGraphInput | null,
   ): void;
 }

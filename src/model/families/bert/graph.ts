@@ -2,11 +2,11 @@ import type { BatchEncoder } from '../../../gpu/batch-encoder.js';
 import type { ActivationArena } from '../../../gpu/buffers.js';
 import { attention } from '../../../kernels/attention.js';
 import { embeddingSum } from '../../../kernels/embedding.js';
-import { gemm, type GemmArgs, type GemmVariant } from '../../../kernels/gemm.js';
+import { gemm, gemmChoiceFor, type GemmArgs } from '../../../kernels/gemm.js';
 import { gatherRows, layerNorm, type SlotLookup } from '../../../kernels/row-ops.js';
 import { segGemm, segSparse, type SegmentTables } from '../../../kernels/segmented.js';
 import { slotSiteBase } from '../../../kernels/slot-record.js';
-import { bytesPerElement } from '../../../kernels/types.js';
+import { bytesPerElement, type KernelChoices } from '../../../kernels/types.js';
 import { siteKey, type PetGraphInput } from '../../pet-graph-input.js';
 import type { GraphBuffers, PackedShape } from '../types.js';
 import type { BertConfig } from './config.js';
@@ -74,10 +74,10 @@ export function recordBertForward(
   w: GpuBertWeights,
   b: BatchBuffers,
   s: PackedShape,
-  gemmVariant: GemmVariant,
+  kernels: KernelChoices,
   pet: PetGraphInput | null = null,
 ): void {
-  const g = new BertRecorder(enc, cfg, w, b, s, gemmVariant, pet);
+  const g = new BertRecorder(enc, cfg, w, b, s, kernels, pet);
   g.embeddings();
   w.layers.forEach((l, i) => g.layer(i, l));
   g.heads();
@@ -97,7 +97,7 @@ class BertRecorder {
     private readonly w: GpuBertWeights,
     private readonly b: BatchBuffers,
     private readonly s: PackedShape,
-    private readonly gemmVariant: GemmVariant,
+    private readonly kernels: KernelChoices,
     private readonly pet: PetGraphInput | null,
   ) {
     this.dt = w.dtype;
@@ -162,7 +162,7 @@ class BertRecorder {
             : null,
       },
       label,
-      this.gemmVariant,
+      gemmChoiceFor(this.kernels, a.M),
     );
     if (pet && work?.adapterDown && work.adapterUp) {
       segGemm(enc, dt, work.adapterDown, this.tables(work.adapterDown, a.y, pet.scratch), false, `${label}.adapter_down`, perTask);
@@ -188,6 +188,7 @@ class BertRecorder {
       dt,
       { x: b.scratch, ...w.embeddingLayerNorm, y: b.hidden, rows: T, dim: H, eps: this.eps, tasks: this.slots('token', 0, 'embeddings') },
       'embeddings.ln',
+      this.kernels.rowWorkgroupSize,
     );
   }
 
@@ -201,6 +202,7 @@ class BertRecorder {
       dt,
       { qkv: b.qkv, keyRange: b.keyRange, out: b.context, tokens: T, heads, headDim: H / heads, maxKeys: this.s.maxLength, tasks: this.slots('token', i, 'context') },
       `l${i}.attention`,
+      this.kernels.attention,
     );
     const attnAdapters = this.linear(
       i,
@@ -213,6 +215,7 @@ class BertRecorder {
       dt,
       { x: b.scratch, ...l.attentionLayerNorm, residual: attnAdapters ? b.hidden : null, y: b.hiddenMid, rows: T, dim: H, eps, tasks: this.slots('token', i, 'attention_layernorm') },
       `l${i}.attn_ln`,
+      this.kernels.rowWorkgroupSize,
     );
     this.linear(
       i,
@@ -231,6 +234,7 @@ class BertRecorder {
       dt,
       { x: b.scratch, ...l.outputLayerNorm, residual: outAdapters ? b.hiddenMid : null, y: b.hidden, rows: T, dim: H, eps, tasks: this.slots('token', i, 'output_layernorm') },
       `l${i}.out_ln`,
+      this.kernels.rowWorkgroupSize,
     );
   }
 
@@ -249,12 +253,12 @@ class BertRecorder {
         tasks: poolerSlots && pet ? { ...poolerSlots, delta: pet.delta, deltaRow0: 0, deltaLd: 0, deltaBlock: H } : null,
       },
       'pooler',
-      this.gemmVariant,
+      gemmChoiceFor(this.kernels, B),
     );
     const baseRows = pet ? pet.baseHeadRows : B;
     if (w.classifier && baseRows > 0) {
       const c = w.classifier;
-      gemm(enc, dt, { x: b.pooled, w: c.weight, bias: c.bias, y: b.logits, M: baseRows, N: c.outDim, K: H }, 'classifier', this.gemmVariant);
+      gemm(enc, dt, { x: b.pooled, w: c.weight, bias: c.bias, y: b.logits, M: baseRows, N: c.outDim, K: H }, 'classifier', gemmChoiceFor(this.kernels, baseRows));
     }
     if (pet?.taskHeads) {
       segGemm(enc, dt, pet.taskHeads, this.tables(pet.taskHeads, b.pooled, b.logits), false, 'task_heads', this.perTask);

@@ -3,12 +3,12 @@ import type { ActivationArena } from '../../../gpu/buffers.js';
 import { activationInPlace } from '../../../kernels/activation.js';
 import { rmsNorm, rotaryEmbedding, siluMul } from '../../../kernels/decoder-ops.js';
 import { embeddingSum } from '../../../kernels/embedding.js';
-import { gemm, type GemmActivation, type GemmVariant } from '../../../kernels/gemm.js';
+import { gemm, gemmChoiceFor, type GemmActivation } from '../../../kernels/gemm.js';
 import { kvWrite, pagedAttention } from '../../../kernels/paged-attention.js';
 import { gatherRows, layerNorm } from '../../../kernels/row-ops.js';
 import { segEmbed, segScale, type RowSegmentTables } from '../../../kernels/seg-rows.js';
 import { segGemm, type SegmentTables } from '../../../kernels/segmented.js';
-import { bytesPerElement, type Dtype } from '../../../kernels/types.js';
+import { bytesPerElement, type Dtype, type KernelChoices } from '../../../kernels/types.js';
 import { siteKey } from '../../pet-graph-input.js';
 import type { DecoderConfig, DecoderGemm, GpuDecoderLinear, GpuDecoderNorm, GpuDecoderWeights, GpuKvCache, StepBuffers, StepShape } from './types.js';
 
@@ -116,10 +116,10 @@ export function recordDecoderStep(
   kv: GpuKvCache,
   b: DecoderActivations,
   s: StepShape,
-  gemmVariant: GemmVariant,
+  kernels: KernelChoices,
   lora: DecoderAdapterInput | null,
 ): void {
-  new StepRecorder(enc, c, w, kv, b, s, gemmVariant, lora).record();
+  new StepRecorder(enc, c, w, kv, b, s, kernels, lora).record();
 }
 
 class StepRecorder {
@@ -134,7 +134,7 @@ class StepRecorder {
     private readonly kv: GpuKvCache,
     private readonly b: DecoderActivations,
     private readonly s: StepShape,
-    private readonly gemmVariant: GemmVariant,
+    private readonly kernels: KernelChoices,
     private readonly lora: DecoderAdapterInput | null,
   ) {
     this.dt = w.dtype;
@@ -149,8 +149,9 @@ class StepRecorder {
   }
 
   private norm(n: GpuDecoderNorm, x: GPUBuffer, y: GPUBuffer, rows: number, label: string): void {
-    if (n.beta) layerNorm(this.enc, this.dt, { x, gamma: n.gamma, beta: n.beta, y, rows, dim: this.H, eps: this.c.normEps }, label);
-    else rmsNorm(this.enc, this.dt, { x, gamma: n.gamma, y, rows, dim: this.H, eps: this.c.normEps }, label);
+    const wg = this.kernels.rowWorkgroupSize;
+    if (n.beta) layerNorm(this.enc, this.dt, { x, gamma: n.gamma, beta: n.beta, y, rows, dim: this.H, eps: this.c.normEps }, label, wg);
+    else rmsNorm(this.enc, this.dt, { x, gamma: n.gamma, y, rows, dim: this.H, eps: this.c.normEps }, label, wg);
   }
 
   private embed(): void {
@@ -186,7 +187,7 @@ class StepRecorder {
       dt,
       { x, w: l.weight, bias: l.bias, y, residual, M: this.T, N: l.outDim, K: l.inDim, act: split ? 'none' : act },
       label,
-      this.gemmVariant,
+      gemmChoiceFor(this.kernels, this.T),
     );
     if (!split) return;
     if (site) this.applyLora(site, x, y, label);
@@ -240,7 +241,7 @@ class StepRecorder {
       headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim),
       alibiSlopes: c.positions.kind === 'alibi' ? w.positionTable : null,
-    }, `l${i}.attention`);
+    }, `l${i}.attention`, this.kernels.attention.workgroupSize);
     this.linear(i, 'o', l.o, b.context, b.hiddenMid, b.hidden, 'none');
     this.norm(l.mlpNorm, b.hiddenMid, b.normed, T, `l${i}.mlp_norm`);
     if (c.mlp === 'swiglu') {
@@ -260,7 +261,7 @@ class StepRecorder {
     enc.phase('lm_head');
     gatherRows(enc, dt, { rows: b.logitRows, x: b.hidden, y: b.last, count: L, dim: this.H }, 'last_rows');
     this.norm(w.finalNorm, b.last, b.lastNormed, L, 'final_norm');
-    gemm(enc, dt, { x: b.lastNormed, w: w.lmHead, y: b.logits, M: L, N: c.vocabSize, K: this.H }, 'lm_head', this.gemmVariant);
+    gemm(enc, dt, { x: b.lastNormed, w: w.lmHead, y: b.logits, M: L, N: c.vocabSize, K: this.H }, 'lm_head', gemmChoiceFor(this.kernels, L));
     const lora = this.lora;
     if (!lora) return;
     if (lora.taskHeads) {

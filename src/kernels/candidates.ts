@@ -1,0 +1,63 @@
+/**
+ * The kernel variants the self-tuner may pick from, in one place: every entry here is swept by the kernel
+ * tests against the float64 reference (test/kernels/), so a pick can never be an untested kernel.
+ */
+import type { AttentionChoice, GemmChoice } from './types.js';
+
+export interface CandidateFeatures {
+  /** The adapter has the `subgroups` feature (subgroupAdd in WGSL). */
+  subgroups: boolean;
+}
+
+/** GEMM specialisations for GEMMs with many rows: register-blocked shapes, workgroup-tiled K slices. */
+export function gemmCandidates(): GemmChoice[] {
+  const out: GemmChoice[] = [];
+  for (const rowsPerInvocation of [2, 4, 8]) {
+    for (const colsPerInvocation of [4, 8] as const) out.push({ variant: 'rb', rowsPerInvocation, colsPerInvocation });
+  }
+  for (const bk of [8, 16, 32]) out.push({ variant: 'tiled', bk });
+  return out;
+}
+
+/** GEMM specialisations for GEMMs with few rows (decode steps): the above plus subgroup reductions where present. */
+export function smallGemmCandidates(f: CandidateFeatures): GemmChoice[] {
+  const out: GemmChoice[] = [
+    { variant: 'rb', rowsPerInvocation: 1, colsPerInvocation: 4 },
+    { variant: 'rb', rowsPerInvocation: 1, colsPerInvocation: 8 },
+    { variant: 'rb', rowsPerInvocation: 2, colsPerInvocation: 8 },
+    { variant: 'rb', rowsPerInvocation: 4, colsPerInvocation: 8 },
+  ];
+  if (f.subgroups) for (const rowsPerWorkgroup of [1, 4]) out.push({ variant: 'subgroup', rowsPerWorkgroup });
+  return out;
+}
+
+/** Attention forms and workgroup sizes. */
+export function attentionCandidates(): AttentionChoice[] {
+  const out: AttentionChoice[] = [];
+  for (const workgroupSize of [32, 64, 128]) {
+    out.push({ form: 'resident', workgroupSize });
+    out.push({ form: 'online', workgroupSize });
+  }
+  return out;
+}
+
+/** Workgroup sizes of the row-wise kernels (LayerNorm, RMSNorm, softmax); powers of two for their tree reductions. */
+export const rowWorkgroupCandidates: readonly number[] = [32, 64, 128, 256];
+
+/** A stable, readable name for a choice (tables, cache files, logs). */
+export function gemmChoiceName(c: GemmChoice): string {
+  switch (c.variant) {
+    case 'rb':
+      return `rb${c.rowsPerInvocation}x${c.colsPerInvocation}`;
+    case 'tiled':
+      return `tiled-bk${c.bk}`;
+    case 'subgroup':
+      return `subgroup-r${c.rowsPerWorkgroup}`;
+    case 'naive':
+      return 'naive';
+  }
+}
+
+export function attentionChoiceName(c: AttentionChoice): string {
+  return `${c.form}-wg${c.workgroupSize}`;
+}
