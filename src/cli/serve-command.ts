@@ -68,7 +68,7 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
     if (config.generation.modelDir !== null) {
       // Registered only with a decoder: an encoder-only server's /metrics stays as it was.
       genMetrics = new GenerationMetrics(registry);
-      generation = await startServedGeneration(runtime.ctx, config, {
+      generation = await startServedGeneration(runtime, config, {
         logger,
         isEncoderModel: (id) => runtime.registry.answersTo(id),
         observer: genMetrics.observer,

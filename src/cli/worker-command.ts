@@ -78,7 +78,7 @@ export async function runWorker(config: PetServeConfig, logger: Logger, opts: Wo
   const gateway = InferenceGateway.forRuntime(runtime, config.server.maxInputsPerRequest);
   // Registered only with a decoder, as in serve: the same generation metrics for offline sequences.
   const genMetrics = config.generation.modelDir !== null ? new GenerationMetrics(registry) : null;
-  const generation = await startServedGeneration(runtime.ctx, config, {
+  const generation = await startServedGeneration(runtime, config, {
     logger,
     isEncoderModel: (id) => runtime.registry.answersTo(id),
     ...(genMetrics ? { observer: genMetrics.observer, onStep: genMetrics.onStep } : {}),

@@ -85,7 +85,11 @@ export const configSchema = z.strictObject({
     .prefault({}),
   pets: z
     .strictObject({
-      /** GPU pool for resident PETs (clamped to the adapter's largest storage binding). */
+      /**
+       * The device's one GPU pool for resident PETs (clamped to the adapter's largest storage
+       * binding): encoder tasks and, with generation.modelDir, the decoder's adapters share
+       * this budget and one LRU (docs/generation.md, "Adapters").
+       */
       poolBytes: z.coerce.number().int().positive().default(256 * 1024 * 1024),
       /** Host copies of PETs kept in memory; the rest are re-read from disk when paged in. */
       hostCacheBytes: z.coerce.number().int().positive().default(1024 * 1024 * 1024),

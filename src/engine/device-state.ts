@@ -4,23 +4,39 @@ import type { GpuContext } from '../gpu/context.js';
 import type { Dtype } from '../kernels/types.js';
 import type { ModelCheckpoint } from '../model/checkpoint.js';
 import type { GpuBertWeights } from '../model/families/bert.js';
-import { PetGpuPool } from '../pet/gpu-pool.js';
 import { DeviceLostError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 
-/** Everything one model holds on one device generation. */
+/** Everything one model holds on one device generation (the PET pool is the device's: DevicePetPool). */
 export interface DeviceState {
   generation: number;
   weights: GpuBertWeights;
   arena: ActivationArena;
   encoderResources: EncoderResources;
-  pool: PetGpuPool | null;
+}
+
+const rebuilding = new WeakMap<GpuContext, Promise<void>>();
+
+/**
+ * Rebuild a lost device once, however many of its users (the encoder's
+ * batches, the decoder's steps) meet the loss. `lostGeneration` is the
+ * generation the caller's work ran on: when the context has moved past it,
+ * another user has rebuilt the device already, and rebuilding again would
+ * destroy a healthy device under that user's next batch.
+ */
+export function recoverLostDevice(ctx: GpuContext, lostGeneration: number): Promise<void> {
+  const pending = rebuilding.get(ctx);
+  if (pending) return pending;
+  if (ctx.generation !== lostGeneration) return Promise.resolve();
+  const rebuild = ctx.recover().finally(() => rebuilding.delete(ctx));
+  rebuilding.set(ctx, rebuild);
+  return rebuild;
 }
 
 /**
- * A model's GPU state (weights, activation arena, uniform/staging buffers, PET
- * pool) on one context, rebuilt from the host copy when the context reports a
- * new device generation (after a device loss). A batch that meets a loss is
+ * A model's GPU state (weights, activation arena, uniform/staging buffers) on
+ * one context, rebuilt from the host copy when the context reports a new
+ * device generation (after a device loss). A batch that meets a loss is
  * retried once on the rebuilt device.
  */
 export class ModelDevice {
@@ -31,8 +47,6 @@ export class ModelDevice {
     private readonly checkpoint: ModelCheckpoint,
     private readonly dtype: Dtype,
     private readonly logger: Logger,
-    /** PET pool budget; null = no pool (a runner without tasks). */
-    private readonly poolBytes: number | null,
   ) {}
 
   /** The state as it is (null before the first batch and after release), without rebuilding it. */
@@ -53,17 +67,8 @@ export class ModelDevice {
       weights: this.checkpoint.family.uploadWeights(device, this.checkpoint.weights, this.dtype),
       arena: new ActivationArena(device),
       encoderResources: new EncoderResources(this.ctx),
-      pool: this.poolBytes === null ? null : this.createPool(device, this.poolBytes),
     };
     return this.current;
-  }
-
-  private createPool(device: GPUDevice, wanted: number): PetGpuPool {
-    const limit = this.ctx.capabilities.maxStorageBufferBindingSize;
-    if (wanted > limit) {
-      this.logger.warn({ wanted, limit }, 'PET pool budget clamped to the largest storage binding of this adapter');
-    }
-    return new PetGpuPool(device, this.dtype, Math.min(wanted, limit));
   }
 
   release(): void {
@@ -72,7 +77,6 @@ export class ModelDevice {
       this.current.weights.destroy();
       this.current.arena.destroy();
       this.current.encoderResources.destroy();
-      this.current.pool?.destroy();
     } catch {
       // buffers of a lost device may already be gone
     }
@@ -81,13 +85,14 @@ export class ModelDevice {
 
   /** Run `work`; on a device loss rebuild the device and run it once more. */
   async withRecovery<T>(work: () => Promise<T>): Promise<T> {
-    if (this.ctx.isLost) await this.ctx.recover();
+    if (this.ctx.isLost) await recoverLostDevice(this.ctx, this.ctx.generation);
+    const generation = this.ctx.generation;
     try {
       return await work();
     } catch (err) {
       if (!(err instanceof DeviceLostError) && !this.ctx.isLost) throw err;
       this.logger.error({ err: String(err) }, 'device lost during a batch; rebuilding and retrying once');
-      await this.ctx.recover();
+      await recoverLostDevice(this.ctx, generation);
       try {
         return await work();
       } catch (retryErr) {

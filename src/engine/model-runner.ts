@@ -6,7 +6,8 @@ import { bytesPerElement, type Dtype } from '../kernels/types.js';
 import type { BertCheckpoint } from '../model/checkpoint.js';
 import type { BertConfig } from '../model/families/bert.js';
 import type { OperatorDecisions } from '../model/pet-graph-input.js';
-import type { PoolStats } from '../pet/gpu-pool.js';
+import { DevicePetPool } from '../pet/device-pool.js';
+import type { PetGpuPool, PoolStats } from '../pet/gpu-pool.js';
 import type { PackedPet } from '../pet/packed-pet.js';
 import type { TaskRegistry } from '../pet/registry.js';
 import { ConfigError } from '../util/errors.js';
@@ -72,7 +73,15 @@ export interface RunnerOptions {
   gemmVariant?: GemmVariant;
   /** Tasks to serve (PETs); without it only the base model runs. */
   registry?: TaskRegistry | undefined;
-  /** GPU PET pool budget, required with a registry (config `pets.poolBytes`; clamped to the adapter's largest storage binding). */
+  /**
+   * The device's PET pool, shared with any other model served on the device (a
+   * decoder's adapters page through it too); the runner does not destroy it.
+   */
+  pool?: DevicePetPool | undefined;
+  /**
+   * Without `pool`: the budget of a pool of the runner's own (config `pets.poolBytes`;
+   * clamped to the adapter's largest storage binding). A registry needs one of the two.
+   */
   poolBytes?: number;
   /** Benchmark baseline: one dispatch per task segment instead of one segmented dispatch per kind and site. */
   perTaskDispatch?: boolean;
@@ -87,6 +96,9 @@ export interface RunnerOptions {
  */
 export class ModelRunner {
   private readonly device: ModelDevice;
+  /** Null for a runner without tasks. */
+  private readonly pool: DevicePetPool | null;
+  private readonly ownsPool: boolean;
   private queue: Promise<unknown> = Promise.resolve();
   readonly gemmVariant: GemmVariant;
   readonly dtype: Dtype;
@@ -100,8 +112,10 @@ export class ModelRunner {
     this.dtype = opts.dtype;
     this.gemmVariant = opts.gemmVariant ?? tuning.gemmVariant;
     this.registry = opts.registry ?? null;
-    this.device = new ModelDevice(ctx, checkpoint, opts.dtype, opts.logger, opts.registry ? opts.poolBytes! : null);
-    this.registry?.onRemoved((id) => this.device.state?.pool?.drop(id));
+    this.device = new ModelDevice(ctx, checkpoint, opts.dtype, opts.logger);
+    this.ownsPool = opts.pool === undefined && opts.registry !== undefined;
+    this.pool = opts.pool ?? (opts.registry ? new DevicePetPool(ctx, opts.dtype, opts.poolBytes!, opts.logger) : null);
+    this.registry?.onRemoved((id) => this.pool?.drop(id));
   }
 
   static async create(ctx: GpuContext, checkpoint: BertCheckpoint, opts: RunnerOptions): Promise<ModelRunner> {
@@ -110,8 +124,11 @@ export class ModelRunner {
         `dtype f16 needs the shader-f16 feature, which adapter '${ctx.capabilities.adapterName}' lacks; use dtype f32`,
       );
     }
-    if (opts.registry && opts.poolBytes === undefined) {
-      throw new ConfigError('a runner with a task registry needs poolBytes (the PET pool budget, config pets.poolBytes)');
+    if (opts.registry && opts.pool === undefined && opts.poolBytes === undefined) {
+      throw new ConfigError('a runner with a task registry needs a PET pool: the device\'s shared pool, or poolBytes (config pets.poolBytes)');
+    }
+    if (opts.pool && opts.pool.dtype !== opts.dtype) {
+      throw new ConfigError(`the device's PET pool holds ${opts.pool.dtype} but this runner serves ${opts.dtype}: every model sharing a pool serves one dtype`);
     }
     const runner = new ModelRunner(ctx, checkpoint, opts);
     runner.device.ensure();
@@ -129,13 +146,13 @@ export class ModelRunner {
     return {
       baseModelBytes: st?.weights.bytes ?? 0,
       activationArenaBytes: st?.arena.bytes ?? 0,
-      pool: st?.pool?.stats() ?? null,
+      pool: this.pool?.stats() ?? null,
     };
   }
 
   /** Per-task memory: host bytes, GPU pool bytes, residency. */
   taskMemory(): TaskMemory[] {
-    const pool = this.device.state?.pool ?? null;
+    const pool = this.pool;
     return (this.registry?.list() ?? []).map((t) => ({
       id: t.id,
       kind: t.kind,
@@ -192,7 +209,9 @@ export class ModelRunner {
     opts: RunTasksOptions,
   ): Promise<MixedRunResult> {
     const { config, family } = this.checkpoint;
-    return withPinnedTasks(this.device.ensure().pool!, packedById, async (resident) => {
+    // The pool of this device generation: the batch pins in it and binds it (a loss makes both a new one on the retry).
+    const pool = this.pool!.current();
+    return withPinnedTasks(pool, packedById, async (resident) => {
       const plan = buildPetPlan(
         config,
         family,
@@ -201,7 +220,7 @@ export class ModelRunner {
       );
       const packed = packBatch({ inputIds: plan.inputIds, tokenTypeIds: plan.tokenTypeIds }, config, { alreadyValidated: true });
       const operators = opts.operators?.(plan, config, bytesPerElement(this.dtype));
-      const r = await this.execute(packed, plan, outputs, opts, operators);
+      const r = await this.execute(packed, { plan, pool, operators }, outputs, opts);
       const H = config.hiddenSize;
       const result = new Array<TaskRowResult>(rows.length);
       plan.order.forEach((callerRow, i) => (result[callerRow] = resultRow(r, i, H, plan.logitsOffset[i]!, plan.logitsWidth[i]!)));
@@ -211,12 +230,12 @@ export class ModelRunner {
 
   private async execute(
     packed: PackedBatch,
-    plan: PetPlan | null,
+    tasks: { plan: PetPlan; pool: PetGpuPool; operators: OperatorDecisions | undefined } | null,
     outputs: OutputSelection,
     opts: { profile?: ProfileMode },
-    operators?: OperatorDecisions,
   ): Promise<RunResult> {
     const st = this.device.ensure();
+    const plan = tasks?.plan ?? null;
     const { config, family } = this.checkpoint;
     const { shape } = packed;
     const e = bytesPerElement(this.dtype);
@@ -226,8 +245,11 @@ export class ModelRunner {
     device.queue.writeBuffer(buffers.tokenTable, 0, packed.tokenTable);
     device.queue.writeBuffer(buffers.keyRange, 0, packed.keyRange);
     device.queue.writeBuffer(buffers.clsRows, 0, packed.clsRows);
-    const pet = plan
-      ? { ...uploadPlan(device, st.arena, st.pool!.buffer, plan, this.checkpoint, e, this.opts.perTaskDispatch === true), operators }
+    const pet = tasks
+      ? {
+          ...uploadPlan(device, st.arena, tasks.pool.buffer, tasks.plan, this.checkpoint, e, this.opts.perTaskDispatch === true),
+          operators: tasks.operators,
+        }
       : null;
 
     const enc = new BatchEncoder(st.encoderResources, { profile: opts.profile ?? false, label: `${family.name}-batch` });
@@ -238,10 +260,11 @@ export class ModelRunner {
     return readback.decode(readbacks, packed.lengths, phases);
   }
 
-  /** Release GPU memory (the context is owned and destroyed by the caller). */
+  /** Release GPU memory (the context is owned and destroyed by the caller; a shared pool by whoever made it). */
   async dispose(): Promise<void> {
     await this.queue;
     this.device.release();
+    if (this.ownsPool) this.pool?.destroy();
   }
 }
 

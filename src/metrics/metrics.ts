@@ -383,7 +383,7 @@ export class PetServeMetrics {
     };
     gauge('base_model_bytes', 'GPU bytes of the shared base model weights.', (m) => m.baseModelBytes);
     gauge('activation_arena_bytes', 'GPU bytes of the activation arena (grows to the largest batch, never shrinks).', (m) => m.activationArenaBytes);
-    gauge('pet_pool_used_bytes', 'GPU PET pool bytes held by resident PETs (whole 4 KiB pages).', (m) => m.pool?.usedBytes ?? null);
+    gauge('pet_pool_used_bytes', 'GPU PET pool bytes held by resident PETs, encoder tasks and decoder adapters alike (one pool per device; whole 4 KiB pages).', (m) => m.pool?.usedBytes ?? null);
     gauge('pet_pool_budget_bytes', 'GPU PET pool size (pets.poolBytes, clamped to the adapter limit).', (m) => m.pool?.budgetBytes ?? null);
     const hostCache: Gauge = new Gauge({
       name: `${p}pet_host_cache_bytes`,

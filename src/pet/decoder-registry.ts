@@ -16,9 +16,11 @@ export interface DecoderTaskInfo {
 
 /**
  * The adapters (tasks) of one decoder base, by task id, on the host. They page
- * into the PET GPU pool on demand (the runner's pool); unregistering a task
- * that sequences still use waits for nothing: in-flight sequences keep the
- * registration they resolved at submit until they finish.
+ * into the device's PET GPU pool on demand (DevicePetPool, shared with the
+ * encoder's tasks: a registration's key `taskId@n` is never a task id, so the
+ * two never meet in it); unregistering a task that sequences still use waits
+ * for nothing: in-flight sequences keep the registration they resolved at
+ * submit until they finish.
  */
 /** A registered adapter as a sequence holds it: `key` names this registration (pool page, prefix-cache chain). */
 export interface ResolvedAdapter {

@@ -3,9 +3,19 @@ import { f32ArrayToF16 } from '../util/f16.js';
 import { PetServeError } from '../util/errors.js';
 import type { PackedPet } from './packed-pet.js';
 
+/**
+ * Why a page-in failed: the PET is larger than the whole budget ('budget', it
+ * never fits), or the space it needs is held by pinned PETs ('pinned', it fits
+ * once one of them is unpinned).
+ */
+export type PoolShortage = 'budget' | 'pinned';
+
 /** The pool cannot hold a PET even after evicting every unpinned one. */
 export class PoolExhaustedError extends PetServeError {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly shortage: PoolShortage = 'pinned',
+  ) {
     super('POOL_EXHAUSTED', message);
   }
 }
@@ -18,6 +28,7 @@ export interface PoolBlocks {
 
 /** A PET resident in the pool: its blocks' element offsets inside the pool buffer. */
 export interface ResidentPet<P extends PoolBlocks = PackedPet> {
+  /** Its pool key (see PetGpuPool on the key space). */
   taskId: string;
   packed: P;
   /** Offset of the float block, in elements of the pool dtype. */
@@ -39,18 +50,39 @@ export interface PoolStats {
   evictions: number;
 }
 
+export const POOL_PAGE_BYTES = 4096;
+
+/** The budget a pool of `wantedBytes` really has: whole pages, at least one. */
+export function pagedBudget(wantedBytes: number, pageBytes = POOL_PAGE_BYTES): number {
+  return Math.max(1, Math.floor(wantedBytes / pageBytes)) * pageBytes;
+}
+
+/** Bytes a PET's blocks occupy in a pool of `dtype` (before page rounding). */
+export function poolFootprint(dtype: Dtype, blocks: { floats: { length: number }; words: { length: number } }): number {
+  const floatBytes = Math.ceil((blocks.floats.length * bytesPerElement(dtype)) / 4) * 4;
+  return floatBytes + blocks.words.length * 4;
+}
+
 /**
  * GPU memory for PETs: ONE storage buffer of a fixed byte budget, carved into
  * pages. A resident PET owns a contiguous run of pages (kernels address it by
  * offset, so one binding serves every task of a batch). PETs page in on demand;
  * when no run fits, the least recently used *unpinned* PETs are evicted (a PET
  * used by the batch being built or in flight is pinned and never evicted).
+ *
+ * One pool serves every model of a device (DevicePetPool): encoder PETs and
+ * decoder adapters share its budget and its LRU. Keys are the key space that
+ * keeps them apart: an encoder task's id (TASK_ID: letters, digits, '.', '_',
+ * '-') and a decoder registration's `taskId@n` (DecoderTaskRegistry), which no
+ * task id can spell. A key always names blocks of one kind, so `pin` hands a
+ * hit back as the type its caller loads.
  */
-export class PetGpuPool<P extends PoolBlocks = PackedPet> {
+export class PetGpuPool {
   readonly buffer: GPUBuffer;
   readonly budgetBytes: number;
   private readonly pageOwner: (string | null)[];
-  private readonly resident = new Map<string, ResidentPet<P>>();
+  private readonly resident = new Map<string, ResidentPet<PoolBlocks>>();
+  private unpinWaiters: (() => void)[] = [];
   private clock = 0;
   private pageIns = 0;
   private evictions = 0;
@@ -59,11 +91,10 @@ export class PetGpuPool<P extends PoolBlocks = PackedPet> {
     private readonly device: GPUDevice,
     readonly dtype: Dtype,
     budgetBytes: number,
-    readonly pageBytes = 4096,
+    readonly pageBytes = POOL_PAGE_BYTES,
   ) {
-    const pages = Math.max(1, Math.floor(budgetBytes / pageBytes));
-    this.budgetBytes = pages * pageBytes;
-    this.pageOwner = new Array<string | null>(pages).fill(null);
+    this.budgetBytes = pagedBudget(budgetBytes, pageBytes);
+    this.pageOwner = new Array<string | null>(this.budgetBytes / pageBytes).fill(null);
     this.buffer = device.createBuffer({
       label: 'pet-pool',
       size: this.budgetBytes,
@@ -89,8 +120,7 @@ export class PetGpuPool<P extends PoolBlocks = PackedPet> {
 
   /** Bytes a packed PET occupies in this pool (before page rounding). */
   footprint(packed: { floats: { length: number }; words: { length: number } }): number {
-    const floatBytes = Math.ceil((packed.floats.length * bytesPerElement(this.dtype)) / 4) * 4;
-    return floatBytes + packed.words.length * 4;
+    return poolFootprint(this.dtype, packed);
   }
 
   /** Pool bytes held by a resident task (whole pages), 0 when not resident. */
@@ -100,12 +130,13 @@ export class PetGpuPool<P extends PoolBlocks = PackedPet> {
   }
 
   /** Make `taskId` resident (paging it in if needed) and pin it until `unpin`. */
-  pin(taskId: string, load: () => P): ResidentPet<P> {
+  pin<P extends PoolBlocks>(taskId: string, load: () => P): ResidentPet<P> {
     const hit = this.resident.get(taskId);
     if (hit) {
       hit.pins += 1;
       hit.lastUsed = ++this.clock;
-      return hit;
+      // The key space (class comment) keeps one kind of blocks per key.
+      return hit as ResidentPet<P>;
     }
     const packed = load();
     const bytes = this.footprint(packed);
@@ -113,13 +144,15 @@ export class PetGpuPool<P extends PoolBlocks = PackedPet> {
     if (pageCount > this.pageOwner.length) {
       throw new PoolExhaustedError(
         `task '${taskId}' needs ${bytes} bytes of GPU pool but the pool budget is ${this.budgetBytes} bytes`,
+        'budget',
       );
     }
     let first = this.findRun(pageCount);
     while (first < 0) {
       if (!this.evictOne()) {
         throw new PoolExhaustedError(
-          `GPU pool full: ${pageCount} pages needed for task '${taskId}', every resident PET is in use by this batch`,
+          `GPU pool full: ${pageCount} pages needed for task '${taskId}', every resident PET is pinned by a batch or sequence in flight`,
+          'pinned',
         );
       }
       first = this.findRun(pageCount);
@@ -153,7 +186,24 @@ export class PetGpuPool<P extends PoolBlocks = PackedPet> {
 
   unpin(taskId: string): void {
     const r = this.resident.get(taskId);
-    if (r && r.pins > 0) r.pins -= 1;
+    if (!r || r.pins === 0) return;
+    r.pins -= 1;
+    if (r.pins === 0) this.wakeUnpinWaiters();
+  }
+
+  /**
+   * Resolves when a pinned PET next becomes evictable (or the pool is
+   * destroyed): a page-in refused for 'pinned' space may then fit. The other
+   * model of a shared pool waits on it instead of failing its request.
+   */
+  nextUnpin(): Promise<void> {
+    return new Promise((resolve) => this.unpinWaiters.push(resolve));
+  }
+
+  private wakeUnpinWaiters(): void {
+    const waiters = this.unpinWaiters;
+    this.unpinWaiters = [];
+    for (const wake of waiters) wake();
   }
 
   /** Drop a PET (task unregistered). Pinned PETs cannot be dropped. */
@@ -165,13 +215,13 @@ export class PetGpuPool<P extends PoolBlocks = PackedPet> {
     return true;
   }
 
-  private release(r: ResidentPet<P>): void {
+  private release(r: ResidentPet<PoolBlocks>): void {
     for (let p = r.firstPage; p < r.firstPage + r.pageCount; p++) this.pageOwner[p] = null;
     this.resident.delete(r.taskId);
   }
 
   private evictOne(): boolean {
-    let victim: ResidentPet<P> | null = null;
+    let victim: ResidentPet<PoolBlocks> | null = null;
     for (const r of this.resident.values()) {
       if (r.pins === 0 && (!victim || r.lastUsed < victim.lastUsed)) victim = r;
     }
@@ -192,7 +242,8 @@ export class PetGpuPool<P extends PoolBlocks = PackedPet> {
   }
 
   destroy(): void {
-    this.buffer.destroy();
     this.resident.clear();
+    this.wakeUnpinWaiters();
+    this.buffer.destroy();
   }
 }

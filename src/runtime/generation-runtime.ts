@@ -10,6 +10,7 @@ import { GenerationGateway } from '../gateway/generation.js';
 import type { ProfileMode } from '../gpu/batch-encoder.js';
 import type { GpuContext } from '../gpu/context.js';
 import { loadDecoderCheckpoint, type DecoderCheckpoint } from '../model/decoder-checkpoint.js';
+import type { DevicePetPool } from '../pet/device-pool.js';
 import { DecoderTaskRegistry, type DecoderTaskInfo } from '../pet/decoder-registry.js';
 import { StepScheduler, type StepReport } from '../scheduler/generation/step-scheduler.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
@@ -45,6 +46,12 @@ export interface GenerationRuntimeOptions {
   baseModelId?: string;
   /** Ids other models of the server answer under: no adapter may take them (DecoderTaskRegistry). */
   idTakenElsewhere?: (id: string) => boolean;
+  /**
+   * The device's PET pool when an encoder is served on the same device (its Runtime.pool):
+   * adapters page through the encoder's budget and LRU. Without it the runtime makes a pool
+   * of its own of pets.poolBytes (`generate`, benchmarks), destroyed at close.
+   */
+  pool?: DevicePetPool;
 }
 
 export async function startGenerationRuntime(ctx: GpuContext, config: PetServeConfig, opts: GenerationRuntimeOptions): Promise<GenerationRuntime> {
@@ -64,7 +71,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     dtype,
     numBlocks,
     blockTokens: g.blockTokens,
-    poolBytes: Math.min(config.pets.poolBytes, ctx.capabilities.maxStorageBufferBindingSize),
+    ...(opts.pool ? { pool: opts.pool } : { poolBytes: config.pets.poolBytes }),
   });
   const blocks = new KvBlockManager({ numBlocks, blockTokens: g.blockTokens, prefixCaching: g.prefixCaching });
   const scheduler = new StepScheduler(runner, blocks, registry, {

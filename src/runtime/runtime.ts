@@ -6,6 +6,7 @@ import type { PetServeConfig } from '../config/config.js';
 import { ModelRunner } from '../engine/model-runner.js';
 import { GpuContext } from '../gpu/context.js';
 import { loadCheckpoint, type BertCheckpoint } from '../model/checkpoint.js';
+import { DevicePetPool } from '../pet/device-pool.js';
 import { TaskRegistry } from '../pet/registry.js';
 import { createScheduler } from '../scheduler/create-scheduler.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
@@ -22,6 +23,11 @@ export interface Runtime {
   registry: TaskRegistry;
   runner: ModelRunner;
   scheduler: Scheduler;
+  /**
+   * The device's one PET pool (pets.poolBytes): the encoder's tasks page through it, and a
+   * decoder served on the same device (startServedGeneration) pages its adapters through it too.
+   */
+  pool: DevicePetPool;
   /** Null when the checkpoint ships no tokenizer.json (then only token ids are accepted). */
   tokenizer: TextTokenizer | null;
   /** True when serving the generated demo model (no model.dir configured). */
@@ -75,21 +81,25 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
     },
     logger,
   );
+  let pool: DevicePetPool | null = null;
   let runner: ModelRunner | null = null;
   try {
-    runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, poolBytes: config.pets.poolBytes });
+    pool = new DevicePetPool(ctx, config.model.dtype, config.pets.poolBytes, logger);
+    runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, pool });
     const scheduler = await createScheduler(ctx, runner, config.scheduler, { logger, observer: opts.observer });
     logger.info(
       { modelDir, modelId: registry.baseModelId, demo, adapter: ctx.capabilities.adapterName, dtype: config.model.dtype, tasks: registry.list().map((t) => t.id) },
       'runtime ready',
     );
     const ownedRunner = runner;
+    const ownedPool = pool;
     let closed: Promise<void> | null = null;
     return {
       ctx,
       checkpoint,
       registry,
       runner: ownedRunner,
+      pool: ownedPool,
       scheduler,
       tokenizer,
       demo,
@@ -97,12 +107,14 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
         (closed ??= (async () => {
           await scheduler.close();
           await ownedRunner.dispose();
+          ownedPool.destroy();
           ctx.destroy();
           logger.info('GPU released');
         })()),
     };
   } catch (err) {
     await runner?.dispose().catch(() => undefined);
+    pool?.destroy();
     ctx.destroy();
     throw err;
   }

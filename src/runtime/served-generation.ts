@@ -6,6 +6,7 @@ import { basename, join, resolve } from 'node:path';
 import type { PetServeConfig } from '../config/config.js';
 import { CompletionsGateway, type GenerationObserver } from '../gateway/completions.js';
 import type { GpuContext } from '../gpu/context.js';
+import type { DevicePetPool } from '../pet/device-pool.js';
 import type { StepReport } from '../scheduler/generation/step-scheduler.js';
 import type { DecoderTasks } from '../server/task-admin.js';
 import { ChatTemplate } from '../tokenizer/chat-template.js';
@@ -43,8 +44,15 @@ export interface ServedGenerationOptions {
   onStep?: (s: StepReport) => void;
 }
 
+/** The device an encoder is served on, as the decoder beside it shares it (a Runtime is one). */
+export interface SharedDevice {
+  ctx: GpuContext;
+  /** The device's one PET pool: the decoder's adapters page through it beside the encoder's tasks. */
+  pool: DevicePetPool;
+}
+
 /** Null when no decoder is configured (generation.modelDir unset). */
-export async function startServedGeneration(ctx: GpuContext, config: PetServeConfig, opts: ServedGenerationOptions): Promise<ServedGeneration | null> {
+export async function startServedGeneration(device: SharedDevice, config: PetServeConfig, opts: ServedGenerationOptions): Promise<ServedGeneration | null> {
   const g = config.generation;
   if (g.modelDir === null) return null;
   const modelId = g.modelId ?? basename(resolve(g.modelDir));
@@ -57,7 +65,8 @@ export async function startServedGeneration(ctx: GpuContext, config: PetServeCon
   }
   const chatTemplate = await ChatTemplate.load(g.modelDir);
   if (chatTemplate.problem) opts.logger.warn({ modelDir: g.modelDir, problem: chatTemplate.problem }, 'the chat template does not parse: chat completions will answer 400');
-  const runtime = await startGenerationRuntime(ctx, config, {
+  const runtime = await startGenerationRuntime(device.ctx, config, {
+    pool: device.pool,
     modelDir: g.modelDir,
     baseModelId: modelId,
     idTakenElsewhere: opts.isEncoderModel,

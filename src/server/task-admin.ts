@@ -68,13 +68,13 @@ export interface DecoderTasks {
   register(id: string, dir: string): Promise<DecoderTaskInfo>;
   /** New sequences get 404 at once; running ones finish on the adapter they started with. */
   unregister(id: string): void;
-  /** Every adapter with its adapter-pool footprint and residency (GET /v1/tasks). */
+  /** Every adapter with its footprint and residency in the device's PET pool (GET /v1/tasks). */
   list(): DecoderTaskListing[];
 }
 
 /** A decoder adapter as GET /v1/tasks shows it. */
 export interface DecoderTaskListing extends DecoderTaskInfo {
-  /** Bytes it takes in the decoder's adapter pool when resident (serving dtype). */
+  /** Bytes it takes in the device's PET pool (shared with the encoder's tasks) when resident (serving dtype). */
   gpuBytes: number;
   resident: boolean;
 }

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.js';
+import { DevicePetPool } from '../../src/pet/device-pool.js';
 import { decoderUploadDir, startServedGeneration } from '../../src/runtime/served-generation.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { decoderFixture } from '../helpers/decoder-fixtures.js';
@@ -32,7 +33,8 @@ describe('startServedGeneration', () => {
     await cp(fx.tasks.get('one')!, join(uploads, 'uploaded-one'), { recursive: true });
     await mkdir(join(uploads, 'broken'), { recursive: true });
     await writeFile(join(uploads, 'broken', 'adapter_config.json'), '{"peft_type": "LORA"');
-    const served = await startServedGeneration(gpu.ctx, config, { logger: silentLogger, isEncoderModel: (id) => id === 'enc-task' });
+    const pool = new DevicePetPool(gpu.ctx, 'f32', config.pets.poolBytes);
+    const served = await startServedGeneration({ ctx: gpu.ctx, pool }, config, { logger: silentLogger, isEncoderModel: (id) => id === 'enc-task' });
     try {
       expect(served!.completions.serves('uploaded-one')).toBe(true);
       expect(served!.completions.serves('broken')).toBe(false);
@@ -45,6 +47,7 @@ describe('startServedGeneration', () => {
       expect(served!.completions.serves('uploaded-one')).toBe(false);
     } finally {
       await served?.close();
+      pool.destroy();
     }
   }, 60_000);
 });

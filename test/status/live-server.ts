@@ -143,7 +143,7 @@ export async function startLiveServer(tasks: LiveTask[], opts: LiveServerOptions
   let generation: LiveServer['generation'] = null;
   if (opts.decoderTasks) {
     const genMetrics = new GenerationMetrics(registry);
-    const served = await startServedGeneration(runtime.ctx, config, {
+    const served = await startServedGeneration(runtime, config, {
       logger: silentLogger,
       isEncoderModel: (id) => runtime.registry.has(id),
       observer: genMetrics.observer,

@@ -278,6 +278,16 @@ export class KvBlockManager {
   }
 
   /**
+   * The device lost the cache's contents (a device loss): no cached prefix may be served
+   * again. Every cache key is dropped as dropCacheKey does; sequences still holding blocks
+   * never publish them (their K/V is recomputed by whoever restarts them).
+   */
+  forgetAllPrefixes(): void {
+    const keys = new Set([...this.entriesByCacheKey.keys(), ...[...this.sequences.values()].map((seq) => seq.cacheKey)]);
+    for (const cacheKey of keys) this.dropCacheKey(cacheKey);
+  }
+
+  /**
    * Throws on the first broken invariant; for tests (O(total blocks + table entries)).
    * Checks: refCount[b] = occurrences of b in all tables; each block is exactly one of
    * referenced / free / cached-free; free blocks hold no entry and cached-free ones a live

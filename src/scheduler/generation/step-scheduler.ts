@@ -4,8 +4,8 @@ import type { DecoderRunner } from '../../engine/generation/decoder-runner.js';
 import { SequenceSampler, type SampledToken, type SamplingParams } from '../../engine/generation/sampling.js';
 import type { StepSequence } from '../../engine/generation/step-inputs.js';
 import type { DecoderAdapter } from '../../pet/decoder-adapter.js';
-import { PoolExhaustedError, type ResidentPet } from '../../pet/gpu-pool.js';
-import { InvalidInputError, PetServeError } from '../../util/errors.js';
+import { PoolExhaustedError, type PetGpuPool, type ResidentPet } from '../../pet/gpu-pool.js';
+import { DeviceLostError, InvalidInputError, PetServeError } from '../../util/errors.js';
 
 /** One generation request as the step scheduler takes it (token ids; text lives above). */
 export interface GenerationRequest {
@@ -119,6 +119,8 @@ interface Sequence {
   generated: SampledToken[];
   sampler: SequenceSampler;
   resident: ResidentPet<DecoderAdapter> | null;
+  /** The pool (of one device generation) holding `resident`'s pin. */
+  pinnedIn: PetGpuPool | null;
   admitted: boolean;
   cachedPromptTokens: number;
   submittedAt: number;
@@ -137,7 +139,8 @@ interface Sequence {
  * when the KV blocks for their prompt and first decode are free; when a running
  * sequence needs a block and none is free, the youngest running sequence is
  * preempted by recompute (blocks freed, requeued first with its tokens so far;
- * its sampler, and so its random stream, is kept). Nothing is lost.
+ * its sampler, and so its random stream, is kept). Nothing is lost, not even
+ * by a device loss: every running sequence restarts the same way.
  */
 export class StepScheduler {
   private readonly waiting: Sequence[] = [];
@@ -149,6 +152,12 @@ export class StepScheduler {
   private msPerRow: number | null = null;
   private stepsRun = 0;
   private closed = false;
+  /** The device generation running sequences' KV blocks and pool pins are on (null before the first step). */
+  private deviceGeneration: number | null = null;
+  /** A step met a device loss and its sequences restart; a second loss in a row fails them. */
+  private lossRetried = false;
+  /** Set when admission waits for pool space another model pins (the shared pool): its next unpin. */
+  private poolFreed: Promise<void> | null = null;
 
   constructor(
     private readonly runner: DecoderRunner,
@@ -176,6 +185,7 @@ export class StepScheduler {
         generated: [],
         sampler: new SequenceSampler(req.sampling, req.promptIds),
         resident: null,
+        pinnedIn: null,
         admitted: false,
         cachedPromptTokens: 0,
         submittedAt: performance.now(),
@@ -238,14 +248,42 @@ export class StepScheduler {
   private async run(): Promise<void> {
     while (this.waiting.length > 0 || this.running.length > 0) {
       this.dropAborted();
+      if (this.runner.deviceLost) await this.runner.recoverDevice();
+      this.followDevice();
       const plan = this.planStep();
-      // Nothing runs and nothing could be admitted into an empty cache and pool: the head never will be.
       if (plan.length === 0 && this.running.length === 0) {
+        // The pool space is pinned by the other model's batch in flight: it frees when that batch ends.
+        if (this.poolFreed !== null) {
+          await this.poolFreed;
+          continue;
+        }
+        // Nothing runs and nothing could be admitted into an empty cache and pool: the head never will be.
         if (this.waiting.length > 0) this.failHead(); // (all may have been cancelled just now)
         continue;
       }
       await this.executeStep(plan);
     }
+  }
+
+  /**
+   * After a device loss (met by a step here or by the encoder's batch) the KV
+   * cache's contents and the pool's copies are gone: every running sequence
+   * restarts by recompute, as a preemption does (tokens and sampler kept,
+   * requeued first in its order), and no cached prefix is served again.
+   */
+  private followDevice(): void {
+    const generation = this.runner.deviceGeneration();
+    if (this.deviceGeneration === generation) return;
+    const restarting = this.deviceGeneration !== null;
+    this.deviceGeneration = generation;
+    if (!restarting) return;
+    const running = this.running.splice(0);
+    for (const seq of running) {
+      this.release(seq);
+      seq.computed = 0;
+    }
+    this.waiting.unshift(...running);
+    this.blocks.forgetAllPrefixes();
   }
 
   /** The head of the queue cannot be admitted into an empty cache/pool: refuse it rather than spin. */
@@ -270,6 +308,7 @@ export class StepScheduler {
   /** Decode rows first, then prefill chunks, then admissions, under the token budget. */
   private planStep(): { seq: Sequence; take: number }[] {
     const plan: { seq: Sequence; take: number }[] = [];
+    this.poolFreed = null;
     // Baseline mode: only the adapter of the oldest sequence (running first, then waiting) takes part.
     const only = this.options.oneAdapterPerStep ? (this.running[0] ?? this.waiting[0])?.cacheKey : undefined;
     const eligible = (s: Sequence): boolean => only === undefined || s.cacheKey === only;
@@ -346,11 +385,17 @@ export class StepScheduler {
   private admit(seq: Sequence): boolean {
     let resident: ResidentPet<DecoderAdapter> | null = null;
     const adapter = seq.adapter;
-    if (adapter !== null) {
+    const pool = adapter !== null ? this.runner.pool.current() : null;
+    if (adapter !== null && pool !== null) {
       try {
-        resident = this.runner.pool.pin(seq.cacheKey, () => adapter);
+        resident = pool.pin(seq.cacheKey, () => adapter);
       } catch (err) {
-        if (err instanceof PoolExhaustedError && this.running.length > 0) return false;
+        if (err instanceof PoolExhaustedError && err.shortage === 'pinned') {
+          // Pinned by running sequences here (one finishing frees it) or, with none running,
+          // by the encoder's batch in flight on the shared pool (its unpin frees it).
+          if (this.running.length === 0) this.poolFreed = pool.nextUnpin();
+          return false;
+        }
         this.waiting.splice(this.waiting.indexOf(seq), 1);
         this.finishWith(seq, null, err);
         return false;
@@ -358,10 +403,11 @@ export class StepScheduler {
     }
     const got = this.blocks.allocate(seq.id, seq.cacheKey, seq.tokens, 1);
     if (!got) {
-      if (resident) this.runner.pool.unpin(seq.cacheKey);
+      if (resident) pool?.unpin(seq.cacheKey);
       return false;
     }
     seq.resident = resident;
+    seq.pinnedIn = resident ? pool : null;
     seq.computed = got.cachedTokens;
     if (!seq.admitted) seq.cachedPromptTokens = got.cachedTokens;
     seq.admitted = true;
@@ -395,8 +441,9 @@ export class StepScheduler {
 
   private release(seq: Sequence): void {
     this.blocks.free(seq.id);
-    if (seq.resident) this.runner.pool.unpin(seq.cacheKey);
+    if (seq.resident) seq.pinnedIn?.unpin(seq.cacheKey);
     seq.resident = null;
+    seq.pinnedIn = null;
   }
 
   private async executeStep(plan: { seq: Sequence; take: number }[]): Promise<void> {
@@ -418,6 +465,11 @@ export class StepScheduler {
     try {
       out = await this.runner.runStep(steps, this.profileThisStep());
     } catch (err) {
+      if (err instanceof DeviceLostError && !this.lossRetried) {
+        // The next loop rebuilds the device and restarts every running sequence (followDevice).
+        this.lossRetried = true;
+        return;
+      }
       // A failed step fails its sequences (their state on the device is unknown), not the scheduler.
       for (const { seq } of plan) {
         this.running.splice(this.running.indexOf(seq), 1);
@@ -425,6 +477,7 @@ export class StepScheduler {
       }
       return;
     }
+    this.lossRetried = false;
     const now = performance.now();
     const rows = steps.reduce((n, st) => n + st.tokens.length, 0);
     // Profiled steps run one timed pass per phase and are slower: they do not train the estimate.

@@ -289,6 +289,26 @@ describe('KvBlockManager eviction', () => {
     m.dropCacheKey('never-used');
     m.checkInvariants();
   });
+
+  it('forgetAllPrefixes (the device lost the cache) serves no prefix of any key again, and a sequence holding blocks never publishes them', () => {
+    const m = manager(12);
+    const prompt = range(0, 9);
+    admitComputed(m, 1, 'a', prompt);
+    admitComputed(m, 2, 'b', prompt);
+    const held = m.allocate(3, 'c', range(20, 29), 0)!;
+    expect(held.cachedTokens).toBe(0);
+    m.free(1);
+    m.free(2);
+    m.forgetAllPrefixes();
+    m.checkInvariants();
+    expect(m.stats().cachedFreeBlocks).toBe(0);
+    m.markComputed(3, range(20, 29), 9);
+    m.free(3);
+    for (const [key, tokens] of [['a', prompt], ['b', prompt], ['c', range(20, 29)]] as const) expect(probe(m, key, [...tokens])).toBe(0);
+    // Sequences admitted after it publish again.
+    admitComputed(m, 4, 'a', prompt);
+    expect(probe(m, 'a', prompt)).toBe(8);
+  });
 });
 
 describe('KvBlockManager capacity and slots', () => {

@@ -18,7 +18,8 @@ function fakeRunner(admitted: number[], stepMs: number): DecoderRunner {
     // Greedy always picks token 1.
     return { logits: steps.map((s) => (s.wantLogits ? Float32Array.from({ length: VOCAB }, (_, k) => (k === 1 ? 1 : 0)) : null)), phases: null };
   };
-  return { runStep } as unknown as DecoderRunner;
+  // One device generation throughout (no loss); base rows only, so no pool is asked for.
+  return { runStep, deviceLost: false, deviceGeneration: () => 1 } as unknown as DecoderRunner;
 }
 
 function scheduler(admitted: number[], opts: { maxOfflineWaitMs?: number; stepMs?: number } = {}): StepScheduler {

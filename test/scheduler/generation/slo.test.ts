@@ -18,7 +18,8 @@ function fakeRunner(log: { admitted: number[]; stepRows: number[][] }, msPerRow:
     await new Promise((r) => setTimeout(r, msPerRow * rows));
     return { logits: steps.map((s) => (s.wantLogits ? Float32Array.from({ length: VOCAB }, (_, k) => (k === 1 ? 1 : 0)) : null)), phases: null };
   };
-  return { runStep } as unknown as DecoderRunner;
+  // One device generation throughout (no loss); base rows only, so no pool is asked for.
+  return { runStep, deviceLost: false, deviceGeneration: () => 1 } as unknown as DecoderRunner;
 }
 
 function scheduler(log: { admitted: number[]; stepRows: number[][] }, opts: { maxRunning: number; msPerRow: number }): StepScheduler {
