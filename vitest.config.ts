@@ -7,6 +7,9 @@ export default defineConfig({
     // shared by everything, so files run in a small fork pool.
     pool: 'forks',
     maxWorkers: 2,
+    // In-process CLI runs read PETSERVE_*: f32 storage, since tests compare with float64 references at
+    // f32 tolerances and model.dtype 'auto' lets a start-up timing probe pick f16 (tests of 'auto' set it).
+    env: { PETSERVE_DTYPE: 'f32' },
     testTimeout: 120_000,
     hookTimeout: 120_000,
   },

@@ -117,7 +117,7 @@ async function predictSingle(config: Config, inputIds: number[][], tokenTypeIds:
   const registry = petDir ? new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes }) : undefined;
   if (registry && petDir) await registry.register('pet', petDir);
   const output = await withGpu(config, logger, async (ctx) => {
-    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: await encoderDtype(ctx, config.model.dtype, checkpoint, logger), logger, registry, poolBytes: config.pets.poolBytes });
+    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: await encoderDtype(ctx, config.model.dtype, checkpoint, logger, config.kernels.cacheDir), logger, registry, poolBytes: config.pets.poolBytes });
     try {
       const H = checkpoint.config.hiddenSize;
       const task = registry ? 'pet' : null;
@@ -144,7 +144,7 @@ async function predictRequests(config: Config, tasks: ReadonlyMap<string, string
   const registry = new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes });
   for (const [name, dir] of tasks) await registry.register(name, dir);
   const lines = await withGpu(config, logger, async (ctx) => {
-    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: await encoderDtype(ctx, config.model.dtype, checkpoint, logger), logger, registry, poolBytes: config.pets.poolBytes });
+    const runner = await ModelRunner.create(ctx, checkpoint, { dtype: await encoderDtype(ctx, config.model.dtype, checkpoint, logger, config.kernels.cacheDir), logger, registry, poolBytes: config.pets.poolBytes });
     try {
       const out: string[] = [];
       for (const chunk of chunkByTokens(requests, maxTokens)) {

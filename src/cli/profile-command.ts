@@ -34,7 +34,7 @@ export function registerProfile(program: Command, run: (fn: () => Promise<void>)
         const checkpoint = await loadCheckpoint(modelDir);
         const registry = new TaskRegistry(checkpoint, { logger, hostCacheBytes: config.pets.hostCacheBytes });
         const out = await withGpu(config, logger, async (ctx) => {
-          const runner = await ModelRunner.create(ctx, checkpoint, { dtype: await encoderDtype(ctx, config.model.dtype, checkpoint, logger), logger, registry, poolBytes: config.pets.poolBytes });
+          const runner = await ModelRunner.create(ctx, checkpoint, { dtype: await encoderDtype(ctx, config.model.dtype, checkpoint, logger, config.kernels.cacheDir), logger, registry, poolBytes: config.pets.poolBytes });
           // The grid's points, on stderr (a live line on a terminal); stdout keeps the one JSON result line.
           const progress = startProgress({ label: 'petserve: profile', total: 0, unit: 'points' });
           try {

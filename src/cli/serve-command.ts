@@ -90,9 +90,13 @@ export async function serve(config: PetServeConfig, logger: Logger): Promise<voi
       scheduler: runtime.scheduler,
       queue: batches,
       generation: served && gm ? { status: (seconds) => gm.status(served.completions.tasks(), seconds) } : null,
+      kernels: {
+        encoder: runtime.kernelTuning,
+        ...(served?.runtime.kernelTuning ? { decoder: served.runtime.kernelTuning } : {}),
+      },
       info: () => ({
         model: runtime.demo ? 'demo bert-mini' : (config.model.dir ?? ''),
-        dtype: config.model.dtype,
+        dtype: runtime.runner.dtype,
         adapter: runtime.ctx.capabilities.adapterName,
         policy: config.scheduler.policy,
       }),

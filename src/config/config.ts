@@ -79,8 +79,11 @@ export const configSchema = z.strictObject({
        * classifier head; null = the basename of dir (the demo's: 'demo-base'). No task may take it.
        */
       id: z.string().min(1).nullable().default(null),
-      /** Storage type on the GPU; f16 needs the shader-f16 feature. Accumulation is f32 either way. */
-      dtype: z.enum(['f32', 'f16']).default('f32'),
+      /**
+       * Storage type on the GPU; accumulation is f32 either way. 'auto': f16 where the adapter has
+       * shader-f16, the weights fit f16 and f16 is measurably faster there, else f32 (src/runtime/dtype-choice.ts).
+       */
+      dtype: z.enum(['auto', 'f32', 'f16']).default('auto'),
     })
     .prefault({}),
   pets: z
@@ -229,6 +232,19 @@ export const configSchema = z.strictObject({
       maxItems: z.coerce.number().int().positive().default(1_000_000),
     })
     .prefault({}),
+  kernels: z
+    .strictObject({
+      /**
+       * Time the candidate kernels (src/kernels/candidates.ts) on this adapter and model in the background
+       * after start, and switch to the fastest; readiness never waits for it (docs/architecture.md).
+       */
+      autotune: envBoolean.default(true),
+      /** Where tuned picks are cached per adapter and model (read at start); null = not cached. */
+      cacheDir: z.string().nullable().default('.cache/kernels'),
+      /** Delay before the first tuning trial, so the first requests after start meet an idle device. */
+      tuneDelayMs: z.coerce.number().int().min(0).default(5000),
+    })
+    .prefault({}),
   metrics: z
     .strictObject({
       /** Opt-in per-task request counter for the K busiest tasks (0 = no per-task labels). */
@@ -259,6 +275,8 @@ export const ENV_KEYS: Record<string, string[]> = {
   PETSERVE_POOL_BYTES: ['pets', 'poolBytes'],
   PETSERVE_HOST_CACHE_BYTES: ['pets', 'hostCacheBytes'],
   PETSERVE_LOG_LEVEL: ['log', 'level'],
+  PETSERVE_KERNELS_AUTOTUNE: ['kernels', 'autotune'],
+  PETSERVE_KERNELS_CACHE_DIR: ['kernels', 'cacheDir'],
   PETSERVE_GENERATION_MODEL_DIR: ['generation', 'modelDir'],
   PETSERVE_GENERATION_TASKS_DIR: ['generation', 'tasksDir'],
   PETSERVE_KV_CACHE_BYTES: ['generation', 'kvCacheBytes'],

@@ -1,8 +1,8 @@
 import { BatchEncoder, type PhaseTiming, type ProfileMode } from '../gpu/batch-encoder.js';
 import type { GpuContext } from '../gpu/context.js';
-import type { GemmVariant } from '../kernels/gemm.js';
-import { tuning } from '../kernels/tuning.js';
-import { bytesPerElement, type Dtype } from '../kernels/types.js';
+import { defaultKernelChoices } from '../kernels/tuning.js';
+import { bytesPerElement, type Dtype, type KernelChoices } from '../kernels/types.js';
+import type { TuneWorkload } from '../kernels/tuner/tune-workload.js';
 import type { BertCheckpoint } from '../model/checkpoint.js';
 import type { BertConfig } from '../model/families/bert.js';
 import type { OperatorDecisions } from '../model/pet-graph-input.js';
@@ -70,7 +70,8 @@ export interface TaskMemory {
 export interface RunnerOptions {
   dtype: Dtype;
   logger: Logger;
-  gemmVariant?: GemmVariant;
+  /** Kernel specialisations to start with (default: tuning.ts); the self-tuner may replace them later. */
+  kernels?: KernelChoices;
   /** Tasks to serve (PETs); without it only the base model runs. */
   registry?: TaskRegistry | undefined;
   /**
@@ -100,7 +101,8 @@ export class ModelRunner {
   private readonly pool: DevicePetPool | null;
   private readonly ownsPool: boolean;
   private queue: Promise<unknown> = Promise.resolve();
-  readonly gemmVariant: GemmVariant;
+  /** Read at every batch's recording, so a tuned set takes effect from the next batch on. */
+  kernels: KernelChoices;
   readonly dtype: Dtype;
   readonly registry: TaskRegistry | null;
 
@@ -110,7 +112,7 @@ export class ModelRunner {
     private readonly opts: RunnerOptions,
   ) {
     this.dtype = opts.dtype;
-    this.gemmVariant = opts.gemmVariant ?? tuning.gemmVariant;
+    this.kernels = opts.kernels ?? defaultKernelChoices;
     this.registry = opts.registry ?? null;
     this.device = new ModelDevice(ctx, checkpoint, opts.dtype, opts.logger);
     this.ownsPool = opts.pool === undefined && opts.registry !== undefined;
@@ -167,6 +169,38 @@ export class ModelRunner {
     const next = this.queue.then(() => this.device.withRecovery(work));
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /**
+   * Run `work` with the device to itself, queued between batches like one (the self-tuner's trials).
+   * Unlike a batch it is not retried after a device loss: the caller sees the DeviceLostError.
+   */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(work);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** The hot kernels of this model at its typical shapes, for the self-tuner. */
+  tuneWorkload(): TuneWorkload {
+    const c = this.checkpoint.config;
+    const H = c.hiddenSize;
+    const I = c.intermediateSize;
+    // A batch like the scheduler forms them: a few sequences of mixed length (~300 tokens).
+    const seqLengths = [128, 64, 48, 32, 16, 16].map((n) => Math.min(n, c.maxPositionEmbeddings));
+    return {
+      dtype: this.dtype,
+      linears: [
+        { N: 3 * H, K: H },
+        { N: H, K: H },
+        { N: I, K: H },
+        { N: H, K: I },
+      ],
+      largeRows: seqLengths.reduce((a, b) => a + b, 0),
+      smallRows: null,
+      attention: { seqLengths, heads: c.numAttentionHeads, headDim: H / c.numAttentionHeads },
+      norm: { kind: 'layernorm', dim: H },
+    };
   }
 
   /** Run one base-model batch (queued behind any batch in flight). */
@@ -253,7 +287,7 @@ export class ModelRunner {
       : null;
 
     const enc = new BatchEncoder(st.encoderResources, { profile: opts.profile ?? false, label: `${family.name}-batch` });
-    family.recordForward(enc, config, st.weights, buffers, shape, this.gemmVariant, pet);
+    family.recordForward(enc, config, st.weights, buffers, shape, this.kernels, pet);
     const readback = new BatchReadback(this.dtype, config.hiddenSize, shape, logitsElems);
     readback.request(enc, buffers, outputs);
     const { readbacks, phases } = await enc.submit();

@@ -6,6 +6,9 @@
  *   are accumulated in f32 in every kernel; fidelity on the demo tasks is measured in bench/results/f16-*.
  * - speed: on CPU adapters (lavapipe) f16 is emulated and slower, and f16 trades fidelity for nothing there.
  */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { GpuContext } from '../gpu/context.js';
 import { probeGemmDtypes } from '../kernels/tuner/dtype-probe.js';
 import type { Dtype } from '../kernels/types.js';
@@ -50,11 +53,21 @@ export async function chooseDtype(
   weights: unknown,
   probeShape: { M: number; N: number; K: number },
   logger: Logger,
+  /** Where the probe's verdict is kept per adapter and shape (kernels.cacheDir), so restarts do not flip on noise. */
+  cacheDir: string | null = null,
 ): Promise<DtypeDecision> {
   if (setting !== 'auto') return { dtype: setting, reason: 'model.dtype' };
   if (!ctx.capabilities.shaderF16) return { dtype: 'f32', reason: 'auto: the adapter has no shader-f16' };
   const maxAbs = maxAbsWeight(weights);
   if (!(maxAbs <= F16_MAX)) return { dtype: 'f32', reason: `auto: a weight of magnitude ${maxAbs} does not fit f16` };
+  const cacheFile = cacheDir
+    ? join(cacheDir, `dtype-${createHash('sha256').update(JSON.stringify({ adapter: ctx.capabilities.adapterName, probeShape })).digest('hex').slice(0, 16)}.json`)
+    : null;
+  const cached = cacheFile ? await readFile(cacheFile, 'utf8').then((t) => JSON.parse(t) as DtypeDecision, () => null) : null;
+  if (cached && (cached.dtype === 'f16' || cached.dtype === 'f32')) {
+    logger.info({ dtype: cached.dtype, reason: cached.reason, cacheFile }, 'storage dtype from the cached probe');
+    return cached;
+  }
   const t = await probeGemmDtypes(ctx, probeShape);
   const gain = 1 - t.f16Ms / t.f32Ms;
   const timing = `GEMM ${probeShape.M}x${probeShape.N}x${probeShape.K}: f32 ${t.f32Ms.toFixed(2)} ms, f16 ${t.f16Ms.toFixed(2)} ms (${t.timer})`;
@@ -63,6 +76,10 @@ export async function chooseDtype(
       ? { dtype: 'f16', reason: `auto: f16 ${(gain * 100).toFixed(0)} % faster; ${timing}` }
       : { dtype: 'f32', reason: `auto: f16 not faster by ${MIN_F16_GAIN * 100} % on this adapter; ${timing}` };
   logger.info({ dtype: decision.dtype, reason: decision.reason }, 'storage dtype chosen');
+  if (cacheDir && cacheFile) {
+    await mkdir(cacheDir, { recursive: true });
+    await writeFile(cacheFile, JSON.stringify(decision)).catch((err: unknown) => logger.warn({ err }, 'could not cache the dtype probe'));
+  }
   return decision;
 }
 
@@ -72,7 +89,8 @@ export async function encoderDtype(
   setting: DtypeSetting,
   checkpoint: { config: { hiddenSize: number; intermediateSize: number }; weights: unknown },
   logger: Logger,
+  cacheDir: string | null = null,
 ): Promise<Dtype> {
   const c = checkpoint.config;
-  return (await chooseDtype(ctx, setting, checkpoint.weights, { M: 256, N: c.intermediateSize, K: c.hiddenSize }, logger)).dtype;
+  return (await chooseDtype(ctx, setting, checkpoint.weights, { M: 256, N: c.intermediateSize, K: c.hiddenSize }, logger, cacheDir)).dtype;
 }

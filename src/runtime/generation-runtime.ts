@@ -15,6 +15,10 @@ import { DecoderTaskRegistry, type DecoderTaskInfo } from '../pet/decoder-regist
 import { StepScheduler, type StepReport } from '../scheduler/generation/step-scheduler.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { ConfigError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { silentLogger } from '../util/logger.js';
+import { chooseDtype } from './dtype-choice.js';
+import { KernelTuning, kernelTuningConfig } from './kernel-tuning.js';
 
 export interface GenerationRuntime {
   checkpoint: DecoderCheckpoint;
@@ -24,6 +28,8 @@ export interface GenerationRuntime {
   blocks: KvBlockManager;
   scheduler: StepScheduler;
   gateway: GenerationGateway;
+  /** The decoder's kernel self-tuning; null unless the options asked for it (`serve` does). */
+  kernelTuning: KernelTuning | null;
   /** Register a PEFT adapter directory as task `id` (hot: no restart, running sequences untouched). */
   registerTask(id: string, dir: string): Promise<DecoderTaskInfo>;
   /** Unregister: new requests get 404; its GPU pool copy and cached prefix blocks go (running sequences finish first). */
@@ -52,6 +58,11 @@ export interface GenerationRuntimeOptions {
    * of its own of pets.poolBytes (`generate`, benchmarks), destroyed at close.
    */
   pool?: DevicePetPool;
+  /**
+   * Apply the cached kernel pick and tune in the background per config.kernels (a server does; one-shot
+   * commands and benchmarks keep the defaults, so their figures do not move under them).
+   */
+  kernelTuning?: { logger: Logger };
 }
 
 export async function startGenerationRuntime(ctx: GpuContext, config: PetServeConfig, opts: GenerationRuntimeOptions): Promise<GenerationRuntime> {
@@ -61,8 +72,12 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
   for (const [id, dir] of opts.tasks ?? []) await registry.register(id, dir);
 
   const g = config.generation;
-  const dtype = config.model.dtype;
-  if (dtype === 'f16' && !ctx.capabilities.shaderF16) throw new ConfigError('model.dtype f16 needs the shader-f16 feature, which this adapter lacks');
+  if (config.model.dtype === 'f16' && !ctx.capabilities.shaderF16) throw new ConfigError('model.dtype f16 needs the shader-f16 feature, which this adapter lacks');
+  const dc = checkpoint.config;
+  // Beside an encoder the decoder stores in the dtype of the pool they share (the encoder chose it).
+  const { dtype } = opts.pool
+    ? { dtype: opts.pool.dtype }
+    : await chooseDtype(ctx, config.model.dtype, checkpoint.weights, { M: 64, N: dc.intermediateSize, K: dc.hiddenSize }, opts.kernelTuning?.logger ?? silentLogger, config.kernels.cacheDir);
   const numBlocks = kvCacheBlocks(checkpoint.config, g.blockTokens, dtype, g.kvCacheBytes, ctx.capabilities.maxStorageBufferBindingSize);
   if (numBlocks < 1) {
     throw new ConfigError(`generation.kvCacheBytes ${g.kvCacheBytes} holds no KV block (one block is ${kvBlockBytes(checkpoint.config, g.blockTokens, dtype)} bytes)`);
@@ -73,6 +88,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     blockTokens: g.blockTokens,
     ...(opts.pool ? { pool: opts.pool } : { poolBytes: config.pets.poolBytes }),
   });
+  const kernelTuning = opts.kernelTuning ? await KernelTuning.start(ctx, runner, kernelTuningConfig(config), opts.kernelTuning.logger) : null;
   const blocks = new KvBlockManager({ numBlocks, blockTokens: g.blockTokens, prefixCaching: g.prefixCaching });
   const scheduler = new StepScheduler(runner, blocks, registry, {
     maxStepTokens: g.maxStepTokens,
@@ -106,6 +122,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     blocks,
     scheduler,
     gateway,
+    kernelTuning,
     registerTask(id, dir) {
       return registry.register(id, dir);
     },
@@ -118,6 +135,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     async close() {
       if (closed) return;
       closed = true;
+      await kernelTuning?.stop();
       await scheduler.close();
       runner.destroy();
     },

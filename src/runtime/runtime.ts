@@ -15,6 +15,8 @@ import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { ConfigError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { DEMO_MODEL_ID, ensureDemo } from './demo.js';
+import { encoderDtype } from './dtype-choice.js';
+import { KernelTuning, kernelTuningConfig } from './kernel-tuning.js';
 import { registerTaskDirectories, taskDirectoryNames } from './task-dirs.js';
 
 export interface Runtime {
@@ -28,6 +30,8 @@ export interface Runtime {
    * decoder served on the same device (startServedGeneration) pages its adapters through it too.
    */
   pool: DevicePetPool;
+  /** The encoder's kernel self-tuning (cached pick applied; background run when none). */
+  kernelTuning: KernelTuning;
   /** Null when the checkpoint ships no tokenizer.json (then only token ids are accepted). */
   tokenizer: TextTokenizer | null;
   /** True when serving the generated demo model (no model.dir configured). */
@@ -84,11 +88,14 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
   let pool: DevicePetPool | null = null;
   let runner: ModelRunner | null = null;
   try {
-    pool = new DevicePetPool(ctx, config.model.dtype, config.pets.poolBytes, logger);
-    runner = await ModelRunner.create(ctx, checkpoint, { dtype: config.model.dtype, logger, registry, pool });
+    const dtype = await encoderDtype(ctx, config.model.dtype, checkpoint, logger, config.kernels.cacheDir);
+    pool = new DevicePetPool(ctx, dtype, config.pets.poolBytes, logger);
+    runner = await ModelRunner.create(ctx, checkpoint, { dtype, logger, registry, pool });
+    // Before the cost model's calibration, so a cached pick is what it calibrates.
+    const kernelTuning = await KernelTuning.start(ctx, runner, kernelTuningConfig(config), logger);
     const scheduler = await createScheduler(ctx, runner, config.scheduler, { logger, observer: opts.observer });
     logger.info(
-      { modelDir, modelId: registry.baseModelId, demo, adapter: ctx.capabilities.adapterName, dtype: config.model.dtype, tasks: registry.list().map((t) => t.id) },
+      { modelDir, modelId: registry.baseModelId, demo, adapter: ctx.capabilities.adapterName, dtype, tasks: registry.list().map((t) => t.id) },
       'runtime ready',
     );
     const ownedRunner = runner;
@@ -101,10 +108,12 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
       runner: ownedRunner,
       pool: ownedPool,
       scheduler,
+      kernelTuning,
       tokenizer,
       demo,
       close: () =>
         (closed ??= (async () => {
+          await kernelTuning.stop();
           await scheduler.close();
           await ownedRunner.dispose();
           ownedPool.destroy();

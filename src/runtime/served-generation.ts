@@ -71,6 +71,7 @@ export async function startServedGeneration(device: SharedDevice, config: PetSer
     baseModelId: modelId,
     idTakenElsewhere: opts.isEncoderModel,
     tasks,
+    kernelTuning: { logger: opts.logger },
     ...(opts.onStep ? { onStep: opts.onStep } : {}),
     // Per dispatch, so the metrics can tell adapter kernels from the base model's.
     ...(g.profileEverySteps > 0 ? { profile: 'dispatches' as const, profileEverySteps: g.profileEverySteps } : {}),

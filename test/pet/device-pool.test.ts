@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.js';
+import { f32Config } from '../helpers/config.js';
 import { ModelRunner } from '../../src/engine/model-runner.js';
 import { loadCheckpoint, type BertCheckpoint } from '../../src/model/checkpoint.js';
 import { loadDecoderCheckpoint } from '../../src/model/decoder-checkpoint.js';
@@ -58,7 +58,7 @@ interface Served {
 async function serveBoth(budgetBytes: number): Promise<Served> {
   const pool = new DevicePetPool(gpu.ctx, 'f32', budgetBytes);
   const encoder = await ModelRunner.create(gpu.ctx, base, { dtype: 'f32', logger: silentLogger, registry, pool });
-  const config = loadConfig({ overrides: { 'generation.blockTokens': 4, 'generation.kvCacheBytes': 4 << 20 } });
+  const config = f32Config({ overrides: { 'generation.blockTokens': 4, 'generation.kvCacheBytes': 4 << 20 } });
   const decoder = await startGenerationRuntime(gpu.ctx, config, { modelDir: fx.dir, tasks: fx.tasks, pool });
   return {
     pool,

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.js';
+import { f32Config } from '../helpers/config.js';
 import { BatchService } from '../../src/queue/producer.js';
 import type { BatchQueueSettings } from '../../src/queue/settings.js';
 import type { BatchView, ResultLine } from '../../src/queue/types.js';
@@ -35,7 +35,7 @@ beforeAll(async () => {
   const lifecycle = new ServerLifecycle();
   const app = createApp({
     runtime: { checkpoint: model.checkpoint, registry: model.registry, runner: { taskMemory: () => [] }, scheduler: fake, tokenizer: model.tokenizer },
-    config: loadConfig({}),
+    config: f32Config({}),
     logger: silentLogger,
     metricsRegistry: new Registry(),
     routers: [createBatchRouter({ batches: service, maxUploadBytes: 1 << 20 })],
@@ -109,7 +109,7 @@ describe('petserve batch', () => {
   it('sends --api-key (or $PETSERVE_API_KEY) to a server with server.apiKeys; without it the API answers 401', async () => {
     const key = 'cli-key-0123456789abcdef';
     const lifecycle = new ServerLifecycle();
-    const config = loadConfig({ overrides: { 'server.apiKeys': [key] } });
+    const config = f32Config({ overrides: { 'server.apiKeys': [key] } });
     const app = createApp({
       runtime: { checkpoint: model.checkpoint, registry: model.registry, runner: { taskMemory: () => [] }, scheduler: new FakeService(model.registry), tokenizer: model.tokenizer },
       config,

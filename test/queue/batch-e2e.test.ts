@@ -8,7 +8,7 @@ import { Registry } from 'prom-client';
 import request from 'supertest';
 import { stringify as toYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.js';
+import { f32Config } from '../helpers/config.js';
 import { loadCheckpoint } from '../../src/model/checkpoint.js';
 import { initModel } from '../../src/model/init-model.js';
 import { initPet } from '../../src/pet/init-pet.js';
@@ -69,7 +69,7 @@ beforeAll(async () => {
     }),
   );
   admin = new Redis(REDIS_URL);
-  const config = loadConfig({ file: configFile, env: { PETSERVE_GPU_ADAPTER: process.env['PETSERVE_GPU_ADAPTER'] } });
+  const config = f32Config({ file: configFile, env: { PETSERVE_GPU_ADAPTER: process.env['PETSERVE_GPU_ADAPTER'] } });
   // In-process first: on a first run it profiles the cost model into the shared cache the workers then read.
   runtime = await startRuntime(config, silentLogger);
   batches = BatchService.open(batchQueueSettings(config), silentLogger);

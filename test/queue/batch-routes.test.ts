@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.js';
+import { f32Config } from '../helpers/config.js';
 import { BatchService } from '../../src/queue/producer.js';
 import type { BatchQueueSettings } from '../../src/queue/settings.js';
 import type { BatchView, ResultLine } from '../../src/queue/types.js';
@@ -25,7 +25,7 @@ let app: Express;
 function appWith(batches: BatchService, maxUploadBytes = 1 << 20): Express {
   return createApp({
     runtime: { checkpoint: model.checkpoint, registry: model.registry, runner: { taskMemory: () => [] }, scheduler: fake, tokenizer: model.tokenizer },
-    config: loadConfig({}),
+    config: f32Config({}),
     logger: silentLogger,
     metricsRegistry: new Registry(),
     routers: [createBatchRouter({ batches, maxUploadBytes })],

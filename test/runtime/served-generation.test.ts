@@ -2,7 +2,7 @@ import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.js';
+import { f32Config } from '../helpers/config.js';
 import { DevicePetPool } from '../../src/pet/device-pool.js';
 import { decoderUploadDir, startServedGeneration } from '../../src/runtime/served-generation.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -28,7 +28,7 @@ afterAll(async () => {
 
 describe('startServedGeneration', () => {
   it('registers the adapters uploaded before this start, skips a broken one, and refuses ids the encoder holds', async () => {
-    const config = loadConfig({ overrides: { 'generation.modelDir': fx.dir, 'generation.modelId': 'dec', 'server.uploadDir': join(root, 'uploads') } });
+    const config = f32Config({ overrides: { 'generation.modelDir': fx.dir, 'generation.modelId': 'dec', 'server.uploadDir': join(root, 'uploads') } });
     const uploads = decoderUploadDir(config);
     await cp(fx.tasks.get('one')!, join(uploads, 'uploaded-one'), { recursive: true });
     await mkdir(join(uploads, 'broken'), { recursive: true });

@@ -61,6 +61,10 @@ export function testConfig(root: string, overrides: Record<string, unknown> = {}
       // answers into 429 DEADLINE_UNREACHABLE / 504 at random. Deadline tests set deadline_ms themselves.
       'scheduler.defaultSloMs': 600_000,
       'scheduler.maxBatchRows': 32,
+      // f32: answers are compared with float64 references at f32 tolerances ('auto' may pick f16).
+      'model.dtype': 'f32',
+      // Background kernel tuning would compete with the tests for the two cores; its own tests turn it on.
+      'kernels.autotune': false,
       'log.level': 'silent',
       ...overrides,
     },

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
 import { Registry } from 'prom-client';
-import { loadConfig } from '../../src/config/config.js';
+import { f32Config } from '../helpers/config.js';
 import { httpMetricsMiddleware } from '../../src/metrics/http.js';
 import { GenerationMetrics } from '../../src/metrics/generation.js';
 import { createMetrics, type PetServeMetrics } from '../../src/metrics/metrics.js';
@@ -104,7 +104,7 @@ export async function startLiveServer(tasks: LiveTask[], opts: LiveServerOptions
     poolBytes = poolPages * 4096;
   }
 
-  const config = loadConfig({
+  const config = f32Config({
     overrides: {
       'model.dir': modelDir,
       'server.tasksDir': tasksDir,

@@ -1,8 +1,9 @@
 import { BatchEncoder, EncoderResources, type PhaseTiming, type ProfileMode } from '../../gpu/batch-encoder.js';
 import { ActivationArena } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { tuning } from '../../kernels/tuning.js';
-import { bytesPerElement, type Dtype } from '../../kernels/types.js';
+import { defaultKernelChoices } from '../../kernels/tuning.js';
+import { bytesPerElement, type Dtype, type KernelChoices } from '../../kernels/types.js';
+import type { TuneWorkload } from '../../kernels/tuner/tune-workload.js';
 import type { DecoderCheckpoint } from '../../model/decoder-checkpoint.js';
 import { recordDecoderStep, stepActivations, type DecoderAdapterInput } from '../../model/families/decoder/graph.js';
 import { uploadDecoderWeights } from '../../model/families/decoder/gpu-weights.js';
@@ -58,6 +59,9 @@ export interface StepOutput {
  * followDevice).
  */
 export class DecoderRunner {
+  /** Read at every step's recording, so a tuned set takes effect from the next step on. */
+  kernels: KernelChoices = defaultKernelChoices;
+  private stepQueue: Promise<unknown> = Promise.resolve();
   readonly pool: DevicePetPool;
   private readonly ownsPool: boolean;
   private state: DecoderDeviceState | null = null;
@@ -122,8 +126,14 @@ export class DecoderRunner {
     return this.state;
   }
 
-  /** One step over `seqs` (any mix of prefill chunks and decode tokens, adapters and base). */
-  async runStep(seqs: readonly StepSequence[], profile: ProfileMode = false): Promise<StepOutput> {
+  /** One step over `seqs` (any mix of prefill chunks and decode tokens, adapters and base), queued behind any exclusive work. */
+  runStep(seqs: readonly StepSequence[], profile: ProfileMode = false): Promise<StepOutput> {
+    const next = this.stepQueue.then(() => this.recordAndRunStep(seqs, profile));
+    this.stepQueue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async recordAndRunStep(seqs: readonly StepSequence[], profile: ProfileMode): Promise<StepOutput> {
     const st = this.state;
     // The step's KV slots and adapter offsets were planned on the generation deviceGeneration() reported:
     // on any other device they name nothing, so a device that moved on is a loss for this step.
@@ -160,7 +170,7 @@ export class DecoderRunner {
       };
     }
     const enc = new BatchEncoder(st.resources, { profile, label: 'decoder-step' });
-    recordDecoderStep(enc, c, st.weights, st.kv, b, shape, tuning.gemmVariant, lora);
+    recordDecoderStep(enc, c, st.weights, st.kv, b, shape, this.kernels, lora);
     const V = c.vocabSize;
     const L = shape.logitRows;
     if (L > 0) enc.readback(b.logits, 0, L * V * bytesPerElement(this.dtype));
@@ -172,6 +182,37 @@ export class DecoderRunner {
       inputs.logitSeqs.forEach((seq, i) => (logits[seq] = all.slice(i * V, (i + 1) * V)));
     }
     return { logits, phases: result.phases };
+  }
+
+  /** Run `work` with the device to itself, between steps (the self-tuner's trials); steps queue behind it. */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.stepQueue.then(work);
+    this.stepQueue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** The hot kernels of this model at its typical shapes, for the self-tuner. */
+  tuneWorkload(): TuneWorkload {
+    const c = this.checkpoint.config;
+    const H = c.hiddenSize;
+    const qkv = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim;
+    const I = c.intermediateSize;
+    const linears = [
+      { N: qkv, K: H },
+      { N: H, K: c.numAttentionHeads * c.headDim },
+      // SwiGLU's gate and up are one fused GEMM.
+      { N: c.mlp === 'swiglu' ? 2 * I : I, K: H },
+      { N: H, K: I },
+    ];
+    return {
+      dtype: this.dtype,
+      linears,
+      // A prefill chunk, and a decode step of a few sequences.
+      largeRows: 256,
+      smallRows: 8,
+      attention: null,
+      norm: { kind: c.norm === 'rms' ? 'rmsnorm' : 'layernorm', dim: H },
+    };
   }
 
   destroy(): void {

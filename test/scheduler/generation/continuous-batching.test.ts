@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../../src/config/config.js';
+import { f32Config } from '../../helpers/config.js';
 import { kvBlockBytes } from '../../../src/engine/generation/kv-cache-gpu.js';
 import type { GenerateInput } from '../../../src/gateway/generation.js';
 import { loadDecoderCheckpoint } from '../../../src/model/decoder-checkpoint.js';
@@ -51,7 +51,7 @@ afterAll(() => {
 });
 
 async function runtime(overrides: Record<string, unknown>): Promise<GenerationRuntime> {
-  const config = loadConfig({ overrides });
+  const config = f32Config({ overrides });
   return startGenerationRuntime(gpu.ctx, config, { modelDir: fx.dir, tasks: fx.tasks });
 }
 

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../../src/config/config.js';
+import { f32Config } from '../../helpers/config.js';
 import type { DecoderPresetName } from '../../../src/model/decoder-presets.js';
 import { startGenerationRuntime } from '../../../src/runtime/generation-runtime.js';
 import { decoderFixture, type AdapterSpec } from '../../helpers/decoder-fixtures.js';
@@ -43,7 +43,7 @@ describe('LoRA on every family in one continuous batch', () => {
   for (const [name, c] of Object.entries(CASES)) {
     it(`${name}: base rows and ${c.adapters.length} adapters equal their solo merged-reference greedy decodes`, async () => {
       const fx = await decoderFixture(c.preset, c.adapters);
-      const rt = await startGenerationRuntime(gpu.ctx, loadConfig({ overrides: { 'generation.maxStepTokens': 5 } }), { modelDir: fx.dir, tasks: fx.tasks });
+      const rt = await startGenerationRuntime(gpu.ctx, f32Config({ overrides: { 'generation.maxStepTokens': 5 } }), { modelDir: fx.dir, tasks: fx.tasks });
       try {
         const jobs = [null, ...c.adapters.map((a) => a.name)].map(async (task, i) => {
           const prompt = Array.from({ length: 4 + 3 * i }, (_, j) => (j * 29 + i * 11 + 2) % 300);

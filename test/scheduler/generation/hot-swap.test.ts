@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../../src/config/config.js';
+import { f32Config } from '../../helpers/config.js';
 import { startGenerationRuntime, type GenerationRuntime } from '../../../src/runtime/generation-runtime.js';
 import { decoderFixture } from '../../helpers/decoder-fixtures.js';
 import { createTestGpu, type TestGpu } from '../../helpers/gpu.js';
@@ -18,7 +18,7 @@ beforeAll(async () => {
     { name: 'one', targetModules: ['q_proj', 'k_proj', 'v_proj'], rank: 4 },
     { name: 'two', targetModules: ['k_proj', 'v_proj', 'down_proj'], rank: 8 },
   ]);
-  rt = await startGenerationRuntime(gpu.ctx, loadConfig({ overrides: { 'generation.blockTokens': 4 } }), { modelDir: fx.dir });
+  rt = await startGenerationRuntime(gpu.ctx, f32Config({ overrides: { 'generation.blockTokens': 4 } }), { modelDir: fx.dir });
 }, 60_000);
 afterAll(async () => {
   await rt?.close();

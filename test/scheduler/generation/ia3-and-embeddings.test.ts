@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../../src/config/config.js';
+import { f32Config } from '../../helpers/config.js';
 import type { DecoderPresetName } from '../../../src/model/decoder-presets.js';
 import { startGenerationRuntime } from '../../../src/runtime/generation-runtime.js';
 import { decoderFixture, writeRandomIa3, type AdapterSpec } from '../../helpers/decoder-fixtures.js';
@@ -50,7 +50,7 @@ describe('IA³ and per-task embeddings with LoRA and base rows in one batch', ()
           await writeRandomIa3(dir, fx.dir, { ...spec, seed: 50 + i });
           tasks.set(`ia3-${i}`, dir);
         }
-        const rt = await startGenerationRuntime(gpu.ctx, loadConfig({ overrides: { 'generation.maxStepTokens': 6 } }), { modelDir: fx.dir, tasks });
+        const rt = await startGenerationRuntime(gpu.ctx, f32Config({ overrides: { 'generation.maxStepTokens': 6 } }), { modelDir: fx.dir, tasks });
         try {
           expect(rt.registry.list().filter((t) => t.kind === 'ia3')).toHaveLength(c.ia3.length);
           await Promise.all(
@@ -74,7 +74,7 @@ describe('IA³ and per-task embeddings with LoRA and base rows in one batch', ()
     try {
       const dir = join(fx.dir, '..', 'ia3-o');
       await writeRandomIa3(dir, fx.dir, { targetModules: ['o_proj'], feedforwardModules: [], seed: 1 });
-      const rt = await startGenerationRuntime(gpu.ctx, loadConfig({}), { modelDir: fx.dir });
+      const rt = await startGenerationRuntime(gpu.ctx, f32Config({}), { modelDir: fx.dir });
       try {
         await expect(rt.registry.register('x', dir)).rejects.toThrow(/IA³ output scaling of 'model\.layers\.0\.self_attn\.o_proj' is not supported.*feedforward_modules/);
       } finally {
