@@ -30,6 +30,11 @@ export class PipelineCache {
     }
     const code = renderShader(spec.shader, spec.params);
     const label = shaderKey(spec.shader, spec.params);
+    // Kernel wrappers fall back before asking (gemm.ts); this names the cause where one did not,
+    // instead of Dawn's validation error about an extension that is not enabled.
+    if (/^enable subgroups;/m.test(code) && !this.device.features.has('subgroups')) {
+      throw new ShaderError(`kernel ${label} needs the subgroups feature, which the device lacks`);
+    }
     const module = this.device.createShaderModule({ label, code });
     const pipeline = this.device.createComputePipeline({ label, layout: 'auto', compute: { module, entryPoint: 'main' } });
     return { pipeline, module, code };

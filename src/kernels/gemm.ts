@@ -1,10 +1,10 @@
 import type { BatchEncoder } from '../gpu/batch-encoder.js';
 import type { KernelSpec } from '../gpu/pipeline-cache.js';
 import { Uniforms } from '../gpu/uniforms.js';
-import { tuning } from './tuning.js';
-import type { Dtype, GemmVariant } from './types.js';
+import { defaultKernelChoices, tuning } from './tuning.js';
+import type { Dtype, GemmChoice, KernelChoices } from './types.js';
 
-export type { GemmVariant } from './types.js';
+export type { GemmChoice, GemmVariant } from './types.js';
 
 /** 'gelu' is the exact erf form (BERT), 'gelu_tanh' GPT-2's tanh approximation ("gelu_new"). */
 export type GemmActivation = 'none' | 'gelu' | 'gelu_tanh' | 'tanh';
@@ -49,28 +49,75 @@ export interface GemmTaskEpilogue {
 
 export function gemmSpec(
   dtype: Dtype,
-  opts: { variant?: GemmVariant; hasBias: boolean; act: GemmActivation; residual: boolean; tasks?: boolean },
+  choice: GemmChoice,
+  opts: {
+    hasBias: boolean;
+    act: GemmActivation;
+    residual: boolean;
+    tasks?: boolean;
+    /** K and ldx are multiples of 4, so 'subgroup' may read X and W as vec4 (default true). */
+    vec4Loads?: boolean;
+  },
 ): KernelSpec {
   const common = { DTYPE: dtype, HAS_BIAS: opts.hasBias, ACT: opts.act, RESIDUAL: opts.residual, TASKS: opts.tasks ?? false };
-  switch (opts.variant ?? 'tiled') {
+  switch (choice.variant) {
     case 'naive':
       return { shader: 'gemm_naive', params: common };
     case 'rb':
-      return { shader: 'gemm_rb', params: { ...common, RM: tuning.gemmRowsPerInvocation, CN: tuning.gemmColsPerInvocation } };
+      return { shader: 'gemm_rb', params: { ...common, RM: choice.rowsPerInvocation, CN: choice.colsPerInvocation } };
     case 'tiled':
-      return { shader: 'gemm', params: { ...common, BK: tuning.gemmBK } };
+      return { shader: 'gemm', params: { ...common, BK: choice.bk } };
+    case 'subgroup':
+      return { shader: 'gemm_sg', params: { ...common, RPW: choice.rowsPerWorkgroup, VEC: opts.vec4Loads === false ? 1 : 4 } };
   }
 }
 
+/** Workgroup grid of a GEMM of M x N outputs for `choice`. */
+function gemmGrid(choice: GemmChoice, M: number, N: number): [number, number] {
+  switch (choice.variant) {
+    case 'naive':
+      return [Math.ceil(N / 8), Math.ceil(M / 8)];
+    case 'rb':
+      return [Math.ceil(N / (8 * choice.colsPerInvocation)), Math.ceil(M / (8 * choice.rowsPerInvocation))];
+    case 'tiled':
+      return [Math.ceil(N / 64), Math.ceil(M / 64)];
+    case 'subgroup':
+      // One 64-invocation workgroup per 4 columns of rowsPerWorkgroup rows (shaders/gemm_sg.wgsl).
+      return [Math.ceil(N / 4), Math.ceil(M / choice.rowsPerWorkgroup)];
+  }
+}
+
+/** The GEMM choice for a GEMM of M rows: few rows (decode steps) take `smallGemm`. */
+export function gemmChoiceFor(choices: KernelChoices, M: number): GemmChoice {
+  return M <= tuning.smallGemmMaxRows ? choices.smallGemm : choices.gemm;
+}
+
+/** The fallback when `choice` cannot run this shape ('rb' needs K and ldx to be multiples of 4). */
+const TILED_FALLBACK: GemmChoice = { variant: 'tiled', bk: 16 };
+
+/**
+ * The fallback for 'subgroup' on a device without the `subgroups` feature (a choice cached or configured
+ * on another adapter): the few-rows rb shape.
+ */
+const NO_SUBGROUPS_FALLBACK: GemmChoice = { variant: 'rb', rowsPerInvocation: 1, colsPerInvocation: 8 };
+
 /** Record Y = act(X·Wᵀ + b) (+ R) into `enc`. */
-export function gemm(enc: BatchEncoder, dtype: Dtype, a: GemmArgs, label = 'gemm', variant: GemmVariant = 'tiled'): void {
+export function gemm(
+  enc: BatchEncoder,
+  dtype: Dtype,
+  a: GemmArgs,
+  label = 'gemm',
+  choice: GemmChoice = defaultKernelChoices.gemm,
+): void {
   const ldx = a.ldx ?? a.K;
   const ldy = a.ldy ?? a.N;
   const ldr = a.ldr ?? ldy;
   if (ldx < a.K || ldy < a.N) throw new RangeError(`${label}: row stride smaller than the row`);
-  if (variant === 'rb' && (a.K % 4 !== 0 || ldx % 4 !== 0)) variant = 'tiled';
+  const vec4Loads = a.K % 4 === 0 && ldx % 4 === 0;
+  if (choice.variant === 'subgroup' && !enc.capabilities.subgroups) choice = NO_SUBGROUPS_FALLBACK;
+  if (choice.variant === 'rb' && !vec4Loads) choice = TILED_FALLBACK;
   const t = a.tasks ?? null;
-  const spec = gemmSpec(dtype, { variant, hasBias: !!a.bias, act: a.act ?? 'none', residual: !!a.residual, tasks: !!t });
+  const spec = gemmSpec(dtype, choice, { hasBias: !!a.bias, act: a.act ?? 'none', residual: !!a.residual, tasks: !!t, vec4Loads });
   const uniforms = new Uniforms()
     .u32(a.M)
     .u32(a.N)
@@ -82,13 +129,7 @@ export function gemm(enc: BatchEncoder, dtype: Dtype, a: GemmArgs, label = 'gemm
     .u32(t?.deltaRow0 ?? 0)
     .u32(t?.deltaLd ?? 0)
     .u32(Math.max(1, t?.deltaBlock ?? 1));
-  const groups: [number, number] =
-    variant === 'naive'
-      ? [Math.ceil(a.N / 8), Math.ceil(a.M / 8)]
-      : variant === 'rb'
-        ? [Math.ceil(a.N / (8 * tuning.gemmColsPerInvocation)), Math.ceil(a.M / (8 * tuning.gemmRowsPerInvocation))]
-        : [Math.ceil(a.N / 64), Math.ceil(a.M / 64)];
   const bindings = [a.x, a.w, a.y, a.bias ?? null, a.residual ?? null];
   if (t) bindings.push(t.rowSlot, t.slotTable, t.pool, t.delta);
-  enc.dispatch(label, spec, uniforms, bindings, groups);
+  enc.dispatch(label, spec, uniforms, bindings, gemmGrid(choice, a.M, a.N));
 }

@@ -1,9 +1,11 @@
+import { create } from 'webgpu';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BatchEncoder } from '../../src/gpu/batch-encoder.js';
 import { ActivationArena } from '../../src/gpu/buffers.js';
 import { GpuContext } from '../../src/gpu/context.js';
+import { PipelineCache } from '../../src/gpu/pipeline-cache.js';
 import { renderShader } from '../../src/gpu/shader-template.js';
-import { gemm } from '../../src/kernels/gemm.js';
+import { gemm, gemmSpec } from '../../src/kernels/gemm.js';
 import { GpuUnavailableError, ShaderError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { createTestGpu, poisoned, randomArray, toDevice, type TestGpu } from '../helpers/gpu.js';
@@ -71,6 +73,19 @@ describe('pipeline cache and memory reuse', () => {
     await expect(gpu.ctx.pipelines.prepare({ shader: 'softmax', params: { DTYPE: 'f32', WG: 0 } })).rejects.toThrow(ShaderError);
   });
 
+  it('a subgroup kernel on a device without the subgroups feature is a ShaderError naming the feature', async () => {
+    const adapter = await create([]).requestAdapter();
+    // No required features: the device has no subgroups whatever the adapter offers.
+    const device = await adapter!.requestDevice();
+    try {
+      expect(device.features.has('subgroups')).toBe(false);
+      const spec = gemmSpec('f32', { variant: 'subgroup', rowsPerWorkgroup: 1 }, { hasBias: false, act: 'none', residual: false });
+      expect(() => new PipelineCache(device, false).get(spec)).toThrow(/needs the subgroups feature/);
+    } finally {
+      device.destroy();
+    }
+  });
+
   it('the activation arena reuses buffers and only grows', () => {
     const arena = new ActivationArena(gpu.ctx.device);
     const a = arena.get('hidden', 1000);
@@ -105,7 +120,7 @@ describe('batch encoder', () => {
     const enc = new BatchEncoder(gpu.res);
     const buf = poisoned(gpu, 4);
     expect(() =>
-      gemm(enc, 'f32', { x: buf, w: buf, y: buf, M: 64 * 70_000, N: 1, K: 4 }, 'huge', 'tiled'),
+      gemm(enc, 'f32', { x: buf, w: buf, y: buf, M: 64 * 70_000, N: 1, K: 4 }, 'huge', { variant: 'tiled', bk: 16 }),
     ).toThrow(/exceeds 65535 workgroups/);
   });
 });
