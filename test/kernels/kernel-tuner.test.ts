@@ -20,6 +20,8 @@ import { silentLogger } from '../../src/util/logger.js';
 import { createTestGpu, type TestGpu } from '../helpers/gpu.js';
 
 const gpu: TestGpu = await createTestGpu();
+// A tuning run compiles every candidate: seconds with Mesa's shader cache warm, minutes cold on two cores.
+const TUNING_TIMEOUT_MS = 600_000;
 let cacheDir: string;
 beforeAll(async () => {
   cacheDir = await mkdtemp(join(tmpdir(), 'petserve-kernel-cache-'));
@@ -101,7 +103,7 @@ describe('kernel self-tuner', () => {
     expect(`wg${o.choices.rowWorkgroupSize}`).toBe(expectedPick(o, 'norm', `wg${defaultKernelChoices.rowWorkgroupSize}`, 0.05));
     // Encoders have no decode steps: the small-GEMM choice is left as it was.
     expect(o.choices.smallGemm).toEqual(defaultKernelChoices.smallGemm);
-  });
+  }, TUNING_TIMEOUT_MS);
 
   it('a decoder workload tunes the small GEMMs (subgroup variants only where the adapter has subgroups) and no packed attention', async () => {
     const q = countingQueue();
@@ -110,13 +112,13 @@ describe('kernel self-tuner', () => {
     expect(small).toEqual(smallGemmCandidates({ subgroups: gpu.ctx.capabilities.subgroups }).map(gemmChoiceName));
     expect(o.timings.some((t) => t.kernel === 'attention')).toBe(false);
     expect(o.choices.attention).toEqual(defaultKernelChoices.attention);
-  });
+  }, TUNING_TIMEOUT_MS);
 
   it('a huge minGain keeps the start choice: the tuner never leaves it for a gain within the margin', async () => {
     const q = countingQueue();
     const o = await tuneKernels(gpu.ctx, { ...encoderWorkload, attention: null }, defaultKernelChoices, { exclusive: q.exclusive, trials: 1, minGain: 0.999 });
     expect(o.choices).toEqual(defaultKernelChoices);
-  });
+  }, TUNING_TIMEOUT_MS);
 });
 
 describe('tuned choices are cached per adapter and workload', () => {
@@ -177,7 +179,7 @@ describe('KernelTuning (as a server runs it)', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-  });
+  }, TUNING_TIMEOUT_MS);
 
   it('with autotune off and no cache it stays on the defaults', async () => {
     const runner = fakeRunner(encoderWorkload);
