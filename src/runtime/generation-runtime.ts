@@ -102,6 +102,7 @@ export async function startGenerationRuntime(ctx: GpuContext, config: PetServeCo
     ...(opts.profileEverySteps !== undefined ? { profileEverySteps: opts.profileEverySteps } : {}),
     ...(opts.oneAdapterPerStep ? { oneAdapterPerStep: true } : {}),
   });
+  kernelTuning?.setIdleProbe(() => scheduler.stats.running === 0 && scheduler.stats.waiting === 0);
   const gateway = new GenerationGateway({
     scheduler,
     tokenizer,

@@ -47,6 +47,8 @@ export interface KernelTuningStatus {
   error: string | null;
 }
 
+const IDLE_POLL_MS = 50;
+
 export class KernelTuning {
   private state: KernelTuningState = 'defaults';
   private progress: KernelTuningStatus['progress'] = null;
@@ -56,6 +58,8 @@ export class KernelTuning {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
+  /** True while nothing is queued or running; trials start only then (setIdleProbe). */
+  private idle: () => boolean = () => true;
 
   private constructor(
     private readonly ctx: GpuContext,
@@ -83,6 +87,18 @@ export class KernelTuning {
     return t;
   }
 
+  /**
+   * Start each trial only when `idle()` holds (the scheduler has nothing queued or running): a trial that
+   * compiles a candidate can hold the device for seconds on a CPU adapter, and serving comes first.
+   */
+  setIdleProbe(idle: () => boolean): void {
+    this.idle = idle;
+  }
+
+  private async waitForIdle(): Promise<void> {
+    while (!this.stopped && !this.idle()) await new Promise((r) => setTimeout(r, IDLE_POLL_MS));
+  }
+
   private key(): ReturnType<typeof choiceCacheKey> {
     return choiceCacheKey(this.ctx.capabilities.adapterName, this.runner.tuneWorkload());
   }
@@ -102,11 +118,13 @@ export class KernelTuning {
     const generation = this.ctx.generation;
     try {
       const outcome = await tuneKernels(this.ctx, this.runner.tuneWorkload(), this.startChoices, {
-        exclusive: (work) =>
-          this.runner.exclusive(async () => {
+        exclusive: async (work) => {
+          await this.waitForIdle();
+          return this.runner.exclusive(async () => {
             if (this.stopped) throw new Error('kernel tuning stopped');
             return work();
-          }),
+          });
+        },
         onProgress: (done, total) => (this.progress = { done, total }),
       });
       // A device rebuilt mid-run may be another device: its timings are not this one's.

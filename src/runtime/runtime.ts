@@ -94,6 +94,10 @@ export async function startRuntime(config: PetServeConfig, logger: Logger, opts:
     // Before the cost model's calibration, so a cached pick is what it calibrates.
     const kernelTuning = await KernelTuning.start(ctx, runner, kernelTuningConfig(config), logger);
     const scheduler = await createScheduler(ctx, runner, config.scheduler, { logger, observer: opts.observer });
+    kernelTuning.setIdleProbe(() => {
+      const s = scheduler.stats();
+      return s.queued === 0 && s.inFlightBatches === 0;
+    });
     logger.info(
       { modelDir, modelId: registry.baseModelId, demo, adapter: ctx.capabilities.adapterName, dtype, tasks: registry.list().map((t) => t.id) },
       'runtime ready',

@@ -181,6 +181,29 @@ describe('KernelTuning (as a server runs it)', () => {
     }
   }, TUNING_TIMEOUT_MS);
 
+  it('no trial starts while the idle probe says the scheduler is busy; tuning goes on once it is idle', async () => {
+    let calls = 0;
+    let busy = true;
+    const runner: TunableRunner = {
+      kernels: defaultKernelChoices,
+      tuneWorkload: () => ({ ...encoderWorkload, attention: null }),
+      exclusive: (fn) => {
+        calls += 1;
+        return fn();
+      },
+    };
+    const t = await KernelTuning.start(gpu.ctx, runner, { autotune: true, cacheDir: null, startDelayMs: 60_000 }, silentLogger);
+    t.setIdleProbe(() => !busy);
+    const run = t.runNow();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(calls).toBe(0);
+    expect(t.status().state).toBe('tuning');
+    busy = false;
+    await run;
+    expect(calls).toBeGreaterThan(0);
+    expect(t.status().state).toBe('tuned');
+  }, TUNING_TIMEOUT_MS);
+
   it('with autotune off and no cache it stays on the defaults', async () => {
     const runner = fakeRunner(encoderWorkload);
     const t = await KernelTuning.start(gpu.ctx, runner, { autotune: false, cacheDir: null, startDelayMs: 0 }, silentLogger);

@@ -59,7 +59,9 @@ beforeAll(async () => {
   await writeFile(
     configFile,
     toYaml({
-      model: { dir: modelDir },
+      // f32 in every process: the workers' answers are compared with the online ones ('auto' may pick f16).
+      model: { dir: modelDir, dtype: 'f32' },
+      kernels: { autotune: false },
       server: { tasksDir: join(root, 'tasks'), uploadDir: join(root, 'uploads') },
       redis: { url: REDIS_URL },
       batches: { prefix, chunkSize: 6, attempts: 5 },

@@ -119,6 +119,8 @@ export async function startLiveServer(tasks: LiveTask[], opts: LiveServerOptions
       'scheduler.maxBatchRows': 32,
       // Every other batch timed per dispatch, so device-time metrics appear quickly.
       'scheduler.profileEveryBatches': 2,
+      // The page is what is tested, not kernel tuning (it would share the two cores with the requests).
+      'kernels.autotune': false,
       'pets.poolBytes': poolBytes,
       'metrics.perTaskTopK': opts.perTaskTopK ?? 0,
       // The page's task table is per-task detail, shown without credentials only when the operator says so (issue 16).
