@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ModelRunner } from '../src/engine/model-runner.js';
 import { GpuContext } from '../src/gpu/context.js';
-import { attentionChoiceName, gemmChoiceName } from '../src/kernels/candidates.js';
+import { attentionChoiceName, choiceNames, gemmChoiceName } from '../src/kernels/candidates.js';
 import { tuneKernels, type TuneOutcome } from '../src/kernels/tuner/kernel-tuner.js';
 import { defaultKernelChoices } from '../src/kernels/tuning.js';
 import type { Dtype, KernelChoices } from '../src/kernels/types.js';
@@ -135,14 +135,7 @@ const kernelTables = results.map((r) => ({
   title: `${r.preset} ${r.dtype}: device ms of one pass over the workload's shapes per candidate (fastest of 3 trials)`,
   headers: ['kernel', 'candidate', 'ms', 'vs default'],
   rows: r.timings.map((t) => {
-    const start =
-      t.kernel === 'gemm'
-        ? gemmChoiceName(defaultKernelChoices.gemm)
-        : t.kernel === 'smallGemm'
-          ? gemmChoiceName(defaultKernelChoices.smallGemm)
-          : t.kernel === 'attention'
-            ? attentionChoiceName(defaultKernelChoices.attention)
-            : `wg${defaultKernelChoices.rowWorkgroupSize}`;
+    const start = choiceNames(defaultKernelChoices)[t.kernel];
     const base = r.timings.find((x) => x.kernel === t.kernel && x.candidate === start)?.ms ?? null;
     return [t.kernel, t.candidate, t.ms === null ? `failed: ${t.error ?? ''}` : t.ms.toFixed(3), t.ms !== null && base !== null ? `${(base / t.ms).toFixed(2)}x` : '-'];
   }),

@@ -2,7 +2,7 @@
  * The kernel variants the self-tuner may pick from, in one place: every entry here is swept by the kernel
  * tests against the float64 reference (test/kernels/), so a pick can never be an untested kernel.
  */
-import type { AttentionChoice, GemmChoice } from './types.js';
+import type { AttentionChoice, GemmChoice, KernelChoices } from './types.js';
 
 export interface CandidateFeatures {
   /** The adapter has the `subgroups` feature (subgroupAdd in WGSL). */
@@ -61,4 +61,21 @@ export function gemmChoiceName(c: GemmChoice): string {
 
 export function attentionChoiceName(c: AttentionChoice): string {
   return `${c.form}-wg${c.workgroupSize}`;
+}
+
+export function rowWorkgroupName(workgroupSize: number): string {
+  return `wg${workgroupSize}`;
+}
+
+/** The kernel classes the tuner picks for, one per field of KernelChoices. */
+export type KernelClass = 'gemm' | 'smallGemm' | 'attention' | 'norm';
+
+/** The name of each class's choice in `c`, as tuning timings and status name candidates. */
+export function choiceNames(c: KernelChoices): Record<KernelClass, string> {
+  return {
+    gemm: gemmChoiceName(c.gemm),
+    smallGemm: gemmChoiceName(c.smallGemm),
+    attention: attentionChoiceName(c.attention),
+    norm: rowWorkgroupName(c.rowWorkgroupSize),
+  };
 }

@@ -4,7 +4,7 @@
  * runs in the background once serving has begun (its trials queue between batches), then the pick takes
  * effect from the next batch and is cached. Readiness never waits for it.
  */
-import { gemmChoiceName, attentionChoiceName } from '../kernels/candidates.js';
+import { attentionChoiceName, choiceNames, gemmChoiceName, type KernelClass } from '../kernels/candidates.js';
 import { choiceCacheKey, readCachedChoices, writeCachedChoices } from '../kernels/tuner/choice-cache.js';
 import { tuneKernels, type TuneOutcome } from '../kernels/tuner/kernel-tuner.js';
 import type { TuneWorkload } from '../kernels/tuner/tune-workload.js';
@@ -171,15 +171,11 @@ export class KernelTuning {
 }
 
 function gainOf(o: TuneOutcome, start: KernelChoices): KernelTuningStatus['gain'] {
-  const picked = o.choices;
-  const names: Record<string, [string, string]> = {
-    gemm: [gemmChoiceName(start.gemm), gemmChoiceName(picked.gemm)],
-    smallGemm: [gemmChoiceName(start.smallGemm), gemmChoiceName(picked.smallGemm)],
-    attention: [attentionChoiceName(start.attention), attentionChoiceName(picked.attention)],
-    norm: [`wg${start.rowWorkgroupSize}`, `wg${picked.rowWorkgroupSize}`],
-  };
+  const from_ = choiceNames(start);
+  const to_ = choiceNames(o.choices);
   const out: NonNullable<KernelTuningStatus['gain']> = {};
-  for (const [kernel, [from, to]] of Object.entries(names)) {
+  for (const kernel of Object.keys(from_) as KernelClass[]) {
+    const [from, to] = [from_[kernel], to_[kernel]];
     const ms = (name: string): number | null => o.timings.find((t) => t.kernel === kernel && t.candidate === name)?.ms ?? null;
     if (o.timings.some((t) => t.kernel === kernel)) out[kernel] = { startMs: ms(from), pickedMs: ms(to) };
   }

@@ -10,15 +10,18 @@ import { DeviceLostError } from '../../util/errors.js';
 import {
   attentionCandidates,
   attentionChoiceName,
+  choiceNames,
   gemmCandidates,
   gemmChoiceName,
   rowWorkgroupCandidates,
+  rowWorkgroupName,
   smallGemmCandidates,
+  type KernelClass,
 } from '../candidates.js';
 import type { KernelChoices } from '../types.js';
 import { attentionRecorder, gemmRecorder, normRecorder, TuneBuffers, type RecordCandidate, type TuneWorkload } from './tune-workload.js';
 
-export type KernelClass = 'gemm' | 'smallGemm' | 'attention' | 'norm';
+export type { KernelClass } from '../candidates.js';
 
 export interface CandidateTiming {
   kernel: KernelClass;
@@ -83,7 +86,7 @@ export async function tuneKernels(
       : attentionCandidates().map((c) => ({ name: attentionChoiceName(c), choice: c, record: (b) => attentionRecorder(w, b, c) }));
   const norms: Entry<number>[] = rowWorkgroupCandidates
     .filter((wg) => wg <= ctx.capabilities.maxComputeInvocationsPerWorkgroup)
-    .map((wg) => ({ name: `wg${wg}`, choice: wg, record: (b) => normRecorder(w, b, wg) }));
+    .map((wg) => ({ name: rowWorkgroupName(wg), choice: wg, record: (b) => normRecorder(w, b, wg) }));
   const total = gemms.length + smallGemms.length + attentions.length + norms.length;
 
   const timings: CandidateTiming[] = [];
@@ -109,10 +112,11 @@ export async function tuneKernels(
       return best.choice;
     };
     const choices: KernelChoices = { ...start };
-    choices.gemm = await pick('gemm', gemms, start.gemm, gemmChoiceName(start.gemm));
-    if (smallGemms.length > 0) choices.smallGemm = await pick('smallGemm', smallGemms, start.smallGemm, gemmChoiceName(start.smallGemm));
-    if (attentions.length > 0) choices.attention = await pick('attention', attentions, start.attention, attentionChoiceName(start.attention));
-    choices.rowWorkgroupSize = await pick('norm', norms, start.rowWorkgroupSize, `wg${start.rowWorkgroupSize}`);
+    const startNames = choiceNames(start);
+    choices.gemm = await pick('gemm', gemms, start.gemm, startNames.gemm);
+    if (smallGemms.length > 0) choices.smallGemm = await pick('smallGemm', smallGemms, start.smallGemm, startNames.smallGemm);
+    if (attentions.length > 0) choices.attention = await pick('attention', attentions, start.attention, startNames.attention);
+    choices.rowWorkgroupSize = await pick('norm', norms, start.rowWorkgroupSize, startNames.norm);
     return { choices, timings, timer, elapsedMs: performance.now() - t0 };
   } finally {
     bufs.destroy();
