@@ -89,6 +89,11 @@ export class Scheduler implements InferenceService {
   /** Tokens per ms actually achieved (EWMA), for Retry-After. */
   private tokensPerMs = 0;
   private idleWaiters: (() => void)[] = [];
+  /**
+   * Online arrivals: when the last came and the mean gap between them (EWMA), so an
+   * admission can foresee the later requests that will share its batch.
+   */
+  private arrivals = { lastMs: -Infinity, gapMs: Infinity };
   /** Tightest online SLO seen recently: batches are capped to a fraction of it. */
   private tightSlo = { ms: Infinity, atMs: -Infinity };
   private readonly now: () => number;
@@ -130,6 +135,7 @@ export class Scheduler implements InferenceService {
     if (priority === 'online' && (sloMs <= this.tightSlo.ms || now - this.tightSlo.atMs > TIGHT_SLO_MEMORY_MS)) {
       this.tightSlo = { ms: sloMs, atMs: now };
     }
+    if (priority === 'online') this.noteArrival(now);
     const item: QueuedItem = {
       seq: this.seq++,
       task: req.task,
@@ -162,8 +168,11 @@ export class Scheduler implements InferenceService {
    * When `item` would finish if submitted now, by the cost model: the rest of the
    * running batch, then the online work due no later than it (the slo policy runs
    * earliest-due first) with `item` itself, cut into as many batches as the row,
-   * token and time limits make, each paying the fixed per-batch cost. The margin
-   * is marginFraction() of the average batch, as pickSlo's.
+   * token and time limits make, each paying the fixed per-batch cost. The margin is
+   * marginFraction() of the whole predicted time: the prediction spans every batch
+   * ahead and their errors add up (under overload five batches in a row ran up to
+   * 1.26x their estimate, bench/results/sched-latency-*-1926). A one-batch margin
+   * admitted requests at the edge of their deadline and many came back late.
    */
   private predictFinish(item: QueuedItem, now: number): { finishMs: number; marginMs: number } {
     const cost = this.opts.cost;
@@ -181,8 +190,26 @@ export class Scheduler implements InferenceService {
       Number.isFinite(capMs) && capMs > fixedMs ? Math.ceil((workMs - fixedMs) / (capMs - fixedMs)) : 1,
       1,
     );
-    const totalMs = workMs + (batches - 1) * fixedMs;
-    return { finishMs: now + busyMs + totalMs, marginMs: (this.marginFraction() * totalMs) / batches };
+    // The item's own batch is the last; until it starts, later arrivals keep joining it (they are due
+    // later, so they never run before it, but they run WITH it): add the rows they are expected to bring,
+    // within the room left under the row and time limits. Under overload that batch is always full;
+    // without this term admission priced it by the rows queued now and admitted requests came back late.
+    const perRowMs = (workMs - fixedMs) / f.rows;
+    const lastRows = f.rows - (batches - 1) * Math.ceil(f.rows / batches);
+    const lastBatchMs = fixedMs + lastRows * perRowMs;
+    const startsInMs = busyMs + workMs + (batches - 1) * fixedMs - lastBatchMs;
+    const roomRows = Math.max(0, Math.min(limits.maxRows - lastRows, Number.isFinite(capMs) && perRowMs > 0 ? (capMs - lastBatchMs) / perRowMs : Infinity));
+    const joiningRows = Math.min(roomRows, startsInMs / this.arrivals.gapMs);
+    const totalMs = workMs + (batches - 1) * fixedMs + joiningRows * perRowMs;
+    return { finishMs: now + busyMs + totalMs, marginMs: this.marginFraction() * (busyMs + totalMs) };
+  }
+
+  /** EWMA of the gap between online arrivals over about the last 20 (a burst shows within a few). */
+  private noteArrival(now: number): void {
+    const gap = now - this.arrivals.lastMs;
+    this.arrivals.lastMs = now;
+    if (!Number.isFinite(gap)) return;
+    this.arrivals.gapMs = Number.isFinite(this.arrivals.gapMs) ? 0.9 * this.arrivals.gapMs + 0.1 * gap : gap;
   }
 
   stats(): SchedulerStats {

@@ -33,6 +33,8 @@ class Sim {
   onBatch: (n: number) => unknown = () => undefined;
   /** Distinct tasks whose PETs fit the (fake) GPU pool at once. */
   poolTasks = Infinity;
+  /** How much longer than the cost model's estimate each batch runs (1 = exactly as estimated). */
+  slowdown: () => number = () => 1;
 
   constructor(config: Partial<SchedulerConfig> = {}, costState: { converged?: boolean } = {}) {
     const runner = {
@@ -48,7 +50,7 @@ class Sim {
           return Promise.reject(new PoolExhaustedError('PET pool exhausted'));
         }
         this.batches.push([...rows]);
-        const end = this.clock + COST.estimateMs(batchFeatures(rows.map((r, i) => ({ seq: i, task: r.task, kind: 'lora', length: r.inputIds.length, arrivalMs: 0, dueMs: 0, offline: false }))));
+        const end = this.clock + this.slowdown() * COST.estimateMs(batchFeatures(rows.map((r, i) => ({ seq: i, task: r.task, kind: 'lora', length: r.inputIds.length, arrivalMs: 0, dueMs: 0, offline: false }))));
         this.deliver(end);
         this.onBatch(this.batches.length);
         this.clock = end;
@@ -228,6 +230,32 @@ describe('Scheduler', () => {
     expect(served.length).toBeGreaterThan(0);
     expect(refused.length + served.length).toBe(200);
     for (const r of served) expect(r.doneAt - r.arrival.t).toBeLessThanOrEqual(sloMs);
+  });
+
+  it('under sustained overload on an engine slower than the model says, serves what it admits in time', async () => {
+    // The engine runs each batch 0.85-1.25x its estimate (mean 1.05), as a measured device does around
+    // a converged model (bench/results/sched-latency-*-1926: 95th percentile of actual/estimate over
+    // five batches 1.26). Admission must price the whole wait with a margin on all of it, and the later
+    // arrivals that will fill the request's own batch: with a one-batch margin and the batch priced by
+    // the rows queued at submit, 471 of 1136 served came back late here; with either fix alone, 48 or 341.
+    const sim = new Sim();
+    const noise = new Rng(5);
+    sim.slowdown = () => 0.85 + 0.4 * noise.next();
+    const arrivalsRng = new Rng(6);
+    const sloMs = 300;
+    const arrivals: Arrival[] = [];
+    // ~330 requests/s against a capacity of ~250/s (16-row batches of 40-token requests).
+    for (let i = 0, t = 0; i < 1500; i++) {
+      t += -Math.log(1 - arrivalsRng.next()) * 3;
+      arrivals.push({ t, req: req(i % 2 ? 'a' : 'b', 30 + arrivalsRng.int(0, 20), { sloMs }) });
+    }
+    await sim.run(arrivals);
+    const served = sim.results.filter((r) => r.result);
+    const late = served.filter((r) => r.doneAt - r.arrival.t > sloMs);
+    const refused = sim.results.filter((r) => r.error instanceof DeadlineUnreachableError);
+    expect(refused.length).toBeGreaterThan(100);
+    expect(served.length).toBeGreaterThan(900);
+    expect(late.length).toBeLessThanOrEqual(0.01 * served.length);
   });
 
   it('refuses nobody as unreachable while an online cost model is still calibrating', async () => {
