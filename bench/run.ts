@@ -24,6 +24,7 @@ const SCRIPTS: Record<string, { script: string; what: string; passName?: boolean
   toggles: { script: 'bench/dawn-toggles.ts', what: 'Dawn toggles (robustness off, ...) vs defaults: kernels and encoder, alternating child processes', passName: true },
   tune: { script: 'bench/kernel-tune.ts', what: 'kernel self-tuner: every candidate timed, end-to-end default vs pick (alternating)' },
   f16: { script: 'bench/f16-fidelity.ts', what: 'f16 vs f32 storage on the demo tasks: largest logit/probability difference, top-label agreement' },
+  loads: { script: 'bench/load-patterns.ts', what: 'storage-buffer load cost by address pattern across lanes (why kernels are shaped as they are)' },
   peer: { script: 'bench/peer.ts', what: 'PetServe vs onnxruntime-web WebGPU and onnxruntime-node CPU (same checkpoint)', passName: true },
 };
 
