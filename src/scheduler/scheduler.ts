@@ -199,7 +199,8 @@ export class Scheduler implements InferenceService {
     const lastBatchMs = fixedMs + lastRows * perRowMs;
     const startsInMs = busyMs + workMs + (batches - 1) * fixedMs - lastBatchMs;
     const roomRows = Math.max(0, Math.min(limits.maxRows - lastRows, Number.isFinite(capMs) && perRowMs > 0 ? (capMs - lastBatchMs) / perRowMs : Infinity));
-    const joiningRows = Math.min(roomRows, startsInMs / this.arrivals.gapMs);
+    // (Requests submitted in the same millisecond make the gap 0: then the room fills, never NaN.)
+    const joiningRows = startsInMs > 0 ? Math.min(roomRows, startsInMs / Math.max(this.arrivals.gapMs, 1e-6)) : 0;
     const totalMs = workMs + (batches - 1) * fixedMs + joiningRows * perRowMs;
     return { finishMs: now + busyMs + totalMs, marginMs: this.marginFraction() * (busyMs + totalMs) };
   }

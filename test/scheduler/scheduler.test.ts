@@ -232,6 +232,18 @@ describe('Scheduler', () => {
     for (const r of served) expect(r.doneAt - r.arrival.t).toBeLessThanOrEqual(sloMs);
   });
 
+  it('prices a burst submitted in one instant (arrival gap 0) and still refuses what cannot make it', async () => {
+    const sim = new Sim();
+    const sloMs = 200;
+    await sim.run(Array.from({ length: 200 }, (_, i) => ({ t: 5, req: req(i % 2 ? 'a' : 'b', 10 + (i % 30), { sloMs }) })));
+    const refused = sim.results.filter((r) => r.error instanceof DeadlineUnreachableError);
+    const served = sim.results.filter((r) => r.result);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(served.length).toBeGreaterThan(0);
+    expect(refused.length + served.length).toBe(200);
+    for (const r of served) expect(r.doneAt - r.arrival.t).toBeLessThanOrEqual(sloMs);
+  });
+
   it('under sustained overload on an engine slower than the model says, serves what it admits in time', async () => {
     // The engine runs each batch 0.85-1.25x its estimate (mean 1.05), as a measured device does around
     // a converged model (bench/results/sched-latency-*-1926: 95th percentile of actual/estimate over
