@@ -194,14 +194,17 @@ export class Scheduler implements InferenceService {
     // later, so they never run before it, but they run WITH it): add the rows they are expected to bring,
     // within the room left under the row and time limits. Under overload that batch is always full;
     // without this term admission priced it by the rows queued now and admitted requests came back late.
+    const queuedMs = workMs + (batches - 1) * fixedMs;
     const perRowMs = (workMs - fixedMs) / f.rows;
-    const lastRows = f.rows - (batches - 1) * Math.ceil(f.rows / batches);
+    // The queued rows spread evenly over the batches (the token or time limit may make more batches than
+    // the row limit does, so "full batches, then the rest" could leave the last fewer than zero rows).
+    const lastRows = f.rows / batches;
     const lastBatchMs = fixedMs + lastRows * perRowMs;
-    const startsInMs = busyMs + workMs + (batches - 1) * fixedMs - lastBatchMs;
+    const startsInMs = busyMs + queuedMs - lastBatchMs;
     const roomRows = Math.max(0, Math.min(limits.maxRows - lastRows, Number.isFinite(capMs) && perRowMs > 0 ? (capMs - lastBatchMs) / perRowMs : Infinity));
     // (Requests submitted in the same millisecond make the gap 0: then the room fills, never NaN.)
     const joiningRows = startsInMs > 0 ? Math.min(roomRows, startsInMs / Math.max(this.arrivals.gapMs, 1e-6)) : 0;
-    const totalMs = workMs + (batches - 1) * fixedMs + joiningRows * perRowMs;
+    const totalMs = queuedMs + joiningRows * perRowMs;
     return { finishMs: now + busyMs + totalMs, marginMs: this.marginFraction() * (busyMs + totalMs) };
   }
 
