@@ -171,11 +171,11 @@ export class KernelTuning {
 }
 
 function gainOf(o: TuneOutcome, start: KernelChoices): KernelTuningStatus['gain'] {
-  const from_ = choiceNames(start);
-  const to_ = choiceNames(o.choices);
+  const startNames = choiceNames(start);
+  const pickedNames = choiceNames(o.choices);
   const out: NonNullable<KernelTuningStatus['gain']> = {};
-  for (const kernel of Object.keys(from_) as KernelClass[]) {
-    const [from, to] = [from_[kernel], to_[kernel]];
+  for (const kernel of Object.keys(startNames) as KernelClass[]) {
+    const [from, to] = [startNames[kernel], pickedNames[kernel]];
     const ms = (name: string): number | null => o.timings.find((t) => t.kernel === kernel && t.candidate === name)?.ms ?? null;
     if (o.timings.some((t) => t.kernel === kernel)) out[kernel] = { startMs: ms(from), pickedMs: ms(to) };
   }
