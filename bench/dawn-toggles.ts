@@ -73,7 +73,7 @@ async function child(variant: string): Promise<void> {
   try {
     const gemm = await benchGemm(res, {
       tokenCounts: [128],
-      kernels: gemmKernels(false).filter((k) => GEMM_KERNELS.has(k.name)),
+      kernels: gemmKernels({ shaderF16: false, subgroups: false }).filter((k) => GEMM_KERNELS.has(k.name)),
       budget: KERNEL_BUDGET,
       gate: null,
       log,

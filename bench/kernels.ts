@@ -73,11 +73,12 @@ const log = (msg: string): void => (progress !== null ? progress.log(`[bench] ${
 
 function gemmSummaryTable(summary: GemmShapeSummary[], measurements: GemmMeasurement[], kernels: string[]): Table {
   const hasF16 = kernels.includes('rb-f16');
+  const hasSgx = kernels.includes('sgx');
   const loaded = (s: GemmShapeSummary, kernel: string): string =>
     LOADED(measurements.find((m) => m.M === s.M && m.N === s.N && m.K === s.K && m.kernel === kernel)?.otherCpuShare ?? 0);
   return {
     title: 'GEMM GFLOP/s (2·M·N·K / device time), bert-base shapes',
-    headers: ['M', 'N', 'K', 'layer', ...kernels, 'tiled/naive', 'rb/naive', ...(hasF16 ? ['rb f16/f32'] : [])],
+    headers: ['M', 'N', 'K', 'layer', ...kernels, 'tiled/naive', 'rb/naive', ...(hasF16 ? ['rb f16/f32'] : []), ...(hasSgx ? ['sgx/rb'] : [])],
     align: ['right', 'right', 'right', 'left'],
     rows: summary.map((s) => [
       String(s.M),
@@ -88,6 +89,7 @@ function gemmSummaryTable(summary: GemmShapeSummary[], measurements: GemmMeasure
       `${fmt(s.tiledOverNaive)}x`,
       `${fmt(s.rbOverNaive)}x`,
       ...(hasF16 ? [`${fmt(s.rbF16OverRb)}x`] : []),
+      ...(hasSgx ? [`${fmt(s.sgxOverRb)}x`] : []),
     ]),
     note: LOADED_NOTE,
   };
@@ -188,7 +190,7 @@ async function main(): Promise<void> {
     log(`adapter: ${caps.adapterName} (shader-f16 ${caps.shaderF16}, timestamp-query ${caps.timestampQuery})`);
     if (!caps.timestampQuery) log('no timestamp-query: kernel timings fall back to wall-clock');
 
-    const kernels = gemmKernels(caps.shaderF16);
+    const kernels = gemmKernels(caps);
     const mixes = lengthMixes(ATTENTION_SEQUENCES, 42);
     const dtypes: Dtype[] = caps.shaderF16 ? ['f32', 'f16'] : ['f32'];
     progress = benchProgress('kernels', gemmMeasurementCount(GEMM_TOKEN_COUNTS, kernels) + 2 * mixes.length + ENCODER_CASES.length * dtypes.length, 'measurements');
@@ -280,6 +282,7 @@ async function main(): Promise<void> {
           tiledOverNaive: round(s.tiledOverNaive, 3),
           rbOverNaive: round(s.rbOverNaive, 3),
           rbF16OverRb: s.rbF16OverRb !== null ? round(s.rbF16OverRb, 3) : null,
+          sgxOverRb: s.sgxOverRb !== null ? round(s.sgxOverRb, 3) : null,
         })),
         measurements: gemmResults.measurements.map((m) => ({
           ...m,

@@ -23,14 +23,20 @@ export interface GemmKernel {
   dtype: Dtype;
 }
 
-export function gemmKernels(shaderF16: boolean): GemmKernel[] {
-  const rb = defaultKernelChoices.gemm;
+/** The register-blocked GEMM without subgroups (the default before sgx, and sgx's fallback). */
+const RB: GemmChoice = { variant: 'rb', rowsPerInvocation: 4, colsPerInvocation: 8 };
+
+/** naive, tiled and rb always; the default sgx kernel where the adapter has subgroups; f16 forms where it has shader-f16. */
+export function gemmKernels(caps: { shaderF16: boolean; subgroups: boolean }): GemmKernel[] {
+  const sgx = defaultKernelChoices.gemm;
   const kernels: GemmKernel[] = [
     { name: 'naive', variant: 'naive', choice: { variant: 'naive' }, dtype: 'f32' },
     { name: 'tiled', variant: 'tiled', choice: { variant: 'tiled', bk: 16 }, dtype: 'f32' },
-    { name: 'rb', variant: 'rb', choice: rb, dtype: 'f32' },
+    { name: 'rb', variant: 'rb', choice: RB, dtype: 'f32' },
   ];
-  if (shaderF16) kernels.push({ name: 'rb-f16', variant: 'rb', choice: rb, dtype: 'f16' });
+  if (caps.subgroups && sgx.variant === 'sgx') kernels.push({ name: 'sgx', variant: 'sgx', choice: sgx, dtype: 'f32' });
+  if (caps.shaderF16) kernels.push({ name: 'rb-f16', variant: 'rb', choice: RB, dtype: 'f16' });
+  if (caps.shaderF16 && caps.subgroups && sgx.variant === 'sgx') kernels.push({ name: 'sgx-f16', variant: 'sgx', choice: sgx, dtype: 'f16' });
   return kernels;
 }
 
@@ -65,6 +71,8 @@ export interface GemmShapeSummary {
   rbOverNaive: number;
   /** rb in f16 over rb in f32; null without shader-f16. */
   rbF16OverRb: number | null;
+  /** The subgroup-shuffle kernel over rb (f32); null without subgroups. */
+  sgxOverRb: number | null;
 }
 
 interface OperandBuffers {
@@ -168,6 +176,7 @@ export async function benchGemm(
           tiledOverNaive: (gflops['tiled'] ?? Number.NaN) / naive,
           rbOverNaive: rb / naive,
           rbF16OverRb: rbF16 !== undefined ? rbF16 / rb : null,
+          sgxOverRb: gflops['sgx'] !== undefined ? gflops['sgx'] / rb : null,
         });
       }
     }

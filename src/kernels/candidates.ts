@@ -9,14 +9,19 @@ export interface CandidateFeatures {
   subgroups: boolean;
 }
 
-/** GEMM specialisations for GEMMs with many rows: register-blocked shapes, workgroup-tiled K slices. */
-export function gemmCandidates(): GemmChoice[] {
+/**
+ * GEMM specialisations for GEMMs with many rows: register-blocked shapes, workgroup-tiled K slices, and
+ * where subgroups exist register blocks that share X through subgroup shuffles (taller blocks: each lane
+ * loads only 1/subgroup_size of its rows' X; 2.5-4x the rb GFLOP/s on lavapipe, bench/results/kernels-*).
+ */
+export function gemmCandidates(f: CandidateFeatures): GemmChoice[] {
   const out: GemmChoice[] = [];
   // No 8x8 block: lavapipe compiles it at first dispatch in 17-30 s (f16) on two cores, and it never won a tuning run there.
   for (const [rowsPerInvocation, colsPerInvocation] of [[2, 4], [2, 8], [4, 4], [4, 8], [8, 4]] as const) {
     out.push({ variant: 'rb', rowsPerInvocation, colsPerInvocation });
   }
   for (const bk of [8, 16, 32]) out.push({ variant: 'tiled', bk });
+  if (f.subgroups) for (const rowsPerInvocation of [8, 16, 32]) out.push({ variant: 'sgx', rowsPerInvocation, colsPerInvocation: 4 });
   return out;
 }
 
@@ -50,6 +55,8 @@ export function gemmChoiceName(c: GemmChoice): string {
   switch (c.variant) {
     case 'rb':
       return `rb${c.rowsPerInvocation}x${c.colsPerInvocation}`;
+    case 'sgx':
+      return `sgx${c.rowsPerInvocation}x${c.colsPerInvocation}`;
     case 'tiled':
       return `tiled-bk${c.bk}`;
     case 'subgroup':

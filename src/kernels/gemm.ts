@@ -65,6 +65,8 @@ export function gemmSpec(
       return { shader: 'gemm_naive', params: common };
     case 'rb':
       return { shader: 'gemm_rb', params: { ...common, RM: choice.rowsPerInvocation, CN: choice.colsPerInvocation } };
+    case 'sgx':
+      return { shader: 'gemm_sgx', params: { ...common, RM: choice.rowsPerInvocation, CN: choice.colsPerInvocation } };
     case 'tiled':
       return { shader: 'gemm', params: { ...common, BK: choice.bk } };
     case 'subgroup':
@@ -79,6 +81,9 @@ function gemmGrid(choice: GemmChoice, M: number, N: number): [number, number] {
       return [Math.ceil(N / 8), Math.ceil(M / 8)];
     case 'rb':
       return [Math.ceil(N / (8 * choice.colsPerInvocation)), Math.ceil(M / (8 * choice.rowsPerInvocation))];
+    case 'sgx':
+      // 64 invocations of one row block per workgroup (shaders/gemm_sgx.wgsl).
+      return [Math.ceil(N / (64 * choice.colsPerInvocation)), Math.ceil(M / choice.rowsPerInvocation)];
     case 'tiled':
       return [Math.ceil(N / 64), Math.ceil(M / 64)];
     case 'subgroup':
@@ -101,6 +106,9 @@ const TILED_FALLBACK: GemmChoice = { variant: 'tiled', bk: 16 };
  */
 const NO_SUBGROUPS_FALLBACK: GemmChoice = { variant: 'rb', rowsPerInvocation: 1, colsPerInvocation: 8 };
 
+/** The fallback for 'sgx' without the `subgroups` feature: the rb shape that was the default before sgx. */
+const NO_SUBGROUPS_MANY_ROWS_FALLBACK: GemmChoice = { variant: 'rb', rowsPerInvocation: 4, colsPerInvocation: 8 };
+
 /** Record Y = act(X·Wᵀ + b) (+ R) into `enc`. */
 export function gemm(
   enc: BatchEncoder,
@@ -115,7 +123,8 @@ export function gemm(
   if (ldx < a.K || ldy < a.N) throw new RangeError(`${label}: row stride smaller than the row`);
   const vec4Loads = a.K % 4 === 0 && ldx % 4 === 0;
   if (choice.variant === 'subgroup' && !enc.capabilities.subgroups) choice = NO_SUBGROUPS_FALLBACK;
-  if (choice.variant === 'rb' && !vec4Loads) choice = TILED_FALLBACK;
+  if (choice.variant === 'sgx' && !enc.capabilities.subgroups) choice = NO_SUBGROUPS_MANY_ROWS_FALLBACK;
+  if ((choice.variant === 'rb' || choice.variant === 'sgx') && !vec4Loads) choice = TILED_FALLBACK;
   const t = a.tasks ?? null;
   const spec = gemmSpec(dtype, choice, { hasBias: !!a.bias, act: a.act ?? 'none', residual: !!a.residual, tasks: !!t, vec4Loads });
   const uniforms = new Uniforms()

@@ -21,8 +21,11 @@ export const tuning: {
 
 /** What a runner records with before (or without) self-tuning. */
 export const defaultKernelChoices: KernelChoices = {
-  /** 'rb' with 4x8 blocks measured fastest on lavapipe (bench/results/kernels-*.json). */
-  gemm: { variant: 'rb', rowsPerInvocation: 4, colsPerInvocation: 8 },
+  /**
+   * 'sgx' 16x4: 2.5-3x rb 4x8's GFLOP/s on lavapipe (bench/results/kernel-tune-*-2026120[3]*); without
+   * the `subgroups` feature gemm() records rb 4x8, the previous default, instead.
+   */
+  gemm: { variant: 'sgx', rowsPerInvocation: 16, colsPerInvocation: 4 },
   smallGemm: { variant: 'rb', rowsPerInvocation: 4, colsPerInvocation: 8 },
   attention: { form: 'resident', workgroupSize: 64 },
   rowWorkgroupSize: 64,

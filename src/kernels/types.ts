@@ -2,15 +2,17 @@
 export type Dtype = 'f32' | 'f16';
 
 /**
- * GEMM kernel: 'rb' register-blocked, no workgroup memory (needs K, ldx % 4 == 0); 'tiled': workgroup-memory
+ * GEMM kernel: 'rb' register-blocked, no workgroup memory (needs K, ldx % 4 == 0); 'sgx': rb blocks whose
+ * lanes share the X loads through subgroup shuffles (needs the `subgroups` feature and K, ldx % 4 == 0); 'tiled': workgroup-memory
  * tiles; 'subgroup': K split over the lanes of a subgroup and reduced with subgroupAdd (needs the `subgroups`
  * feature; meant for few rows, e.g. decode steps); 'naive': baseline.
  */
-export type GemmVariant = 'rb' | 'tiled' | 'subgroup' | 'naive';
+export type GemmVariant = 'rb' | 'sgx' | 'tiled' | 'subgroup' | 'naive';
 
 /** One specialisation of a GEMM kernel: its variant and that variant's tile parameters. */
 export type GemmChoice =
   | { variant: 'rb'; rowsPerInvocation: number; colsPerInvocation: 4 | 8 }
+  | { variant: 'sgx'; rowsPerInvocation: number; colsPerInvocation: 4 | 8 }
   | { variant: 'tiled'; bk: number }
   | { variant: 'subgroup'; rowsPerWorkgroup: number }
   | { variant: 'naive' };

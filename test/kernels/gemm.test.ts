@@ -75,7 +75,7 @@ async function check(
 
 // Every variant the self-tuner may pick (src/kernels/candidates.ts), plus the naive baseline.
 const VARIANTS: GemmChoice[] = [{ variant: 'naive' }];
-for (const c of [...gemmCandidates(), ...smallGemmCandidates({ subgroups: gpu.ctx.capabilities.subgroups })]) {
+for (const c of [...gemmCandidates(gpu.ctx.capabilities), ...smallGemmCandidates(gpu.ctx.capabilities)]) {
   if (!VARIANTS.some((v) => gemmChoiceName(v) === gemmChoiceName(c))) VARIANTS.push(c);
 }
 const RB: GemmChoice = { variant: 'rb', rowsPerInvocation: 4, colsPerInvocation: 8 };
@@ -230,8 +230,9 @@ describe('gemm per-task epilogue (TASKS) matches the float64 reference', () => {
   }
 
   // The epilogue is shared code; what differs per kernel is which (m, n) reach it. Swept on the decode kernels
-  // (subgroup and rb1x8, its fallback without subgroups) and naive: rb's larger blocks inline the TASKS epilogue
-  // RM·CN times, and on a loaded 2-core host lavapipe took 25-120 s per such rb test, nearly all compiling.
+  // (subgroup and rb1x8, its fallback without subgroups), the sgx blocks and naive: rb's larger blocks inline the
+  // TASKS epilogue RM·CN times, and on a loaded 2-core host lavapipe took 25-120 s per such rb test, nearly all
+  // compiling (sgx stores through a loop instead: 2-12 s cold).
   const taskVariants = VARIANTS.filter((v) => v.variant !== 'tiled' && (v.variant !== 'rb' || gemmChoiceName(v) === 'rb1x8'));
   for (const variant of taskVariants) {
     it(`${gemmChoiceName(variant)}: per-row bias override, deltas by column block, pre/post scales`, async () => {
@@ -257,6 +258,25 @@ describe('gemm variant fallbacks', () => {
     expect(recorded[0]!.spec.shader).toBe('gemm_rb');
     expect(recorded[0]!.spec.params).toMatchObject({ RM: 1, CN: 8 });
     expect(recorded[0]!.workgroups).toEqual([2, 1]);
+  });
+
+  it('an sgx choice records rb 4x8 without the subgroups feature, and the tiled kernel where K is not a multiple of 4', () => {
+    const recorded: KernelSpec[] = [];
+    const enc = (subgroups: boolean): BatchEncoder =>
+      ({
+        capabilities: { ...gpu.ctx.capabilities, subgroups },
+        dispatch(_label: string, spec: KernelSpec): void {
+          recorded.push(spec);
+        },
+      }) as unknown as BatchEncoder;
+    const buf = {} as GPUBuffer;
+    const sgx: GemmChoice = { variant: 'sgx', rowsPerInvocation: 16, colsPerInvocation: 4 };
+    gemm(enc(false), 'f32', { x: buf, w: buf, y: buf, M: 40, N: 100, K: 64 }, 'no subgroups', sgx);
+    gemm(enc(true), 'f32', { x: buf, w: buf, y: buf, M: 40, N: 100, K: 63 }, 'odd K', sgx);
+    gemm(enc(true), 'f32', { x: buf, w: buf, y: buf, M: 40, N: 100, K: 64 }, 'sgx', sgx);
+    expect(recorded.map((s) => s.shader)).toEqual(['gemm_rb', 'gemm', 'gemm_sgx']);
+    expect(recorded[0]!.params).toMatchObject({ RM: 4, CN: 8 });
+    expect(recorded[2]!.params).toMatchObject({ RM: 16, CN: 4 });
   });
 
   it.skipIf(!gpu.ctx.capabilities.subgroups)('the subgroup kernel reads vec4 where K and ldx allow, scalars otherwise', () => {

@@ -47,7 +47,7 @@ export function choiceCacheFile(cacheDir: string, key: ChoiceCacheKey): string {
 
 /** Every field of `c` is one of today's candidates (any subgroup one counts: the tuner only picks those the device has). */
 function isCandidateSet(c: KernelChoices): boolean {
-  const gemmNames = new Set([...gemmCandidates(), ...smallGemmCandidates({ subgroups: true })].map(gemmChoiceName));
+  const gemmNames = new Set([...gemmCandidates({ subgroups: true }), ...smallGemmCandidates({ subgroups: true })].map(gemmChoiceName));
   return (
     gemmNames.has(gemmChoiceName(c.gemm)) &&
     gemmNames.has(gemmChoiceName(c.smallGemm)) &&

@@ -67,7 +67,7 @@ export async function tuneKernels(
   const trials = opts.trials ?? 3;
   const minGain = opts.minGain ?? 0.05;
   const w = workload;
-  const gemms: Entry<KernelChoices['gemm']>[] = gemmCandidates().map((c) => ({
+  const gemms: Entry<KernelChoices['gemm']>[] = gemmCandidates({ subgroups: ctx.capabilities.subgroups }).map((c) => ({
     name: gemmChoiceName(c),
     choice: c,
     record: (b) => gemmRecorder(w, b, w.largeRows, c),
