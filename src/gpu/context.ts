@@ -20,6 +20,8 @@ export interface GpuCapabilities {
   shaderF16: boolean;
   timestampQuery: boolean;
   subgroups: boolean;
+  /** The adapter's subgroup size where it has one (subgroups present and min = max size), else null. */
+  subgroupSize: number | null;
   maxStorageBufferBindingSize: number;
   maxBufferSize: number;
   maxComputeWorkgroupStorageSize: number;
@@ -35,6 +37,12 @@ function installGlobals(): void {
     Object.assign(globalThis, globals);
     globalsInstalled = true;
   }
+}
+
+/** Dawn reports subgroupMinSize/subgroupMaxSize on GPUAdapterInfo (not yet in @webgpu/types). */
+function singleSubgroupSize(info: GPUAdapterInfo): number | null {
+  const { subgroupMinSize, subgroupMaxSize } = info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  return subgroupMinSize !== undefined && subgroupMinSize > 0 && subgroupMinSize === subgroupMaxSize ? subgroupMinSize : null;
 }
 
 const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'timestamp-query', 'subgroups'];
@@ -133,6 +141,7 @@ export class GpuContext {
       shaderF16: device.features.has('shader-f16'),
       timestampQuery: device.features.has('timestamp-query'),
       subgroups: device.features.has('subgroups'),
+      subgroupSize: device.features.has('subgroups') ? singleSubgroupSize(adapter.info) : null,
       maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
       maxBufferSize: device.limits.maxBufferSize,
       maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,

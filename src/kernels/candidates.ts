@@ -7,6 +7,8 @@ import type { AttentionChoice, GemmChoice, KernelChoices } from './types.js';
 export interface CandidateFeatures {
   /** The adapter has the `subgroups` feature (subgroupAdd in WGSL). */
   subgroups: boolean;
+  /** Its one subgroup size, null where it has none or several (the 'lanes' attention form needs one). */
+  subgroupSize?: number | null;
 }
 
 /**
@@ -37,15 +39,19 @@ export function smallGemmCandidates(f: CandidateFeatures): GemmChoice[] {
   return out;
 }
 
-/** Attention forms and workgroup sizes. */
-export function attentionCandidates(): AttentionChoice[] {
+/** Attention forms and workgroup sizes ('lanes' only where the adapter has one subgroup size; its workgroup is 64). */
+export function attentionCandidates(f: CandidateFeatures): AttentionChoice[] {
   const out: AttentionChoice[] = [];
   for (const workgroupSize of [32, 64, 128]) {
     out.push({ form: 'resident', workgroupSize });
     out.push({ form: 'online', workgroupSize });
   }
+  if (f.subgroups && f.subgroupSize) out.push({ form: 'lanes', workgroupSize: LANES_WORKGROUP });
   return out;
 }
+
+/** Invocations (queries) per workgroup of the 'lanes' attention form (shaders/attention_lanes.wgsl). */
+export const LANES_WORKGROUP = 64;
 
 /** Workgroup sizes of the row-wise kernels (LayerNorm, RMSNorm, softmax); powers of two for their tree reductions. */
 export const rowWorkgroupCandidates: readonly number[] = [32, 64, 128, 256];

@@ -27,6 +27,10 @@ export const defaultKernelChoices: KernelChoices = {
    */
   gemm: { variant: 'sgx', rowsPerInvocation: 16, colsPerInvocation: 4 },
   smallGemm: { variant: 'rb', rowsPerInvocation: 4, colsPerInvocation: 8 },
-  attention: { form: 'resident', workgroupSize: 64 },
+  /**
+   * 'lanes' (one query per invocation, K/V shared by subgroup shuffles): 12x the resident form on lavapipe at
+   * 8x128 (bench/results/kernel-tune-*-20261203*); the resident form at 64 where the adapter lacks one subgroup size.
+   */
+  attention: { form: 'lanes', workgroupSize: 64 },
   rowWorkgroupSize: 64,
 };

@@ -20,9 +20,11 @@ export type GemmChoice =
 /**
  * Attention form: 'resident' keeps a query's scores for all keys in workgroup memory (fast for short
  * sequences, memory grows with the key count); 'online' streams keys in tiles with a running max and sum
- * (online softmax), so workgroup memory is fixed whatever the length.
+ * (online softmax), so workgroup memory is fixed whatever the length; 'lanes' gives each invocation one query
+ * and shares K/V rows across a subgroup by shuffles (online softmax, no workgroup memory or barriers; needs
+ * `subgroups` with one subgroup size and head_dim % 4 == 0, else the host runs 'resident').
  */
-export type AttentionForm = 'resident' | 'online';
+export type AttentionForm = 'resident' | 'online' | 'lanes';
 
 export interface AttentionChoice {
   form: AttentionForm;

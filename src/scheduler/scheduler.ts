@@ -53,7 +53,6 @@ interface Entry extends QueuedItem {
  * one whole batch.
  */
 const MARGIN_FRACTION = 0.25;
-const ARRIVAL_W = Number(process.env.ARRIVAL_W ?? 0.1);
 /**
  * Until the online cost model has converged, SLO decisions take every batch as
  * this much longer than estimated (smaller batches under the time cap, items
@@ -214,7 +213,7 @@ export class Scheduler implements InferenceService {
     const gap = now - this.arrivals.lastMs;
     this.arrivals.lastMs = now;
     if (!Number.isFinite(gap)) return;
-    this.arrivals.gapMs = Number.isFinite(this.arrivals.gapMs) ? (1 - ARRIVAL_W) * this.arrivals.gapMs + ARRIVAL_W * gap : gap;
+    this.arrivals.gapMs = Number.isFinite(this.arrivals.gapMs) ? 0.9 * this.arrivals.gapMs + 0.1 * gap : gap;
   }
 
   stats(): SchedulerStats {

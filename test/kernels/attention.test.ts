@@ -1,4 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import type { BatchEncoder } from '../../src/gpu/batch-encoder.js';
+import type { KernelSpec } from '../../src/gpu/pipeline-cache.js';
 import { attention, packedKeyRanges, residentWorkgroupBytes } from '../../src/kernels/attention.js';
 import { attentionCandidates, attentionChoiceName } from '../../src/kernels/candidates.js';
 import { SlotField, SlotTable, slotSiteBase } from '../../src/kernels/slot-record.js';
@@ -37,12 +39,17 @@ interface Case {
  * Shapes that straddle the tile (= workgroup) sizes 32, 64 and 128: a single key, partial last tiles (7, 65,
  * 130), exact tiles (64, 128), head dims that are no multiple of the workgroup or of 4, a padded row stride,
  * and one sequence of 1100 keys (35 tiles at WG 32, so the running max is raised and rescaled many times).
+ * For the lanes form (head_dim % 4 == 0 and a row stride % 4 == 0; else it runs resident): head dims of
+ * fewer vec4s than a lavapipe subgroup (12), more (64) and a non-multiple of it (36), sequences that share
+ * a 64-query workgroup and a subgroup, NaN past v in a stride of whole vec4s, and 1100 keys in one sequence.
  */
 const CASES: Case[] = [
   { lengths: [1], heads: 1, headDim: 5 },
   { lengths: [1, 7, 65, 130], heads: 2, headDim: 12 },
   { lengths: [64, 3, 128, 33], heads: 3, headDim: 20, ldPad: 7 },
   { lengths: [1100, 5], heads: 1, headDim: 6 },
+  { lengths: [3, 70, 1, 129, 64], heads: 2, headDim: 64, ldPad: 8 },
+  { lengths: [5, 1100, 2], heads: 1, headDim: 36 },
 ];
 // One key bound for every case, as the engine passes its maxLength: one resident pipeline per choice and
 // dtype, not one per case (lavapipe spends 1-2 s compiling each).
@@ -112,7 +119,7 @@ async function runAttention(
 }
 
 describe('attention over packed variable-length sequences matches the float64 reference', () => {
-  for (const choice of attentionCandidates()) {
+  for (const choice of attentionCandidates(gpu.ctx.capabilities)) {
     for (const dtype of dtypes) {
       const name = `${attentionChoiceName(choice)} ${dtype}`;
       it.skipIf(noF16(dtype))(`${name}: each query sees only its own sequence; ragged, partial-tile and 1100-key sequences`, async () => {
@@ -127,7 +134,8 @@ describe('attention over packed variable-length sequences matches the float64 re
 
 // The scaling is the same lines after the softmax in every workgroup size: one size per form.
 describe('attention with TASKS scales each row\'s context by its slot\'s IA³ vector', () => {
-  for (const form of ['resident', 'online'] as const) {
+  const forms = attentionCandidates(gpu.ctx.capabilities).some((c) => c.form === 'lanes') ? (['resident', 'online', 'lanes'] as const) : (['resident', 'online'] as const);
+  for (const form of forms) {
     for (const dtype of dtypes) {
       const choice: AttentionChoice = { form, workgroupSize: 64 };
       const name = `${attentionChoiceName(choice)} ${dtype}`;
@@ -140,12 +148,13 @@ describe('attention with TASKS scales each row\'s context by its slot\'s IA³ ve
         const table = new SlotTable(2, numSlots);
         const site = 1;
         const decoy = 0;
-        const scales = [hidden, 2 * hidden];
+        // Offsets that are no multiple of 4: the lanes form reads its vec4 chunks element by element.
+        const scales = [hidden + 1, 2 * hidden + 1];
         table.set(0, 1, SlotField.contextScale, decoy);
         table.set(0, 2, SlotField.contextScale, decoy);
         table.set(site, 1, SlotField.contextScale, scales[0]!);
         table.set(site, 2, SlotField.contextScale, scales[1]!);
-        const pool = roundToDtype(randomArray(3 * hidden, 2), dtype);
+        const pool = roundToDtype(randomArray(3 * hidden + 2, 2), dtype);
         const rowSlot = c.lengths.flatMap((len, s) => Array<number>(len).fill([1, 2, 0][s]!));
         const { got, expected } = await runAttention(c, dtype, choice, {
           tasks: { rowSlot, slotTable: table, siteBase: slotSiteBase(site, numSlots), pool },
@@ -172,6 +181,25 @@ describe('attention form choice', () => {
     expect(residentWorkgroupBytes(maxKeys, c.headDim, choice.workgroupSize)).toBeGreaterThan(limit);
     const { got, expected } = await runAttention(c, 'f32', choice, { maxKeys });
     expectClose(got, expected, TOL.f32, 'resident beyond the workgroup memory limit');
+  });
+
+  it('a lanes choice runs the resident form where the adapter has no single subgroup size, head_dim % 4 != 0 or ld % 4 != 0', () => {
+    const recorded: string[] = [];
+    const enc = (subgroupSize: number | null): BatchEncoder =>
+      ({
+        capabilities: { ...gpu.ctx.capabilities, subgroups: subgroupSize !== null, subgroupSize },
+        dispatch(_label: string, spec: KernelSpec): void {
+          recorded.push(spec.shader);
+        },
+      }) as unknown as BatchEncoder;
+    const buf = {} as GPUBuffer;
+    const lanes: AttentionChoice = { form: 'lanes', workgroupSize: 64 };
+    const args = { qkv: buf, keyRange: buf, out: buf, tokens: 10, heads: 2, headDim: 8, maxKeys: 10 };
+    attention(enc(null), 'f32', args, 'no subgroup size', lanes);
+    attention(enc(8), 'f32', { ...args, headDim: 6 }, 'head_dim 6', lanes);
+    attention(enc(8), 'f32', { ...args, ldQkv: 50 }, 'ld 50', lanes);
+    attention(enc(8), 'f32', args, 'lanes', lanes);
+    expect(recorded).toEqual(['attention', 'attention', 'attention', 'attention_lanes']);
   });
 
   it('refuses a workgroup size that is not a power of two (both forms reduce over the workgroup in halves or eighths)', () => {

@@ -85,7 +85,7 @@ describe('kernel self-tuner', () => {
     const trials = 2;
     const o = await tuneKernels(gpu.ctx, encoderWorkload, defaultKernelChoices, { exclusive: q.exclusive, trials, minGain: 0.05 });
     const gemmNames = gemmCandidates(gpu.ctx.capabilities).map(gemmChoiceName);
-    const attnNames = attentionCandidates().map(attentionChoiceName);
+    const attnNames = attentionCandidates(gpu.ctx.capabilities).map(attentionChoiceName);
     const normNames = rowWorkgroupCandidates.map((wg) => `wg${wg}`);
     expect(o.timings.filter((t) => t.kernel === 'gemm').map((t) => t.candidate)).toEqual(gemmNames);
     expect(o.timings.filter((t) => t.kernel === 'attention').map((t) => t.candidate)).toEqual(attnNames);

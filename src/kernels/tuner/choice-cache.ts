@@ -51,7 +51,7 @@ function isCandidateSet(c: KernelChoices): boolean {
   return (
     gemmNames.has(gemmChoiceName(c.gemm)) &&
     gemmNames.has(gemmChoiceName(c.smallGemm)) &&
-    attentionCandidates().some((a) => attentionChoiceName(a) === attentionChoiceName(c.attention)) &&
+    attentionCandidates({ subgroups: true, subgroupSize: 8 }).some((a) => attentionChoiceName(a) === attentionChoiceName(c.attention)) &&
     rowWorkgroupCandidates.includes(c.rowWorkgroupSize)
   );
 }

@@ -83,7 +83,7 @@ export async function tuneKernels(
   const attentions: Entry<KernelChoices['attention']>[] =
     w.attention === null
       ? []
-      : attentionCandidates().map((c) => ({ name: attentionChoiceName(c), choice: c, record: (b) => attentionRecorder(w, b, c) }));
+      : attentionCandidates(ctx.capabilities).map((c) => ({ name: attentionChoiceName(c), choice: c, record: (b) => attentionRecorder(w, b, c) }));
   const norms: Entry<number>[] = rowWorkgroupCandidates
     .filter((wg) => wg <= ctx.capabilities.maxComputeInvocationsPerWorkgroup)
     .map((wg) => ({ name: rowWorkgroupName(wg), choice: wg, record: (b) => normRecorder(w, b, wg) }));
