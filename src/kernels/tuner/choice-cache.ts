@@ -13,6 +13,7 @@ import {
   gemmChoiceName,
   rowWorkgroupCandidates,
   smallGemmCandidates,
+  type CandidateFeatures,
 } from '../candidates.js';
 import type { KernelChoices } from '../types.js';
 import type { CandidateTiming, TuneOutcome } from './kernel-tuner.js';
@@ -45,13 +46,19 @@ export function choiceCacheFile(cacheDir: string, key: ChoiceCacheKey): string {
   return join(cacheDir, `kernels-${hash}.json`);
 }
 
-/** Every field of `c` is one of today's candidates (any subgroup one counts: the tuner only picks those the device has). */
+/**
+ * Features under which every candidate is listed: a cached pick may name any subgroup candidate (the tuner
+ * only picks those its device has; the subgroup size only gates which exist, any single size lists them all).
+ */
+const EVERY_CANDIDATE: CandidateFeatures = { subgroups: true, subgroupSize: 32 };
+
+/** Every field of `c` is one of today's candidates. */
 function isCandidateSet(c: KernelChoices): boolean {
-  const gemmNames = new Set([...gemmCandidates({ subgroups: true }), ...smallGemmCandidates({ subgroups: true })].map(gemmChoiceName));
+  const gemmNames = new Set([...gemmCandidates(EVERY_CANDIDATE), ...smallGemmCandidates(EVERY_CANDIDATE)].map(gemmChoiceName));
   return (
     gemmNames.has(gemmChoiceName(c.gemm)) &&
     gemmNames.has(gemmChoiceName(c.smallGemm)) &&
-    attentionCandidates({ subgroups: true, subgroupSize: 8 }).some((a) => attentionChoiceName(a) === attentionChoiceName(c.attention)) &&
+    attentionCandidates(EVERY_CANDIDATE).some((a) => attentionChoiceName(a) === attentionChoiceName(c.attention)) &&
     rowWorkgroupCandidates.includes(c.rowWorkgroupSize)
   );
 }
