@@ -9,7 +9,7 @@
  * Flags: --model bert-mini (preset), --requests N, --quick, --out bench/results.
  * Each writes sched-<experiment>-<adapter>-<stamp>.{json,md,svg}.
  */
-import { appendFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isPresetName, type PresetName } from '../src/model/presets.js';
 import { generatePet } from '../src/pet/init-pet.js';
@@ -48,6 +48,7 @@ const presetArg = flag('--model') ?? 'bert-mini';
 if (!isPresetName(presetArg)) throw new Error(`--model must be a preset name, got ${presetArg}`);
 const preset: PresetName = presetArg;
 const outDir = flag('--out') ?? 'bench/results';
+await mkdir(outDir, { recursive: true });
 const MAX_TOKENS = 4096;
 const MAX_ROWS = 128;
 /** Fixed batch size of the FIFO and SeqS baselines (rows). */
@@ -232,6 +233,11 @@ async function openLoop(h: Harness): Promise<Report> {
     { name: 'PetS-style', cfg: schedulerConfig({ policy: 'pets', operatorScheduler: false, defaultSloMs: sloMs }) },
     { name: 'ours', cfg: schedulerConfig({ policy: 'slo', defaultSloMs: sloMs, maxWaitMs: sloMs }) },
   ].filter((s) => !only || only.includes(s.name));
+  // Each system once, untimed, on the probe: a batch shape first seen mid-run compiles its pipelines
+  // then (seconds on lavapipe with a cold shader cache; a 30 s stall cost FIFO its first 50 % point
+  // in the 2026-12-03 07:26 run), and that must not land on whichever system happens to run first.
+  // (With an SLO no closed loop can meet, so that nothing is refused.)
+  for (const s of systems) await runClosed(h.runner, h.cost, { ...s.cfg, defaultSloMs: 3_600_000, maxWaitMs: 3_600_000 }, probe);
   const traceFile = join(outDir, `sched-latency-trace-${adapterSlug(h.ctx.capabilities.adapterName)}-${fileStamp(new Date())}.jsonl`);
   const runs: (OpenLoopRun & { load: number; system: string; repeat: number })[] = [];
   for (const load of loads) {
@@ -246,7 +252,7 @@ async function openLoop(h: Harness): Promise<Report> {
       for (const s of order) {
         const r = await runOpenLoopTraced(h.runner, h.cost, s.cfg, w, rate, new Rng(7 + repeat));
         runs.push({ ...r, load, system: s.name, repeat });
-        const lines = r.trace.map((b) => JSON.stringify({ load, system: s.name, repeat, ...b }));
+        const lines = [...r.trace, ...r.admissions].map((b) => JSON.stringify({ load, system: s.name, repeat, ...b }));
         // Written as the run goes, so a long run's traces can be read before it ends.
         if (!benchArgs.includes('--no-trace')) await appendFile(traceFile, lines.map((l) => `${l}\n`).join(''));
         console.error(
@@ -325,7 +331,7 @@ async function openLoop(h: Harness): Promise<Report> {
       'other CPU %: share of the 2 cores used by other processes during the run (the machine is shared).',
       'FIFO: fixed batches of 32 rows on the packed engine; PetS-style: length DP snapshot, no deadlines; ours: deadline-aware DP, batch time capped by the SLO, early refusal, operator scheduler on.',
       'All systems share one online cost model (it learns from every batch of every system).',
-      `Per-batch traces (predicted vs measured ms, cap, mode, queue): ${traceFile}`,
+      `Per-batch traces (predicted vs measured ms, cap, mode, queue) and, for ours, one line per request admission judged (predicted vs measured latency, the margin of a refusal): ${traceFile}`,
     ],
   };
 }
@@ -341,6 +347,8 @@ interface OpenLoopRun {
   total: number;
   batches: BatchReport[];
   trace: Record<string, unknown>[];
+  /** Admission's prediction and each request's outcome, where admission judged it (policy slo). */
+  admissions: Record<string, unknown>[];
   otherCpuShare: number;
 }
 
@@ -348,8 +356,13 @@ interface OpenLoopRun {
 async function runOpenLoopTraced(engine: SchedulerEngine, cost: CostEstimator, config: SchedulerConfig, w: Workload, ratePerSec: number, rng: Rng): Promise<OpenLoopRun> {
   const batches: BatchReport[] = [];
   const trace: Record<string, unknown>[] = [];
+  const admissions: Record<string, unknown>[] = [];
   let t0 = performance.now();
-  const s = new Scheduler(engine, config, {
+  const admitsUpTo = (): number | null => {
+    const a = s.stats().admission;
+    return a ? round(a.admitsUpToMs) : null;
+  };
+  const s: Scheduler = new Scheduler(engine, config, {
     logger: silentLogger,
     cost,
     observer: {
@@ -368,11 +381,22 @@ async function runOpenLoopTraced(engine: SchedulerEngine, cost: CostEstimator, c
           queuedBefore: d?.queuedBefore,
           maxQueueWaitMs: d ? round(d.maxQueueWaitMs) : null,
           minSlackAtStartMs: d ? round(d.minSlackAtStartMs) : null,
+          admitsUpToMs: admitsUpTo(),
+        });
+      },
+      requestDone: (q) => {
+        if (q.predictedMs === undefined) return;
+        admissions.push({
+          tMs: Math.round(performance.now() - t0),
+          request: q.outcome,
+          predictedMs: round(q.predictedMs),
+          latencyMs: q.outcome === 'overload' ? null : round(q.latencyMs),
+          marginMs: q.admissionMarginMs === undefined ? null : round(q.admissionMarginMs),
         });
       },
     },
   });
-  const out: OpenLoopRun = { latenciesMs: [], servedMs: [], refusedMs: [], sloMet: 0, refused: 0, expired: 0, late: 0, total: w.requests.length, batches, trace, otherCpuShare: 0 };
+  const out: OpenLoopRun = { latenciesMs: [], servedMs: [], refusedMs: [], sloMet: 0, refused: 0, expired: 0, late: 0, total: w.requests.length, batches, trace, admissions, otherCpuShare: 0 };
   const pending: Promise<void>[] = [];
   const cpu0 = sampleCpu();
   t0 = performance.now();

@@ -40,6 +40,24 @@ function installGlobals(): void {
 }
 
 /** Dawn reports subgroupMinSize/subgroupMaxSize on GPUAdapterInfo (not yet in @webgpu/types). */
+/**
+ * One Dawn instance per process and flag set. Every `create()` starts its own instance with its
+ * own threads; instances left to the garbage collector while another one works crashed the
+ * process now and then on lavapipe (`pthread_mutex_lock: Assertion mutex->__data.__owner == 0`,
+ * twice in test/gpu/gpu-layer.test.ts, which made throwaway instances), and a server never needs
+ * more than one. Contexts made with the same flags share it; each still has its own device.
+ */
+const dawnInstances = new Map<string, GPU>();
+export function dawnInstance(flags: readonly string[]): GPU {
+  const key = flags.join('\n');
+  let gpu = dawnInstances.get(key);
+  if (!gpu) {
+    gpu = create([...flags]);
+    dawnInstances.set(key, gpu);
+  }
+  return gpu;
+}
+
 function singleSubgroupSize(info: GPUAdapterInfo): number | null {
   const { subgroupMinSize, subgroupMaxSize } = info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   return subgroupMinSize !== undefined && subgroupMinSize > 0 && subgroupMinSize === subgroupMaxSize ? subgroupMinSize : null;
@@ -80,7 +98,7 @@ export class GpuContext {
     if (options.backend) flags.push(`backend=${options.backend}`);
     // Toggles belong to the instance: every adapter and device it makes (a recovered one too) gets them.
     flags.push(...dawnToggleFlags(options.dawnToggles ?? NO_DAWN_TOGGLES));
-    this.gpu = create(flags);
+    this.gpu = dawnInstance(flags);
   }
 
   static async create(options: GpuOptions, logger: Logger): Promise<GpuContext> {

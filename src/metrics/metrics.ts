@@ -489,6 +489,15 @@ export class PetServeMetrics {
         costConverged.set(c ? (c.phase === 'converged' ? 1 : 0) : Number.NaN);
       },
     });
+    const admission: Gauge = new Gauge({
+      name: `${p}admission_limit_ratio`,
+      help: 'Early refusal at the default SLO: the longest predicted latency still admitted, as a fraction of the SLO (1 - margin); the margin is learned from how far recent predictions ran over. NaN without the slo policy.',
+      registers,
+      collect: () => {
+        const a = this.schedulerSource?.stats().admission;
+        admission.set(a ? a.admitsUpToMs / a.sloMs : Number.NaN);
+      },
+    });
     const costBatches: Gauge = new Gauge({
       name: `${p}cost_model_batches`,
       help: 'Batches the online cost model has learned from since start.',

@@ -7,6 +7,7 @@ import type { PetKind } from '../pet/types.js';
 import { InvalidInputError, PetServeError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { batchFeatures, greedyFill, partitionByLength, pickFifo, pickSlo, type BatchLimits, type QueuedItem } from './batch-policy.js';
+import { ADMISSION_CALIBRATION_DEFAULTS, AdmissionCalibration, type AdmissionCalibrationOptions, type AdmissionOutcome } from './admission-calibration.js';
 import type { CostEstimator } from './cost-model.js';
 import { deviceTimeSplit } from './device-time.js';
 import { scheduleOperators } from './operator-scheduler.js';
@@ -35,12 +36,16 @@ export interface SchedulerOptions {
   observer?: SchedulerObserver | undefined;
   /** Clock (ms); tests inject one. */
   now?: () => number;
+  /** Overrides of how admission learns its margin (tests and experiments; defaults in admission-calibration.ts). */
+  admissionCalibration?: Partial<AdmissionCalibrationOptions>;
 }
 
 interface Entry extends QueuedItem {
   req: InferenceRequest;
   submittedMs: number;
   deadlineMs: number;
+  /** Admission's predicted latency (ms), when admission judged it; its outcome calibrates the next ones. */
+  predictedMs: number | null;
   dropExpired: boolean;
   resolve: (r: InferenceResult) => void;
   reject: (e: unknown) => void;
@@ -94,6 +99,8 @@ export class Scheduler implements InferenceService {
    * admission can foresee the later requests that will share its batch.
    */
   private arrivals = { lastMs: -Infinity, gapMs: Infinity };
+  /** Outcomes of recent admissions: how far their predictions ran over (admissionMarginMs). */
+  private readonly calibration: AdmissionCalibration;
   /** Tightest online SLO seen recently: batches are capped to a fraction of it. */
   private tightSlo = { ms: Infinity, atMs: -Infinity };
   private readonly now: () => number;
@@ -108,6 +115,7 @@ export class Scheduler implements InferenceService {
   ) {
     this.now = opts.now ?? (() => performance.now());
     this.limits = { maxRows: config.maxBatchRows, maxTokens: config.maxBatchTokens };
+    this.calibration = new AdmissionCalibration({ ...ADMISSION_CALIBRATION_DEFAULTS, ...opts.admissionCalibration });
   }
 
   submit(req: InferenceRequest): Promise<InferenceResult> {
@@ -147,19 +155,21 @@ export class Scheduler implements InferenceService {
       offline: priority === 'offline',
     };
     const dropExpired = req.dropExpired ?? true;
+    let predictedMs: number | null = null;
     if (this.config.policy === 'slo' && !item.offline && dropExpired && this.opts.cost.converged !== false) {
-      // Refused when predicted to end within the scheduler's safety margin of its
-      // deadline or later: the same margin the batch policy plans with, so a request
-      // admitted is one the scheduler expects to finish, not a coin toss for a 504.
-      const { finishMs, marginMs } = this.predictFinish(item, now);
-      const predictedMs = finishMs - now;
-      if (predictedMs > sloMs - marginMs) {
-        this.opts.observer?.requestDone?.({ kind, outcome: 'overload', queueWaitMs: 0, latencyMs: 0, slackMs: sloMs - predictedMs, priority });
-        return Promise.reject(new DeadlineUnreachableError(predictedMs, sloMs, Math.max(1, Math.ceil((predictedMs - sloMs) / 1000))));
+      // Refused when the prediction plus how far such predictions have lately run over
+      // (AdmissionCalibration) ends past the deadline: a request admitted is one the
+      // scheduler expects to finish, not a coin toss for a 504.
+      predictedMs = this.predictFinish(item, now) - now;
+      const marginMs = this.admissionMarginMs(predictedMs, sloMs);
+      this.calibration.noteDecision(predictedMs + marginMs > sloMs);
+      if (predictedMs + marginMs > sloMs) {
+        this.opts.observer?.requestDone?.({ kind, outcome: 'overload', queueWaitMs: 0, latencyMs: 0, slackMs: sloMs - predictedMs, priority, predictedMs, admissionMarginMs: marginMs });
+        return Promise.reject(new DeadlineUnreachableError(predictedMs, sloMs, Math.max(1, Math.ceil((predictedMs + marginMs - sloMs) / 1000))));
       }
     }
     return new Promise<InferenceResult>((resolve, reject) => {
-      this.queue.push({ ...item, req, deadlineMs: now + sloMs, submittedMs: now, dropExpired, resolve, reject });
+      this.queue.push({ ...item, req, deadlineMs: now + sloMs, submittedMs: now, predictedMs, dropExpired, resolve, reject });
       this.kick();
     });
   }
@@ -168,13 +178,11 @@ export class Scheduler implements InferenceService {
    * When `item` would finish if submitted now, by the cost model: the rest of the
    * running batch, then the online work due no later than it (the slo policy runs
    * earliest-due first) with `item` itself, cut into as many batches as the row,
-   * token and time limits make, each paying the fixed per-batch cost. The margin is
-   * marginFraction() of the whole predicted time: the prediction spans every batch
-   * ahead and their errors add up (under overload five batches in a row ran up to
-   * 1.26x their estimate, bench/results/sched-latency-*-1926). A one-batch margin
-   * admitted requests at the edge of their deadline and many came back late.
+   * token and time limits make, each paying the fixed per-batch cost, plus the rows
+   * later arrivals bring to its own batch. No margin here: admissionMarginMs() adds
+   * the one the recent outcomes of such predictions call for.
    */
-  private predictFinish(item: QueuedItem, now: number): { finishMs: number; marginMs: number } {
+  private predictFinish(item: QueuedItem, now: number): number {
     const cost = this.opts.cost;
     const busyMs = this.running && this.inFlight ? Math.max(0, this.inFlight.startedMs + this.inFlight.estimatedMs - now) : 0;
     const ahead: QueuedItem[] = this.queue.filter((e) => !e.offline && e.dueMs <= item.dueMs);
@@ -205,7 +213,17 @@ export class Scheduler implements InferenceService {
     // (Requests submitted in the same millisecond make the gap 0: then the room fills, never NaN.)
     const joiningRows = startsInMs > 0 ? Math.min(roomRows, startsInMs / Math.max(this.arrivals.gapMs, 1e-6)) : 0;
     const totalMs = queuedMs + joiningRows * perRowMs;
-    return { finishMs: now + busyMs + totalMs, marginMs: this.marginFraction() * (busyMs + totalMs) };
+    return now + busyMs + totalMs;
+  }
+
+  /**
+   * What admission adds to a prediction before comparing it with the SLO: learned from the
+   * outcomes of recent admissions (AdmissionCalibration); until enough were seen, the batch
+   * policy's margin fraction of the whole prediction (a prediction that spans several batches
+   * is off by the sum of their errors, so a fraction of the whole, not of one batch).
+   */
+  private admissionMarginMs(predictedMs: number, sloMs: number): number {
+    return this.calibration.marginMs(predictedMs, sloMs, this.now()) ?? this.marginFraction() * predictedMs;
   }
 
   /** EWMA of the gap between online arrivals over about the last 20 (a burst shows within a few). */
@@ -228,6 +246,7 @@ export class Scheduler implements InferenceService {
       batchesRun: this.batchesRun,
       requestsDone: this.requestsDone,
       costModel: this.opts.cost.state?.() ?? null,
+      admission: this.config.policy === 'slo' ? this.admissionStats() : null,
     };
   }
 
@@ -251,6 +270,13 @@ export class Scheduler implements InferenceService {
     for (const e of this.queue.splice(0)) e.reject(new ShuttingDownError());
     this.petsPlan = [];
     return Promise.resolve();
+  }
+
+  private admissionStats(): NonNullable<SchedulerStats['admission']> {
+    const now = this.now();
+    const sloMs = this.config.defaultSloMs;
+    const learnedFrom = this.calibration.learnedFrom(now);
+    return { sloMs, admitsUpToMs: this.calibration.admitsUpToMs(sloMs, now) ?? sloMs / (1 + this.marginFraction()), learnedFrom };
   }
 
   /** Bad requests fail at submit, alone, before they can poison a batch. */
@@ -322,6 +348,7 @@ export class Scheduler implements InferenceService {
   private expire(): void {
     const now = this.now();
     const judge = this.config.policy === 'slo' && this.opts.cost.converged !== false;
+    const missed: AdmissionOutcome[] = [];
     for (let i = this.queue.length - 1; i >= 0; i--) {
       const e = this.queue[i]!;
       if (!e.dropExpired) continue;
@@ -329,10 +356,14 @@ export class Scheduler implements InferenceService {
       if (passed || (judge && now + this.opts.cost.estimateMs(batchFeatures([e])) > e.deadlineMs)) {
         this.queue.splice(i, 1);
         this.finish(e, 'expired', now, now);
+        // It would have ended past its deadline: the SLO (or the wait so far) is a lower bound on its latency.
+        if (e.predictedMs !== null) missed.push({ predictedMs: e.predictedMs, measuredMs: Math.max(now - e.submittedMs, e.deadlineMs - e.submittedMs), sloMs: e.deadlineMs - e.submittedMs });
         const sloMs = Math.round(e.deadlineMs - e.submittedMs);
         e.reject(new DeadlineExceededError(passed ? `deadline of ${sloMs} ms passed while queued` : `deadline of ${sloMs} ms cannot be met any more: too little time is left to run it`));
       }
     }
+    // Dropped together, so one outcome: what delayed them was one event.
+    if (missed.length > 0) this.calibration.record(missed, now);
   }
 
   private nextBatch(): Entry[] {
@@ -448,6 +479,10 @@ export class Scheduler implements InferenceService {
         batchRows: live.length,
       });
     });
+    this.calibration.record(
+      live.flatMap((e) => (e.predictedMs === null ? [] : [{ predictedMs: e.predictedMs, measuredMs: done - e.submittedMs, sloMs: e.deadlineMs - e.submittedMs }])),
+      done,
+    );
   }
 
   private fail(e: Entry, err: unknown): void {
@@ -465,6 +500,7 @@ export class Scheduler implements InferenceService {
       latencyMs: doneMs - e.submittedMs,
       slackMs: e.deadlineMs - doneMs,
       priority: e.offline ? 'offline' : 'online',
+      ...(e.predictedMs !== null ? { predictedMs: e.predictedMs } : {}),
     });
   }
 }

@@ -51,6 +51,12 @@ export interface SchedulerStats {
   requestsDone: number;
   /** The online cost model's calibration state; null for a fixed model. */
   costModel?: CostModelState | null;
+  /**
+   * Early refusal (policy slo): at the default SLO `sloMs`, the longest predicted latency still
+   * admitted (prediction + learned margin ≤ SLO), and how many recent outcomes the margin was
+   * learned from (0: too few yet, the margin is a fixed fraction of each prediction).
+   */
+  admission?: { sloMs: number; admitsUpToMs: number; learnedFrom: number } | null;
 }
 
 /** Implemented by the scheduler; the server and workers only see this. */
@@ -111,6 +117,10 @@ export interface RequestReport {
   /** deadline − finish time (negative = SLO missed). */
   slackMs: number;
   priority: 'online' | 'offline';
+  /** Admission's predicted latency (ms), where admission judged the request (policy slo, online). */
+  predictedMs?: number;
+  /** For a refusal: the margin (ms) admission added to the prediction (AdmissionCalibration). */
+  admissionMarginMs?: number;
 }
 
 /** Hooks for metrics; every method optional and must not throw. */

@@ -183,6 +183,11 @@
         const err = cm.recentError === null ? '' : `, error ${fmtNum(cm.recentError * 100, 1)} %`;
         rows.push(['cost model', `${cm.phase}, ${fmtNum(cm.batches, 0)} batches${err} (from ${cm.source})`]);
       }
+      const adm = s.scheduler.admission;
+      if (adm) {
+        const learned = adm.learnedFrom > 0 ? `margin learned from ${fmtNum(adm.learnedFrom, 0)} recent batches` : 'fixed margin until 32 batches near the deadline';
+        rows.push(['admission', `admits predictions up to ${fmtNum(adm.admitsUpToMs, 0)} ms at the ${fmtNum(adm.sloMs, 0)} ms SLO (${learned})`]);
+      }
     }
     for (const [model, k] of Object.entries(s.kernels ?? {})) {
       const progress = k.progress ? ` ${k.progress.done}/${k.progress.total}` : '';

@@ -1,8 +1,7 @@
-import { create } from 'webgpu';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BatchEncoder } from '../../src/gpu/batch-encoder.js';
 import { ActivationArena } from '../../src/gpu/buffers.js';
-import { GpuContext } from '../../src/gpu/context.js';
+import { dawnInstance, GpuContext } from '../../src/gpu/context.js';
 import { PipelineCache } from '../../src/gpu/pipeline-cache.js';
 import { renderShader } from '../../src/gpu/shader-template.js';
 import { gemm, gemmSpec } from '../../src/kernels/gemm.js';
@@ -74,7 +73,8 @@ describe('pipeline cache and memory reuse', () => {
   });
 
   it('a subgroup kernel on a device without the subgroups feature is a ShaderError naming the feature', async () => {
-    const adapter = await create([]).requestAdapter();
+    // The process's Dawn instance (no throwaway instance: see dawnInstance), a device of its own.
+    const adapter = await dawnInstance([]).requestAdapter();
     // No required features: the device has no subgroups whatever the adapter offers.
     const device = await adapter!.requestDevice();
     try {

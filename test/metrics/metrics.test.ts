@@ -219,6 +219,16 @@ describe('collectors', () => {
     expect(await gauge(reg, 'petserve_cost_model_converged')).toBe(1);
   });
 
+  it("exports early refusal's admission limit as a fraction of the SLO, NaN without the policy", async () => {
+    const reg = new Registry();
+    const m = createMetrics(reg, { defaultMetrics: false });
+    let admission: SchedulerStats['admission'] = { sloMs: 1500, admitsUpToMs: 1200, learnedFrom: 120 };
+    m.bindScheduler({ stats: () => ({ policy: 'slo', queued: 0, queuedOnline: 0, queuedOffline: 0, inFlightBatches: 0, maxQueue: 1, batchesRun: 3, requestsDone: 3, admission }) });
+    expect(await gauge(reg, 'petserve_admission_limit_ratio')).toBe(0.8);
+    admission = null;
+    expect(await gauge(reg, 'petserve_admission_limit_ratio')).toBeNaN();
+  });
+
   it('exports BullMQ jobs by state and workers; an unreachable or hanging Redis sets queue_up 0 without failing the scrape', async () => {
     const reg = new Registry();
     const m = createMetrics(reg, { defaultMetrics: false, queueTimeoutMs: 200 });
