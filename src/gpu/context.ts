@@ -39,7 +39,6 @@ function installGlobals(): void {
   }
 }
 
-/** Dawn reports subgroupMinSize/subgroupMaxSize on GPUAdapterInfo (not yet in @webgpu/types). */
 /**
  * One Dawn instance per process and flag set. Every `create()` starts its own instance with its
  * own threads; instances left to the garbage collector while another one works crashed the
@@ -58,6 +57,7 @@ export function dawnInstance(flags: readonly string[]): GPU {
   return gpu;
 }
 
+/** Dawn reports subgroupMinSize/subgroupMaxSize on GPUAdapterInfo (not yet in @webgpu/types). */
 function singleSubgroupSize(info: GPUAdapterInfo): number | null {
   const { subgroupMinSize, subgroupMaxSize } = info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   return subgroupMinSize !== undefined && subgroupMinSize > 0 && subgroupMinSize === subgroupMaxSize ? subgroupMinSize : null;

@@ -95,6 +95,8 @@ export class AdmissionCalibration {
   /** The last admission decisions (true = refused), to tell overload from a burst. */
   private readonly decisions: boolean[] = [];
   private refusedInWindow = 0;
+  /** The outcomes' overshoots, sorted; rebuilt only after the window changed (every admission reads it). */
+  private sorted: number[] | null = null;
 
   constructor(private readonly opts: AdmissionCalibrationOptions = ADMISSION_CALIBRATION_DEFAULTS) {}
 
@@ -120,6 +122,7 @@ export class AdmissionCalibration {
     if (worst === -Infinity) return;
     this.outcomes.push({ overshoot: worst, atMs: nowMs });
     if (this.outcomes.length > this.opts.window) this.outcomes.shift();
+    this.sorted = null;
   }
 
   /**
@@ -128,22 +131,27 @@ export class AdmissionCalibration {
    */
   marginMs(predictedMs: number, sloMs: number, nowMs: number): number | null {
     const q = this.scaledQuantile(nowMs);
-    if (q === null) return null;
-    return Math.min(this.opts.maxMarginFraction * sloMs, Math.max(this.opts.minMarginFraction * sloMs, q * Math.sqrt(Math.max(predictedMs, 0))));
+    return q === null ? null : this.boundedMargin(q, predictedMs, sloMs);
   }
 
   /** The longest prediction admitted for this SLO (p + margin(p) = SLO), or null while the fallback applies. */
   admitsUpToMs(sloMs: number, nowMs: number): number | null {
-    if (this.scaledQuantile(nowMs) === null) return null;
+    const q = this.scaledQuantile(nowMs);
+    if (q === null) return null;
     // p + margin(p) rises through the SLO once (slope 1 + q/(2√p), or 1 where a bound holds): bisect.
     let lo = 0;
     let hi = 2 * sloMs;
     for (let i = 0; i < 40; i++) {
       const mid = (lo + hi) / 2;
-      if (mid + this.marginMs(mid, sloMs, nowMs)! > sloMs) hi = mid;
+      if (mid + this.boundedMargin(q, mid, sloMs) > sloMs) hi = mid;
       else lo = mid;
     }
     return lo;
+  }
+
+  /** q·√p within the bounds, for scaled quantile q. */
+  private boundedMargin(q: number, predictedMs: number, sloMs: number): number {
+    return Math.min(this.opts.maxMarginFraction * sloMs, Math.max(this.opts.minMarginFraction * sloMs, q * Math.sqrt(Math.max(predictedMs, 0))));
   }
 
   /** Outcomes the margin is learned from; 0 while there are too few and the fallback is in use. */
@@ -154,12 +162,15 @@ export class AdmissionCalibration {
 
   private scaledQuantile(nowMs: number): number | null {
     if (this.learnedFrom(nowMs) === 0) return null;
-    const sorted = this.outcomes.map((o) => o.overshoot).sort((a, b) => a - b);
+    const sorted = (this.sorted ??= this.outcomes.map((o) => o.overshoot).sort((a, b) => a - b));
     const quantile = this.overloaded() ? this.opts.quantile : this.opts.calmQuantile;
     return sorted[Math.min(sorted.length - 1, Math.floor(quantile * sorted.length))]!;
   }
 
   private forget(nowMs: number): void {
-    while (this.outcomes.length > 0 && nowMs - this.outcomes[0]!.atMs > this.opts.maxAgeMs) this.outcomes.shift();
+    while (this.outcomes.length > 0 && nowMs - this.outcomes[0]!.atMs > this.opts.maxAgeMs) {
+      this.outcomes.shift();
+      this.sorted = null;
+    }
   }
 }

@@ -162,8 +162,9 @@ export class Scheduler implements InferenceService {
       // scheduler expects to finish, not a coin toss for a 504.
       predictedMs = this.predictFinish(item, now) - now;
       const marginMs = this.admissionMarginMs(predictedMs, sloMs);
-      this.calibration.noteDecision(predictedMs + marginMs > sloMs);
-      if (predictedMs + marginMs > sloMs) {
+      const refuse = predictedMs + marginMs > sloMs;
+      this.calibration.noteDecision(refuse);
+      if (refuse) {
         this.opts.observer?.requestDone?.({ kind, outcome: 'overload', queueWaitMs: 0, latencyMs: 0, slackMs: sloMs - predictedMs, priority, predictedMs, admissionMarginMs: marginMs });
         return Promise.reject(new DeadlineUnreachableError(predictedMs, sloMs, Math.max(1, Math.ceil((predictedMs + marginMs - sloMs) / 1000))));
       }

@@ -185,7 +185,7 @@
       }
       const adm = s.scheduler.admission;
       if (adm) {
-        const learned = adm.learnedFrom > 0 ? `margin learned from ${fmtNum(adm.learnedFrom, 0)} recent batches` : 'fixed margin until 32 batches near the deadline';
+        const learned = adm.learnedFrom > 0 ? `margin learned from ${fmtNum(adm.learnedFrom, 0)} recent batches` : 'fixed margin until 8 batches near the deadline';
         rows.push(['admission', `admits predictions up to ${fmtNum(adm.admitsUpToMs, 0)} ms at the ${fmtNum(adm.sloMs, 0)} ms SLO (${learned})`]);
       }
     }
